@@ -1,0 +1,56 @@
+# Two commands: `make test` (builds .venv from the pinned lock, runs the suite)
+# and `make debug` (single-game debug run under runs/).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCK := requirements-lock.txt
+PYTEST_ARGS ?=
+DEBUG_ARGS ?=
+
+.PHONY: venv test test-fast debug bench clean
+
+# Python 3.10 is required (dm-launchpad 0.5.2 has wheels only for <= 3.10).
+# Search order: $$PYTHON, python3.10 on PATH, pyenv's 3.10.x versions.
+define FIND_PY310
+cands=(); \
+[ -n "$${PYTHON:-}" ] && cands+=("$$PYTHON"); \
+command -v python3.10 >/dev/null 2>&1 && cands+=("$$(command -v python3.10)"); \
+for d in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.10*/bin/python3.10; do [ -x "$$d" ] && cands+=("$$d"); done; \
+found=; for c in "$${cands[@]}"; do \
+  if "$$c" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)' 2>/dev/null; then found="$$c"; break; fi; \
+done; \
+if [ -z "$$found" ]; then \
+  echo "error: Python 3.10 not found. Looked at: \$$PYTHON='$${PYTHON:-}', python3.10 on PATH," >&2; \
+  echo "       and $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10." >&2; \
+  echo "       dm-launchpad 0.5.2 ships wheels only for Python <= 3.10, so 3.10 is required." >&2; \
+  echo "       Install it (e.g. 'pyenv install 3.10.13' or 'apt-get install python3.10 python3.10-venv')" >&2; \
+  echo "       or point to one with: make test PYTHON=/path/to/python3.10" >&2; \
+  exit 1; \
+fi
+endef
+
+$(VENV)/.installed: $(LOCK) setup.py
+	@set -euo pipefail; $(FIND_PY310); \
+	echo "using $$found ($$("$$found" --version))"; \
+	rm -rf $(VENV); "$$found" -m venv $(VENV); \
+	$(PY) -m pip install -q --upgrade "pip<25"; \
+	$(PY) -m pip install -q -r $(LOCK); \
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .; \
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+
+debug: venv
+	$(PY) -m launch.run --preset=debug --game=Pong $(DEBUG_ARGS)
+
+bench: venv
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info

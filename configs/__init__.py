@@ -1,0 +1,16 @@
+"""Run configuration: frozen dataclasses, presets, the 57-game table and HNS.
+
+Importing this package loads only the Python standard library.
+"""
+from configs.config import (ActorConfig, AgentConfig, ConfigError, EnvConfig, HYPER_NAMES,
+                            LearnerConfig, MetaConfig, NetworkConfig, ReplayConfig, RunConfig)
+from configs.games import (aggregate_hns, all_games, get_game, hns, mean_hns, median_hns,
+                           reference_table, suggest_game)
+from configs.presets import AGENTS, PRESETS, apply_overrides, make_config
+
+__all__ = [
+    "ActorConfig", "AgentConfig", "ConfigError", "EnvConfig", "HYPER_NAMES", "LearnerConfig",
+    "MetaConfig", "NetworkConfig", "ReplayConfig", "RunConfig", "aggregate_hns", "all_games",
+    "get_game", "hns", "mean_hns", "median_hns", "reference_table", "suggest_game", "AGENTS",
+    "PRESETS", "apply_overrides", "make_config",
+]

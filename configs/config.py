@@ -1,0 +1,345 @@
+"""Frozen, validated configuration dataclasses.
+
+Every field is checked in `__post_init__`; a bad value raises `ConfigError`
+whose message names the field, the value and what is allowed. No globals, no
+flags: `launch/` turns command-line flags into these objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+from configs import games
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed."""
+
+
+def _fail(owner: Any, field: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{type(owner).__name__}.{field}={value!r} is not allowed: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(owner: Any, field: str, lo: int = 1, hi: Optional[int] = None) -> None:
+    v = getattr(owner, field)
+    ok = _is_int(v) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        _fail(owner, field, v, f"must be an integer {rng}")
+
+
+def _num(owner: Any, field: str, lo: float = 0.0, hi: float = math.inf,
+         lo_open: bool = False, hi_open: bool = False) -> None:
+    v = getattr(owner, field)
+    ok = _is_num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+        _fail(owner, field, v, f"must be a finite number in {left}{lo}, {hi}{right}")
+
+
+def _choice(owner: Any, field: str, allowed: Sequence[str]) -> None:
+    v = getattr(owner, field)
+    if v not in allowed:
+        _fail(owner, field, v, f"must be one of {list(allowed)}")
+
+
+# ----------------------------------------------------------------------------
+# Environment
+# ----------------------------------------------------------------------------
+ENV_KINDS = ("atari", "catch")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Atari protocol (DESIGN.md section 5), every setting explicit.
+
+    `kind='catch'` is the built-in pixel game used to prove the pipeline learns.
+    """
+    kind: str = "atari"
+    game: str = "Pong"  # CamelCase name from the 57-game table (ignored for catch)
+    frame_skip: int = 4  # action repeat, max-pool over the last two frames
+    frame_size: int = 84  # square grayscale frames
+    frame_stack: int = 4
+    noop_max: int = 30  # up to this many no-ops at reset (0 disables)
+    max_episode_frames: int = 108_000  # 30 minutes of emulator frames
+    sticky_action_prob: float = 0.0  # ALE repeat_action_probability
+    full_action_space: bool = False
+    clip_reward: float = 1.0  # training reward clip in [-c, c]; evaluation is unclipped
+
+    def __post_init__(self):
+        _choice(self, "kind", ENV_KINDS)
+        if self.kind == "atari":
+            if not isinstance(self.game, str) or self.game not in games.reference_table():
+                _fail(self, "game", self.game, games.unknown_game_message(str(self.game)))
+        _int(self, "frame_skip", 1, 16)
+        _int(self, "frame_size", 8, 256)
+        _int(self, "frame_stack", 1, 16)
+        _int(self, "noop_max", 0, 1000)
+        _int(self, "max_episode_frames", 1)
+        _num(self, "sticky_action_prob", 0.0, 1.0)
+        if not isinstance(self.full_action_space, bool):
+            _fail(self, "full_action_space", self.full_action_space, "must be True or False")
+        _num(self, "clip_reward", 0.0, lo_open=True)
+
+    @property
+    def observation_shape(self) -> Tuple[int, int, int]:
+        return (self.frame_size, self.frame_size, self.frame_stack)
+
+
+# ----------------------------------------------------------------------------
+# Network
+# ----------------------------------------------------------------------------
+NETWORK_KINDS = ("small", "deep", "tiny")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """`deep`: IMPALA ResNet (channels 16/32/32, 2 residual blocks per section).
+    `small`: two conv layers, for CPU debug runs. `tiny`: one small conv layer,
+    for tests. All end in a `hidden`-unit ReLU layer."""
+    kind: str = "deep"
+    channels: Tuple[int, ...] = (16, 32, 32)
+    blocks_per_section: int = 2
+    hidden: int = 256
+    meta_embedding: int = 16  # width of the learned embedding of the meta-parameters
+
+    def __post_init__(self):
+        _choice(self, "kind", NETWORK_KINDS)
+        if (not isinstance(self.channels, tuple) or not self.channels
+                or not all(_is_int(c) and c >= 1 for c in self.channels)):
+            _fail(self, "channels", self.channels, "must be a non-empty tuple of positive integers")
+        _int(self, "blocks_per_section", 0, 16)
+        _int(self, "hidden", 1)
+        _int(self, "meta_embedding", 1)
+
+
+# ----------------------------------------------------------------------------
+# Agent (the inner learner)
+# ----------------------------------------------------------------------------
+AGENT_KINDS = ("impala", "stacx")
+HYPER_NAMES = ("gamma", "lambda_", "g_v", "g_p", "g_e", "alpha")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Actor-critic learner. IMPALA: one head, fixed hyper-parameters.
+    STACX: `num_heads` heads (the first acts), each with its own 6
+    meta-parameters `outer * sigmoid(logit)`, logits initialised at `init_logit`.
+
+    `gamma, lambda_, g_v, g_p, g_e, alpha` are IMPALA's fixed values and the
+    STACX scale (the `outer` values) of the meta-learned ones:
+    loss = g_p * policy_gradient + g_v * 0.5 * (v_s - V)^2 - g_e * entropy.
+    """
+    kind: str = "impala"
+    num_heads: int = 1
+    unroll_length: int = 20  # T: each trajectory has T + 1 observations
+    gamma: float = 0.99
+    lambda_: float = 1.0
+    g_v: float = 0.5
+    g_p: float = 1.0
+    g_e: float = 0.01
+    alpha: float = 1.0  # leaky V-trace mix; 1 = plain V-trace
+    rho_bar: float = 1.0
+    c_bar: float = 1.0
+    learning_rate: float = 6e-4  # RMSProp (inner optimiser)
+    rms_decay: float = 0.99
+    rms_eps: float = 0.01
+    max_grad_norm: float = 40.0
+    init_logit: float = 4.6  # sigmoid(4.6) = 0.990
+
+    def __post_init__(self):
+        _choice(self, "kind", AGENT_KINDS)
+        _int(self, "num_heads", 1, 16)
+        if self.kind == "impala" and self.num_heads != 1:
+            _fail(self, "num_heads", self.num_heads, "must be 1 when kind='impala'")
+        _int(self, "unroll_length", 1, 10_000)
+        for f in ("gamma", "lambda_", "alpha"):
+            _num(self, f, 0.0, 1.0)
+        for f in ("g_v", "g_p", "g_e"):
+            _num(self, f, 0.0, 1e6)
+        for f in ("rho_bar", "c_bar"):
+            _num(self, f, 0.0, lo_open=True)
+        _num(self, "learning_rate", 0.0, 10.0, lo_open=True)
+        _num(self, "rms_decay", 0.0, 1.0, hi_open=True)
+        _num(self, "rms_eps", 0.0, lo_open=True)
+        _num(self, "max_grad_norm", 0.0, lo_open=True)
+        _num(self, "init_logit", -20.0, 20.0)
+
+    @property
+    def hyper_values(self) -> Tuple[float, ...]:
+        """(gamma, lambda_, g_v, g_p, g_e, alpha) in `HYPER_NAMES` order."""
+        return tuple(float(getattr(self, n)) for n in HYPER_NAMES)
+
+
+# ----------------------------------------------------------------------------
+# Meta-objective
+# ----------------------------------------------------------------------------
+META_OBJECTIVES = ("none", "mg", "bmg")
+MATCHINGS = ("l2", "kl", "kl_v")
+TARGET_STEPS = ("sgd", "rms")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """How the meta-parameters learn.
+
+    `mg`: meta-gradient through K inner steps of the outer loss.
+    `bmg`: bootstrapped target from L - 1 more inner steps plus one grounded
+    step of size `target_step_size` on the outer loss, matched by `matching`.
+    The outer loss is the first head's V-trace loss with the fixed `outer_*`
+    values plus `kl_weight` * KL(pre-update policy || updated policy).
+    """
+    objective: str = "none"
+    K: int = 1
+    L: int = 1
+    matching: str = "kl"
+    target_step: str = "sgd"
+    target_step_size: float = 1.0  # a in x~ = x - a * G(grad f)
+    value_match_weight: float = 1.0  # weight of the value term in kl_v
+    outer_gamma: float = 0.995
+    outer_lambda: float = 1.0
+    outer_g_v: float = 0.25
+    outer_g_p: float = 1.0
+    outer_g_e: float = 0.01
+    kl_weight: float = 1.0
+    meta_learning_rate: float = 1e-3  # Adam
+    meta_adam_eps: float = 1e-4
+    meta_max_grad_norm: float = 1.0
+
+    def __post_init__(self):
+        _choice(self, "objective", META_OBJECTIVES)
+        _int(self, "K", 1, 64)
+        _int(self, "L", 1, 64)
+        _choice(self, "matching", MATCHINGS)
+        _choice(self, "target_step", TARGET_STEPS)
+        _num(self, "target_step_size", 0.0, lo_open=True)
+        _num(self, "value_match_weight", 0.0)
+        for f in ("outer_gamma", "outer_lambda"):
+            _num(self, f, 0.0, 1.0)
+        for f in ("outer_g_v", "outer_g_p", "outer_g_e", "kl_weight"):
+            _num(self, f, 0.0, 1e6)
+        _num(self, "meta_learning_rate", 0.0, 10.0, lo_open=True)
+        _num(self, "meta_adam_eps", 0.0, lo_open=True)
+        _num(self, "meta_max_grad_norm", 0.0, lo_open=True)
+
+    @property
+    def outer_values(self) -> Tuple[float, ...]:
+        """(gamma, lambda_, g_v, g_p, g_e, alpha=1) of the outer loss."""
+        return (self.outer_gamma, self.outer_lambda, self.outer_g_v, self.outer_g_p,
+                self.outer_g_e, 1.0)
+
+
+# ----------------------------------------------------------------------------
+# Replay, learner, actors
+# ----------------------------------------------------------------------------
+REPLAY_MODES = ("queue", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """`queue`: on-policy FIFO, each trajectory sampled once (IMPALA).
+    `uniform`: a small replay sampled uniformly, `samples_per_insert` times on
+    average per trajectory."""
+    mode: str = "queue"
+    max_size: int = 0  # trajectories; 0 = 10 x the learner batch
+    samples_per_insert: float = 1.0  # uniform mode only
+    min_size: int = 1
+    timeout_ms: int = 30_000  # every sample/insert wait is bounded by this
+    prefetch_batches: int = 2
+
+    def __post_init__(self):
+        _choice(self, "mode", REPLAY_MODES)
+        _int(self, "max_size", 0)
+        _num(self, "samples_per_insert", 0.0, 1e4, lo_open=True)
+        _int(self, "min_size", 1)
+        _int(self, "timeout_ms", 1)
+        _int(self, "prefetch_batches", 1, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerConfig:
+    batch_size: int = 32  # global batch of trajectories per inner step, split over devices
+    num_devices: int = 0  # 0 = all of jax.local_devices()
+    publish_every: int = 1  # learner steps between parameter publications
+    log_every_seconds: float = 10.0
+    checkpoint_every_minutes: float = 5.0
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        _int(self, "batch_size", 1)
+        _int(self, "num_devices", 0)
+        _int(self, "publish_every", 1)
+        _num(self, "log_every_seconds", 0.0, lo_open=True)
+        _num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
+        _int(self, "keep_checkpoints", 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorConfig:
+    num_actors: int = 48
+    envs_per_actor: int = 1  # environments stepped together in one actor process
+    param_refresh_steps: int = 100  # actor steps between parameter pulls
+    env_threads: int = 1
+    evaluator: bool = True
+    eval_episodes_per_round: int = 1
+
+    def __post_init__(self):
+        _int(self, "num_actors", 1, 4096)
+        _int(self, "envs_per_actor", 1, 1024)
+        _int(self, "param_refresh_steps", 1)
+        _int(self, "env_threads", 1, 256)
+        if not isinstance(self.evaluator, bool):
+            _fail(self, "evaluator", self.evaluator, "must be True or False")
+        _int(self, "eval_episodes_per_round", 1)
+
+
+# ----------------------------------------------------------------------------
+# Run
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    root: str = "runs"
+    seed: int = 0
+    max_frames: int = 200_000_000  # emulator frames (agent steps x frame_skip), all actors
+    max_learner_steps: int = 0  # 0 = no step budget
+    env: EnvConfig = EnvConfig()
+    network: NetworkConfig = NetworkConfig()
+    agent: AgentConfig = AgentConfig()
+    meta: MetaConfig = MetaConfig()
+    replay: ReplayConfig = ReplayConfig()
+    learner: LearnerConfig = LearnerConfig()
+    actors: ActorConfig = ActorConfig()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            _fail(self, "name", self.name, "must be a non-empty string without '/'")
+        if not isinstance(self.root, str) or not self.root:
+            _fail(self, "root", self.root, "must be a non-empty path")
+        _int(self, "seed", 0)
+        _int(self, "max_frames", 1)
+        _int(self, "max_learner_steps", 0)
+        if self.agent.kind == "impala" and self.meta.objective != "none":
+            _fail(self, "meta.objective", self.meta.objective,
+                  "must be 'none' with agent.kind='impala' (meta-learning needs agent.kind='stacx')")
+
+    @property
+    def run_dir(self) -> str:
+        import os
+        return os.path.join(self.root, self.name)
+
+    @property
+    def agent_name(self) -> str:
+        """'impala', 'stacx' (MG), 'bmg', or 'stacx-fixed' (no meta-learning)."""
+        if self.agent.kind == "impala":
+            return "impala"
+        return {"mg": "stacx", "bmg": "bmg", "none": "stacx-fixed"}[self.meta.objective]

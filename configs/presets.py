@@ -1,0 +1,129 @@
+"""Presets (`debug`, `full`), agent choices and `section.field=value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Iterable, Optional
+
+from configs.config import (AgentConfig, ActorConfig, ConfigError, EnvConfig, LearnerConfig,
+                            MetaConfig, NetworkConfig, ReplayConfig, RunConfig)
+
+PRESETS = ("debug", "full", "test")
+AGENTS = ("impala", "stacx", "bmg")
+
+
+def _agent_sections(agent: str, meta: MetaConfig) -> tuple:
+    """AgentConfig and MetaConfig for `impala`, `stacx` (MG) or `bmg`."""
+    if agent == "impala":
+        return AgentConfig(kind="impala", num_heads=1), dataclasses.replace(meta, objective="none")
+    if agent in ("stacx", "bmg"):
+        # STACX: three heads; the fields are the scales of the meta-learned values.
+        stacx = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25,
+                            g_p=1.0, g_e=0.01, alpha=1.0)
+        objective = "mg" if agent == "stacx" else "bmg"
+        return stacx, dataclasses.replace(meta, objective=objective)
+    raise ConfigError(f"unknown agent {agent!r}: allowed agents are {list(AGENTS)}")
+
+
+def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong",
+                name: Optional[str] = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Build a validated RunConfig from a preset, an agent, a game and overrides.
+
+    `overrides` are strings `section.field=value` (e.g. `learner.batch_size=16`,
+    `meta.L=4`, `max_frames=1e6`), applied last.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: allowed presets are {list(PRESETS)}")
+    if agent not in AGENTS:
+        raise ConfigError(f"unknown agent {agent!r}: allowed agents are {list(AGENTS)}")
+    if preset == "full":
+        # Published IMPALA (deep) / STACX / BMG Atari settings, DESIGN.md section 3.
+        meta = MetaConfig(K=1, L=1 if agent != "bmg" else 4, matching="kl", target_step="sgd")
+        agent_cfg, meta = _agent_sections(agent, meta)
+        cfg = RunConfig(
+            name=name or f"{game}-{agent}", max_frames=200_000_000,
+            env=EnvConfig(kind="atari", game=game),
+            network=NetworkConfig(kind="deep", channels=(16, 32, 32), blocks_per_section=2,
+                                  hidden=256),
+            agent=agent_cfg, meta=meta,
+            replay=ReplayConfig(mode="queue"),
+            learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
+            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100),
+        )
+    else:
+        # debug: a few minutes on 2 CPU cores; test: seconds, for end-to-end tests.
+        tiny = preset == "test"
+        meta = MetaConfig(K=1, L=2, matching="kl", target_step="sgd")
+        agent_cfg, meta = _agent_sections(agent, meta)
+        agent_cfg = dataclasses.replace(agent_cfg, unroll_length=10 if tiny else 20)
+        cfg = RunConfig(
+            name=name or f"{game}-{agent}-{preset}",
+            max_frames=40_000 if tiny else 400_000,
+            env=EnvConfig(kind="atari", game=game),
+            network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
+                                  hidden=32 if tiny else 128, meta_embedding=8),
+            agent=agent_cfg, meta=meta,
+            replay=ReplayConfig(mode="queue", timeout_ms=60_000),
+            learner=LearnerConfig(batch_size=4 if tiny else 8, log_every_seconds=5.0,
+                                  checkpoint_every_minutes=1.0),
+            actors=ActorConfig(num_actors=2, envs_per_actor=4,
+                               param_refresh_steps=10 if tiny else 20),
+        )
+    return apply_overrides(cfg, overrides)
+
+
+def _coerce(text: str, annotation: Any, where: str) -> Any:
+    """Parse a command-line string into the type of a dataclass field."""
+    t = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing))
+    origin = typing.get_origin(t)
+    try:
+        if t is bool:
+            low = text.strip().lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if t is int:
+            v = float(text)  # accepts 1e6
+            if v != int(v):
+                raise ValueError
+            return int(v)
+        if t is float:
+            return float(text)
+        if origin in (tuple, typing.Tuple):
+            return tuple(int(x) for x in text.replace("(", "").replace(")", "").split(",") if x)
+        return text
+    except ValueError:
+        raise ConfigError(f"override {where}={text!r} is not allowed: cannot parse it as "
+                          f"{getattr(t, '__name__', t)}") from None
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Apply `section.field=value` (or `field=value` for RunConfig) strings."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not allowed: expected section.field=value")
+        key, text = item.split("=", 1)
+        path = key.strip().split(".")
+        cfg = _set(cfg, path, text.strip(), key.strip())
+    return cfg
+
+
+def _set(obj: Any, path: list, text: str, where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    name = path[0]
+    if name not in fields:
+        raise ConfigError(f"override {where!r} is not allowed: {type(obj).__name__} has no field "
+                          f"{name!r}; fields are {sorted(fields)}")
+    current = getattr(obj, name)
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            raise ConfigError(f"override {where!r} is not allowed: {name!r} is a section; "
+                              f"name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}")
+        value = _set(current, path[1:], text, where)
+    else:
+        if len(path) != 1:
+            raise ConfigError(f"override {where!r} is not allowed: {name!r} is not a section")
+        value = _coerce(text, fields[name].type, where)
+    return dataclasses.replace(obj, **{name: value})
