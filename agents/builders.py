@@ -1,0 +1,46 @@
+"""Acme-style builders: `make_networks`, `make_learner`, `make_policy` from a RunConfig."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from agents import learning, networks as networks_lib
+from configs import HYPER_NAMES, RunConfig
+
+
+def meta_dim(cfg: RunConfig) -> int:
+    """Length of the meta-parameter vector the network is conditioned on."""
+    return len(HYPER_NAMES) * cfg.agent.num_heads if cfg.agent.kind == "stacx" else 0
+
+
+def make_networks(cfg: RunConfig, observation_shape: Sequence[int],
+                  num_actions: int) -> networks_lib.Networks:
+    return networks_lib.make_networks(cfg.network, observation_shape, num_actions,
+                                      cfg.agent.num_heads, meta_dim(cfg))
+
+
+def make_learner(cfg: RunConfig, networks: networks_lib.Networks,
+                 axis_name: Optional[str] = None) -> learning.Learner:
+    return learning.make_learner(networks, cfg.agent, cfg.meta, cfg.env.clip_reward, axis_name)
+
+
+def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callable:
+    """(params, meta_logits [H, 6], obs [N, ...], key) -> (actions [N], logits [N, A]).
+
+    Acts with the first head; `greedy` takes the argmax (evaluation)."""
+    def eta(meta_logits):
+        if networks.meta_dim:
+            return jax.nn.sigmoid(meta_logits).reshape(-1)
+        return jnp.zeros((0,), meta_logits.dtype)
+
+    def policy(params, meta_logits, obs, key):
+        logits, _ = networks.apply(params, obs, eta(meta_logits))
+        logits = logits[..., 0, :]
+        if greedy:
+            actions = jnp.argmax(logits, axis=-1)
+        else:
+            actions = jax.random.categorical(key, logits)
+        return actions.astype(jnp.int32), logits.astype(jnp.float32)
+    return policy

@@ -1,0 +1,289 @@
+"""The learner update: IMPALA, STACX with meta-gradients (MG), and BMG.
+
+One inner update rule serves all three: an optax chain (global-norm clip,
+RMSProp statistics, step) on the multi-head leaky V-trace loss, whose
+hyper-parameters come from the meta-parameters. MG and BMG differ only in the
+meta-objective they differentiate w.r.t. the meta-parameters:
+
+  MG:  f(x_K(w))                        f = outer loss on the validation batch
+  BMG: mu(x~, x_K(w)),  x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1})))
+
+`update(state, batches) -> (state, metrics)` is pure. `batches` is a
+`Trajectory` whose fields have a leading axis of `num_batches` (1 without
+meta-learning, K + 1 with it: K inner batches, then the validation batch), then
+time T + 1, then batch B. Under `jax.pmap` pass `axis_name` so gradients are
+averaged over devices with `lax.pmean`; pmap wraps `update`, it is not inside it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import losses
+from agents.networks import Networks
+from agents.types import Trajectory
+from configs import HYPER_NAMES, AgentConfig, MetaConfig
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+
+
+class MetaState(NamedTuple):
+    logits: Array  # [H, 6] meta-parameter logits, `HYPER_NAMES` order
+    opt_state: Any  # meta-optimiser (Adam) state
+
+
+class TrainingState(NamedTuple):
+    params: Any  # network parameters x
+    opt_state: Any  # inner optimiser (clip + RMSProp) state
+    meta: MetaState
+    step: Array  # int32: updates applied
+    skipped: Array  # int32: updates skipped because something was not finite
+
+
+class Learner(NamedTuple):
+    init: Callable[[Array], TrainingState]
+    update: Callable[[TrainingState, Trajectory], Tuple[TrainingState, Dict[str, Array]]]
+    num_batches: int  # leading axis of `batches`
+    # The pieces, exposed for tests and benchmarks:
+    inner_step: Callable
+    meta_objective: Optional[Callable]  # (meta_logits, eta_outer, params, opt_state, batches)
+    bootstrap_target: Optional[Callable]
+    hyperparams: Callable  # meta_logits -> HyperParams
+    eta: Callable  # meta_logits -> network conditioning vector
+
+
+def make_inner_optimizer(cfg: AgentConfig) -> optax.GradientTransformation:
+    """RMSProp (eps inside the square root, so it is smooth) after global-norm clipping."""
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps),
+                       optax.scale(-cfg.learning_rate))
+
+
+def make_meta_optimizer(cfg: MetaConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(cfg.meta_max_grad_norm),
+                       optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps))
+
+
+def _is_finite(tree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _index(batches: Trajectory, i) -> Trajectory:
+    return jax.tree_util.tree_map(lambda x: x[i], batches)
+
+
+def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
+                 reward_clip: float = 1.0, axis_name: Optional[str] = None) -> Learner:
+    """Build the pure learner functions for an agent and a meta-objective."""
+    stacx = agent.kind == "stacx"
+    learn_meta = meta.objective != "none"
+    if learn_meta and not stacx:
+        raise ValueError(f"MetaConfig.objective={meta.objective!r} needs AgentConfig.kind='stacx', "
+                         f"got {agent.kind!r}")
+    num_heads = networks.num_heads
+    if num_heads != agent.num_heads:
+        raise ValueError(f"network has {num_heads} heads but AgentConfig.num_heads="
+                         f"{agent.num_heads}")
+    expected_meta_dim = len(HYPER_NAMES) * num_heads if stacx else 0
+    if networks.meta_dim != expected_meta_dim:
+        raise ValueError(f"network meta_dim={networks.meta_dim}, expected {expected_meta_dim}")
+    K, L = meta.K, meta.L
+    inner_opt = make_inner_optimizer(agent)
+    meta_opt = make_meta_optimizer(meta)
+    pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name else (lambda t: t)
+
+    def hyperparams(meta_logits) -> losses.HyperParams:
+        if stacx:
+            return losses.meta_hyperparams(meta_logits, jnp.asarray(agent.hyper_values))
+        return losses.fixed_hyperparams(agent.hyper_values, 1, meta_logits.dtype)
+
+    def eta(meta_logits) -> Array:
+        if stacx:
+            return jax.nn.sigmoid(meta_logits).reshape(-1)
+        return jnp.zeros((0,), meta_logits.dtype)
+
+    def ac_batch(traj: Trajectory) -> losses.ACBatch:
+        f = jnp.result_type(float)
+        return losses.ACBatch(
+            actions=traj.action[:-1],
+            rewards=jnp.clip(traj.reward[:-1].astype(f), -reward_clip, reward_clip),
+            discounts=traj.discount[:-1].astype(f),
+            behaviour_logits=traj.behaviour_logits[:-1].astype(f))
+
+    # ---------------------------------------------------------------- inner
+    def inner_grads(params, meta_logits, traj: Trajectory):
+        """Semi-gradient of the inner loss w.r.t. x.
+
+        The V-trace targets and ratios are held constant for this gradient
+        (differentiated only through the first copy of the network outputs),
+        yet stay exact functions of x and w, so the meta-gradient through
+        this update is the true derivative of the update (finite differences
+        agree)."""
+        batch, hp = ac_batch(traj), hyperparams(meta_logits)
+        (logits, values), pullback = jax.vjp(
+            lambda p: networks.apply(p, traj.observation, eta(meta_logits)), params)
+
+        def loss_of_outputs(lg, v):
+            return losses.multihead_loss(lg[:-1], v, batch, hp, agent.rho_bar, agent.c_bar,
+                                         target_logits=logits[:-1], target_values=values)
+        (g_logits, g_values), terms = jax.grad(loss_of_outputs, argnums=(0, 1), has_aux=True)(
+            logits, values)
+        (grads,) = pullback((g_logits, g_values))
+        return grads, terms
+
+    def inner_step(params, opt_state, meta_logits, traj: Trajectory):
+        """x' = x + phi(x, traj, w): one clipped RMSProp step on the inner loss."""
+        grads, terms = inner_grads(params, meta_logits, traj)
+        grads = pmean(grads)
+        updates, opt_state = inner_opt.update(grads, opt_state, params)
+        terms = dict(terms, grad_norm=optax.global_norm(grads))
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    def unroll(meta_logits, params, opt_state, inner_batches: Trajectory):
+        """K inner steps (leading axis of `inner_batches`), differentiable in w."""
+        def body(carry, traj):
+            p, o, terms = inner_step(*carry, meta_logits, traj)
+            return (p, o), terms
+        (p, o), terms = jax.lax.scan(body, (params, opt_state), inner_batches)
+        terms = jax.tree_util.tree_map(lambda x: x[-1], terms)
+        return p, o, terms  # terms of the last inner step
+
+    # ---------------------------------------------------------------- outer
+    outer_hp = losses.HyperParams(*[jnp.asarray(v) for v in meta.outer_values])
+
+    def main_head(params, traj: Trajectory, eta_outer):
+        logits, values = networks.apply(params, traj.observation, eta_outer)
+        return logits[..., 0, :], values[..., 0]
+
+    def outer_objective(params, eta_outer, reference_logits, traj: Trajectory,
+                        target_params=None):
+        """f(x): main head's V-trace loss with the fixed outer values + KL to x_0.
+
+        Targets come from `target_params` (default: stop_gradient(params)), so
+        grad f is the usual semi-gradient."""
+        logits, values = main_head(params, traj, eta_outer)
+        if target_params is None:
+            t_logits, t_values = sg(logits), sg(values)
+        else:
+            t_logits, t_values = main_head(target_params, traj, eta_outer)
+        return losses.outer_loss(logits[:-1], values, reference_logits, ac_batch(traj),
+                                 outer_hp, meta.kl_weight, agent.rho_bar, agent.c_bar,
+                                 t_logits[:-1], t_values)
+
+    def reference_logits(params, eta_outer, traj):
+        return sg(main_head(params, traj, eta_outer)[0][:-1])
+
+    def mg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
+                     target_params=None):
+        """f(x_K(w)); its w-gradient is (dx_K/dw)^T grad f(x_K), grad f the
+        semi-gradient. `eta_outer` (the network's conditioning in f) and
+        `target_params` (f's targets; default stop_gradient(x_K)) are explicit
+        inputs, so with both held fixed this is an ordinary function of w."""
+        inner = jax.tree_util.tree_map(lambda x: x[:K], batches)
+        val = _index(batches, K)
+        p_k, o_k, inner_terms = unroll(meta_logits, params, opt_state, inner)
+        ref = reference_logits(params, eta_outer, val)
+        f, outer_terms = outer_objective(p_k, eta_outer, ref, val, target_params)
+        return f, (p_k, o_k, inner_terms, outer_terms)
+
+    grounded_rms = optax.chain(optax.clip_by_global_norm(agent.max_grad_norm),
+                               optax.scale_by_rms(decay=agent.rms_decay, eps=agent.rms_eps),
+                               optax.scale(-meta.target_step_size))
+
+    def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, ref, val: Trajectory):
+        """x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1}))); the L - 1 steps use the
+        meta-learned rule (current w, no graph) on the validation batch."""
+        p, o = sg(params_k), sg(opt_state_k)
+        w = sg(meta_logits)
+
+        def step(_, carry):
+            q, s = carry
+            q, s, _ = inner_step(q, s, w, val)
+            return q, s
+        p, o = jax.lax.fori_loop(0, L - 1, step, (p, o))
+        (f, outer_terms), g = jax.value_and_grad(outer_objective, has_aux=True)(
+            p, eta_outer, ref, val)
+        g = pmean(g)
+        if meta.target_step == "sgd":
+            p = jax.tree_util.tree_map(lambda x, gx: x - meta.target_step_size * gx, p, g)
+        else:  # RMSProp-preconditioned step with the inner optimiser's statistics
+            updates, _ = grounded_rms.update(g, o, p)
+            p = optax.apply_updates(p, updates)
+        return sg(p), outer_terms
+
+    def matching(target, params_k, eta_outer, val: Trajectory):
+        if meta.matching == "l2":
+            return losses.l2_matching(target, params_k)
+        t_logits, t_values = main_head(target, val, eta_outer)
+        logits, values = main_head(params_k, val, eta_outer)
+        if meta.matching == "kl":
+            return losses.kl_matching(t_logits, logits)
+        return losses.kl_v_matching(t_logits, logits, t_values, values, meta.value_match_weight)
+
+    def bmg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory):
+        """mu(x~, x_K(w)) with the target x~ held constant."""
+        inner = jax.tree_util.tree_map(lambda x: x[:K], batches)
+        val = _index(batches, K)
+        p_k, o_k, inner_terms = unroll(meta_logits, params, opt_state, inner)
+        ref = reference_logits(params, eta_outer, val)
+        target, outer_terms = bootstrap_target(p_k, o_k, meta_logits, eta_outer, ref, val)
+        mu = matching(target, p_k, eta_outer, val)
+        return mu, (p_k, o_k, inner_terms, outer_terms)
+
+    meta_objective = {"mg": mg_objective, "bmg": bmg_objective}.get(meta.objective)
+
+    # ---------------------------------------------------------------- update
+    def init(key) -> TrainingState:
+        params = networks.init(key)
+        logits = jnp.full((num_heads, len(HYPER_NAMES)), agent.init_logit,
+                          dtype=jnp.result_type(float))
+        return TrainingState(params=params, opt_state=inner_opt.init(params),
+                             meta=MetaState(logits, meta_opt.init(logits)),
+                             step=jnp.zeros((), jnp.int32), skipped=jnp.zeros((), jnp.int32))
+
+    def update(state: TrainingState, batches: Trajectory):
+        metrics: Dict[str, Array] = {}
+        if not learn_meta:
+            params, opt_state, inner_terms = inner_step(
+                state.params, state.opt_state, state.meta.logits, _index(batches, 0))
+            new_meta = state.meta
+            check = (params, inner_terms["loss"])
+        else:
+            eta_outer = sg(eta(state.meta.logits))
+            (meta_loss, (params, opt_state, inner_terms, outer_terms)), meta_grad = (
+                jax.value_and_grad(meta_objective, has_aux=True)(
+                    state.meta.logits, eta_outer, state.params, state.opt_state, batches))
+            meta_grad = pmean(meta_grad)
+            meta_updates, meta_opt_state = meta_opt.update(meta_grad, state.meta.opt_state)
+            new_meta = MetaState(optax.apply_updates(state.meta.logits, meta_updates),
+                                 meta_opt_state)
+            metrics["meta/loss"] = meta_loss
+            metrics["meta/grad_norm"] = optax.global_norm(meta_grad)
+            metrics.update({f"outer/{k}": v for k, v in outer_terms.items()})
+            check = (params, new_meta.logits, meta_loss)
+        finite = _is_finite(check)
+        new = TrainingState(params, opt_state, new_meta, state.step + 1, state.skipped)
+        old = state._replace(skipped=state.skipped + 1)
+        state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        metrics["inner/grad_norm"] = inner_terms.pop("grad_norm")
+        for k, v in inner_terms.items():
+            for h in range(num_heads):
+                metrics[f"inner/{k}/h{h}"] = v[h]
+        hp = hyperparams(state.meta.logits)
+        for name, v in zip(HYPER_NAMES, hp):
+            for h in range(num_heads):
+                metrics[f"meta/{name}/h{h}"] = v[h]
+        metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+        return state, pmean(metrics)
+
+    return Learner(init=init, update=update, num_batches=K + 1 if learn_meta else 1,
+                   inner_step=inner_step, meta_objective=meta_objective,
+                   bootstrap_target=bootstrap_target if meta.objective == "bmg" else None,
+                   hyperparams=hyperparams, eta=eta)

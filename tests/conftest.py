@@ -1,0 +1,29 @@
+"""Shared fixtures: small fake trajectories for agent-core tests."""
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from agents.types import Trajectory  # noqa: E402
+
+
+def fake_batches(num_batches, T, B, obs_shape, num_actions, seed=0, float_obs=False):
+    """Random trajectories [N, T + 1, B, ...] with episode ends and rewards in [-2, 2]."""
+    rng = np.random.default_rng(seed)
+    lead = (num_batches, T + 1, B)
+    if float_obs:
+        obs = rng.normal(size=lead + tuple(obs_shape))
+    else:
+        obs = rng.integers(0, 256, size=lead + tuple(obs_shape), dtype=np.uint8)
+    return Trajectory(
+        observation=obs,
+        action=rng.integers(0, num_actions, size=lead).astype(np.int32),
+        reward=rng.uniform(-2, 2, size=lead).astype(np.float32),
+        discount=(rng.random(lead) > 0.1).astype(np.float32),
+        behaviour_logits=rng.normal(size=lead + (num_actions,)).astype(np.float32),
+        first=(rng.random(lead) > 0.9).astype(np.float32),
+    )

@@ -1,0 +1,162 @@
+"""Meta-gradients: finite differences, the BMG/MG equivalence, stopped targets,
+and full updates on Atari-shaped data."""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import enable_x64
+
+from agents import builders, learning, networks as nets
+from configs import AgentConfig, MetaConfig, make_config
+from tests.conftest import fake_batches
+
+OBS, A, T, B = (5,), 3, 4, 3
+
+
+def _tiny_setup(meta: MetaConfig, seed=0):
+    """float64 STACX learner on a 1-layer tanh MLP (smooth everywhere that matters)."""
+    agent = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
+                        g_e=0.01, alpha=1.0, learning_rate=0.05, max_grad_norm=1e6)
+    network = nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
+                                            num_heads=3, meta_dim=18, meta_embedding=4)
+    learner = learning.make_learner(network, agent, meta)
+    state = learner.init(jax.random.PRNGKey(seed))
+    # Meta-parameters away from their initial value, so every path is active.
+    logits = state.meta.logits + jax.random.normal(jax.random.PRNGKey(7), (3, 6))
+    batches = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, jnp.float64) if x.dtype.kind == "f" else jnp.asarray(x),
+        fake_batches(meta.K + 1, T, B, OBS, A, seed=seed, float_obs=True))
+    eta_outer = learner.eta(logits)
+    return learner, state, logits, eta_outer, batches
+
+
+def _rel_err(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def test_mg_meta_gradient_through_two_steps_matches_finite_differences():
+    with enable_x64():
+        learner, state, logits, eta_outer, batches = _tiny_setup(MetaConfig(objective="mg", K=2))
+        args = (eta_outer, state.params, state.opt_state, batches)
+        # The meta-gradient used in updates: f's targets stopped at x_K.
+        grad = jax.grad(lambda w: learner.meta_objective(w, *args)[0])(logits)
+        # As a plain function of w: f's targets from the fixed x_K(w0), the
+        # inner updates exactly as the learner runs them.
+        x_k = learner.meta_objective(logits, *args)[1][0]
+        f = jax.jit(lambda w: learner.meta_objective(w, *args, target_params=x_k)[0])
+        eps = 1e-6
+        fd = np.zeros(logits.shape)
+        for idx in np.ndindex(*logits.shape):
+            e = jnp.zeros_like(logits).at[idx].set(eps)
+            fd[idx] = (f(logits + e) - f(logits - e)) / (2 * eps)
+        assert np.abs(fd).max() > 1e-4, "meta-gradient too small to test"
+        assert _rel_err(grad, jnp.asarray(fd)) < 1e-5
+        # every kind of meta-parameter (gamma, lambda, g_v, g_p, g_e, alpha) gets gradient
+        assert np.all(np.abs(fd).max(axis=0) > 1e-8)
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_bmg_l1_l2_sgd_is_step_size_times_mg(K):
+    a = 0.3
+    with enable_x64():
+        mg, state, logits, eta_outer, batches = _tiny_setup(MetaConfig(objective="mg", K=K))
+        bmg = learning.make_learner(*_network_and_configs(MetaConfig(
+            objective="bmg", K=K, L=1, matching="l2", target_step="sgd", target_step_size=a)))
+        args = (eta_outer, state.params, state.opt_state, batches)
+        g_mg = jax.grad(lambda w: mg.meta_objective(w, *args)[0])(logits)
+        g_bmg = jax.grad(lambda w: bmg.meta_objective(w, *args)[0])(logits)
+        assert float(jnp.abs(g_mg).max()) > 1e-4
+        assert _rel_err(g_bmg, a * g_mg) < 1e-6
+
+
+def _network_and_configs(meta):
+    learner, *_ = _tiny_setup(meta)
+    # Rebuild with the same network/agent as _tiny_setup (same init key -> same params).
+    agent = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
+                        g_e=0.01, alpha=1.0, learning_rate=0.05, max_grad_norm=1e6)
+    network = nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
+                                            num_heads=3, meta_dim=18, meta_embedding=4)
+    return network, agent, meta
+
+
+@pytest.mark.parametrize("target_step, L", [("sgd", 1), ("rms", 3)])
+def test_no_gradient_reaches_the_bootstrapped_target(target_step, L):
+    with enable_x64():
+        meta = MetaConfig(objective="bmg", K=1, L=L, matching="kl", target_step=target_step)
+        learner, state, logits, eta_outer, batches = _tiny_setup(meta)
+        val = jax.tree_util.tree_map(lambda x: x[1], batches)
+        ref = jnp.zeros((T, B, A))
+
+        def target_sum(params, w):
+            target, _ = learner.bootstrap_target(params, state.opt_state, w, eta_outer, ref, val)
+            return sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(target))
+        g_params, g_w = jax.grad(target_sum, argnums=(0, 1))(state.params, logits)
+        assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(g_params))
+        assert float(jnp.abs(g_w).max()) == 0.0
+        # ...while the target itself moved away from its starting point.
+        target, _ = learner.bootstrap_target(state.params, state.opt_state, logits, eta_outer,
+                                             ref, val)
+        moved = jax.tree_util.tree_map(lambda t, p: float(jnp.abs(t - p).max()), target,
+                                       state.params)
+        assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
+
+
+def test_bmg_kl_matching_is_zero_with_zero_gradient_at_the_target():
+    with enable_x64():
+        meta = MetaConfig(objective="bmg", K=1, L=1, matching="kl_v")
+        learner, state, logits, eta_outer, batches = _tiny_setup(meta)
+        # Learner == target: the KL-and-value matching of x with itself.
+        from agents import losses
+        logits_x, values_x = learner_net_apply(state.params, batches, eta_outer)
+        mu = losses.kl_v_matching(logits_x, logits_x, values_x, values_x)
+        grad = jax.grad(lambda p: losses.kl_v_matching(
+            logits_x, learner_net_apply(p, batches, eta_outer)[0], values_x,
+            learner_net_apply(p, batches, eta_outer)[1]))(state.params)
+        assert abs(float(mu)) < 1e-12
+        assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(grad)) < 1e-12
+
+
+def learner_net_apply(params, batches, eta):
+    network = _network_and_configs(MetaConfig())[0]
+    logits, values = network.apply(params, batches.observation[1], eta)
+    return logits[..., 0, :], values[..., 0]
+
+
+def test_nan_batch_is_skipped_and_counted():
+    cfg = make_config("test", "bmg")
+    network = builders.make_networks(cfg, (12, 12, 1), 3)
+    learner = builders.make_learner(cfg, network)
+    state = learner.init(jax.random.PRNGKey(0))
+    batches = fake_batches(learner.num_batches, 5, 2, (12, 12, 1), 3)
+    bad = batches._replace(reward=np.full_like(batches.reward, np.nan))
+    new, metrics = jax.jit(learner.update)(state, bad)
+    assert int(new.skipped) == 1 and int(new.step) == 0 and float(metrics["skipped"]) == 1.0
+    for x, y in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(x, y)
+    good, metrics = jax.jit(learner.update)(new, batches)
+    assert int(good.step) == 1 and int(good.skipped) == 1 and float(metrics["skipped"]) == 0.0
+
+
+@pytest.mark.parametrize("preset", ["debug", "full"])
+def test_one_bmg_update_on_atari_shaped_data(preset):
+    """T = 20, B = 4, 84x84x4: small (debug) and deep ResNet (full) networks."""
+    cfg = make_config(preset, "bmg", overrides=["meta.L=2"])
+    network = builders.make_networks(cfg, (84, 84, 4), 6)
+    learner = builders.make_learner(cfg, network)
+    state = learner.init(jax.random.PRNGKey(0))
+    batches = fake_batches(learner.num_batches, 20, 4, (84, 84, 4), 6)
+    new, metrics = jax.jit(learner.update)(state, batches)
+    assert int(new.step) == 1 and int(new.skipped) == 0
+    change = [float(jnp.abs(a - b).max()) for a, b in zip(
+        jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(state.params))]
+    assert min(change) > 0.0  # every parameter array moved
+    assert float(jnp.abs(new.meta.logits - state.meta.logits).min()) > 0.0
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(new))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    expected = {"meta/loss", "meta/grad_norm", "outer/kl", "outer/loss", "inner/grad_norm",
+                "inner/pg/h2", "inner/value/h0", "inner/entropy/h1", "meta/gamma/h0",
+                "meta/alpha/h2", "meta/g_e/h1", "skipped"}
+    assert expected <= set(metrics)
