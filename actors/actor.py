@@ -1,0 +1,172 @@
+"""Actor and evaluator nodes.
+
+An actor steps N environments together (one vector env per process), acts with
+a jitted policy on CPU, pulls parameters from the learner every
+`param_refresh_steps` steps (asynchronously, over courier), and writes T + 1
+step unrolls with Reverb's trajectory writer. It counts frames and reports
+unclipped episode returns. The evaluator runs the current policy on its own
+environments and logs return and human-normalised score per game.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from agents.types import Trajectory
+from configs import RunConfig
+from configs.games import hns
+from learner.counter import await_future
+from learner.logs import Logger
+
+
+def _game_label(cfg: RunConfig) -> str:
+    return cfg.env.game if cfg.env.kind == "atari" else cfg.env.kind
+
+
+class _PolicyRunner:
+    """Jitted policy + parameter pulls shared by the actor and the evaluator."""
+
+    def __init__(self, cfg: RunConfig, learner: Any, observation_shape, num_actions: int,
+                 seed: int, greedy: bool = False):
+        import jax
+        from agents import builders
+
+        self._jax = jax
+        networks = builders.make_networks(cfg, observation_shape, num_actions)
+        self._policy = jax.jit(builders.make_policy(networks, greedy=greedy))
+        self._learner = learner
+        self._key = jax.random.PRNGKey(seed)
+        self._pending = None
+        self.version, self._params, self._meta = learner.get_params()
+
+    def refresh(self) -> None:
+        """Non-blocking: adopt a finished pull, then start the next one."""
+        if self._pending is not None and self._pending.done():
+            self.version, self._params, self._meta = self._pending.result()
+            self._pending = None
+        if self._pending is None:
+            self._pending = self._learner.futures.get_params()
+
+    def pull(self, should_stop: Callable[[], bool]) -> bool:
+        """Wait for the newest parameters; False if stopping before they came."""
+        result = await_future(self._learner.futures.get_params(), should_stop)
+        if result is None:
+            return False
+        self.version, self._params, self._meta = result
+        return True
+
+    def act(self, obs: np.ndarray):
+        self._key, sub = self._jax.random.split(self._key)
+        actions, logits = self._policy(self._params, self._meta, obs, sub)
+        return np.asarray(actions), np.asarray(logits)
+
+
+class ActorNode:
+    def __init__(self, cfg: RunConfig, actor_id: int, replay: Any, learner: Any, counter: Any,
+                 should_stop: Optional[Callable[[], bool]] = None):
+        from actors.environments import make_vector_env
+
+        self._cfg = cfg
+        self._id = actor_id
+        self._replay = replay
+        self._counter = counter
+        self._should_stop = should_stop or (lambda: False)
+        n = cfg.actors.envs_per_actor
+        seed = cfg.seed * 100_003 + 1 + actor_id
+        self._env = make_vector_env(cfg.env, n, seed, cfg.actors.env_threads)
+        self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
+                                     self._env.num_actions, seed)
+        self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
+
+    def run(self) -> None:
+        from replay import ReplayTimeoutError, TrajectoryWriter
+
+        cfg, env = self._cfg, self._env
+        n = env.num_envs
+        writer = TrajectoryWriter(self._replay, n, cfg.agent.unroll_length,
+                                  timeout_ms=cfg.replay.timeout_ms)
+        obs = env.reset()
+        first = np.ones(n, np.float32)
+        steps, pending_frames, pending_episodes = 0, 0, 0
+        t_report = time.time()
+        try:
+            while not self._should_stop():
+                if steps % cfg.actors.param_refresh_steps == 0:
+                    self._runner.refresh()
+                actions, logits = self._runner.act(obs)
+                res = env.step(actions)
+                step = Trajectory(observation=obs, action=actions.astype(np.int32),
+                                  reward=res.reward.astype(np.float32),
+                                  discount=(1.0 - res.done).astype(np.float32),
+                                  behaviour_logits=logits, first=first)
+                try:
+                    writer.append(step)
+                except ReplayTimeoutError as e:  # recorded; the writer keeps going
+                    print(f"[actor-{self._id}] replay slow: {e}", flush=True)
+                obs, first = res.observation, res.first.astype(np.float32)
+                steps += 1
+                pending_frames += n * env.frames_per_step
+                for _, ret, frames in res.episode_returns:
+                    pending_episodes += 1
+                    self._log.write({"episode_return": ret, "episode_frames": frames,
+                                     "params_version": self._runner.version}, steps,
+                                    step_key="actor_steps")
+                    self._counter.futures.record(train_return=ret)
+                now = time.time()
+                if now - t_report >= 1.0:
+                    self._counter.futures.increment(frames=pending_frames,
+                                                    episodes=pending_episodes)
+                    pending_frames, pending_episodes, t_report = 0, 0, now
+        finally:
+            try:
+                writer.close()
+            except Exception as e:  # the server may already be gone at shutdown
+                print(f"[actor-{self._id}] writer close: {e}", flush=True)
+            env.close()
+
+
+class EvaluatorNode:
+    """Plays whole episodes with the latest parameters; logs unclipped return and HNS."""
+
+    def __init__(self, cfg: RunConfig, learner: Any, counter: Any,
+                 should_stop: Optional[Callable[[], bool]] = None, num_envs: int = 1):
+        from actors.environments import make_vector_env
+
+        self._cfg = cfg
+        self._counter = counter
+        self._should_stop = should_stop or (lambda: False)
+        seed = cfg.seed * 100_003 + 99_991
+        self._env = make_vector_env(cfg.env, num_envs, seed)
+        self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
+                                     self._env.num_actions, seed)
+        self._log = Logger(cfg.run_dir, "evaluator")
+
+    def run(self) -> None:
+        cfg, env = self._cfg, self._env
+        game = _game_label(cfg)
+        obs = env.reset()
+        version = self._runner.version
+        try:
+            while not self._should_stop():
+                actions, _ = self._runner.act(obs)
+                res = env.step(actions)
+                obs = res.observation
+                for _, ret, frames in res.episode_returns:
+                    counts = await_future(self._counter.futures.get_counts(),
+                                          self._should_stop, timeout_s=5.0) or {}
+                    score = hns(cfg.env.game, ret) if cfg.env.kind == "atari" else float("nan")
+                    row = {"game": game, "episode_return": ret, "hns": score,
+                           "episode_frames": frames, "learner_steps": version}
+                    self._log.write(row, int(counts.get("frames", 0)))
+                    latest = {"eval_return": ret}
+                    if cfg.env.kind == "atari":
+                        latest["eval_hns"] = score
+                    self._counter.futures.record(**latest)
+                    # Newer parameters for the next episode, without waiting.
+                    self._runner.refresh()
+                    version = self._runner.version
+        finally:
+            self._log.close()
+            env.close()

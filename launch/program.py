@@ -1,0 +1,104 @@
+"""Builds the Launchpad program: Reverb, counter, learner, N actors, evaluator.
+
+    replay (lp.ReverbNode) <- actors (CourierNode x N) -> counter (CourierNode)
+        |                        ^  params (courier)           ^
+        v                        |                             |
+    learner (CourierNode: pmap update, checkpoints, logs) -----+
+    evaluator (CourierNode: unclipped episodes, HNS per game)
+
+Started with `launch_type='local_mp'`: one process per node. TensorFlow (pulled
+in by Reverb/Launchpad) never sees a GPU; only the learner's JAX may use the
+accelerator, actors and the evaluator run JAX on CPU.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from configs import RunConfig
+from learner import checkpoint as ckpt_lib
+
+
+def should_stop() -> bool:
+    """True once Launchpad asked this node's program to stop (never blocks)."""
+    import launchpad as lp
+    return lp.wait_for_stop(0)
+
+
+def stop_program() -> None:
+    import launchpad as lp
+    lp.stop()
+
+
+def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
+    """(observation_shape, num_actions, frames_per_step) without stepping anything."""
+    from actors.environments import num_actions
+    frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
+    if cfg.env.kind == "catch":
+        return (cfg.env.frame_size, cfg.env.frame_size, cfg.env.frame_stack), num_actions(
+            cfg.env), 1
+    return cfg.env.observation_shape, num_actions(cfg.env), frames_per_step
+
+
+def initial_checkpoint(cfg: RunConfig, resume: Optional[str]) -> Optional[ckpt_lib.Checkpoint]:
+    """The checkpoint this run continues from (validated here, before any process starts)."""
+    if resume:
+        ckpt = ckpt_lib.resolve(resume)
+    else:
+        ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(cfg.run_dir))
+    if ckpt is not None:
+        ckpt_lib.check_compatible(ckpt, ckpt_lib.config_to_dict(cfg))
+    return ckpt
+
+
+def process_env(jax_platform: Optional[str]) -> Dict[str, str]:
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2",
+           "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if jax_platform:
+        env["JAX_PLATFORMS"] = jax_platform
+    return env
+
+
+def make_program(cfg: RunConfig, resume: Optional[str] = None):
+    """Returns (program, local_resources) ready for `lp.launch(..., 'local_mp')`."""
+    import launchpad as lp
+    from launchpad.nodes.python.local_multi_processing import PythonProcess
+    from actors.actor import ActorNode, EvaluatorNode
+    from learner.counter import Counter
+    from learner.node import LearnerNode
+    from replay import make_tables
+
+    obs_shape, n_actions, frames_per_step = environment_facts(cfg)
+    ckpt = initial_checkpoint(cfg, resume)
+    counts = dict(ckpt.counters) if ckpt else {}
+    resume_path = ckpt.path if ckpt else None
+
+    program = lp.Program(f"stacx-{cfg.name}")
+    with program.group("replay"):
+        replay = program.add_node(lp.ReverbNode(functools.partial(
+            make_tables, cfg.replay, cfg.learner.batch_size, obs_shape, n_actions,
+            cfg.agent.unroll_length)))
+    with program.group("counter"):
+        counter = program.add_node(lp.CourierNode(Counter, counts))
+    with program.group("learner"):
+        learner = program.add_node(lp.CourierNode(
+            LearnerNode, cfg, replay, counter, obs_shape, n_actions, resume_path,
+            frames_per_step, stop_fn=stop_program, should_stop=should_stop))
+    with program.group("actor"):
+        for i in range(cfg.actors.num_actors):
+            program.add_node(lp.CourierNode(ActorNode, cfg, i, replay, learner, counter,
+                                            should_stop=should_stop))
+    if cfg.actors.evaluator:
+        with program.group("evaluator"):
+            program.add_node(lp.CourierNode(EvaluatorNode, cfg, learner, counter,
+                                            should_stop=should_stop))
+    cpu = process_env("cpu")
+    resources = {
+        "replay": PythonProcess(env=cpu),
+        "counter": PythonProcess(env=cpu),
+        "learner": PythonProcess(env=process_env(os.environ.get("LEARNER_JAX_PLATFORMS"))),
+        "actor": PythonProcess(env=cpu),
+        "evaluator": PythonProcess(env=cpu),
+    }
+    return program, resources

@@ -1,0 +1,117 @@
+"""Run one game: `python -m launch.run --preset=debug --game=Pong --agent=bmg`.
+
+Builds the Launchpad program (Reverb, counter, learner, N actors, evaluator),
+starts it with `local_mp`, waits, and prints the run folder and final score.
+A run folder that has a checkpoint resumes from it (or give --resume=PATH).
+Any config field can be set with --override=section.field=value (repeatable).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("preset", "debug", "debug | full | test")
+flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'")
+flags.DEFINE_string("agent", "impala", "impala | stacx | bmg")
+flags.DEFINE_string("name", None, "run name (folder under --root); default <game>-<agent>-<preset>")
+flags.DEFINE_string("root", "runs", "folder holding run folders")
+flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from")
+flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset")
+flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)")
+flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset")
+flags.DEFINE_integer("seed", None, "seed")
+flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4")
+
+
+def build_config(argv_flags=None):
+    """RunConfig from the flags; ConfigError on any bad value."""
+    from configs import ConfigError, make_config
+    f = argv_flags or FLAGS
+    overrides = list(f.override)
+    game, env_overrides = f.game, []
+    if game.lower() == "catch":
+        game = "Pong"  # unused by the catch env
+        env_overrides = ["env.kind=catch", "env.frame_size=10", "env.frame_stack=1",
+                         "network.kind=tiny", "env.clip_reward=1"]
+    if f.max_frames is not None:
+        try:
+            frames = float(f.max_frames)
+        except ValueError:
+            raise ConfigError(f"--max_frames={f.max_frames!r} is not allowed: must be a "
+                              f"positive number of frames, e.g. 2e5") from None
+        if not frames >= 1 or frames != int(frames):
+            raise ConfigError(f"--max_frames={f.max_frames!r} is not allowed: must be a "
+                              f"positive whole number of frames, e.g. 2e5")
+        overrides.append(f"max_frames={int(frames)}")
+    if f.max_learner_steps is not None:
+        overrides.append(f"max_learner_steps={f.max_learner_steps}")
+    if f.num_actors is not None:
+        overrides.append(f"actors.num_actors={f.num_actors}")
+    if f.seed is not None:
+        overrides.append(f"seed={f.seed}")
+    overrides.append(f"root={f.root}")
+    name = f.name or f"{f.game}-{f.agent}-{f.preset}"
+    return make_config(f.preset, f.agent, game, name=name,
+                       overrides=env_overrides + overrides)
+
+
+def check_run_dir(run_dir: str) -> None:
+    """The run folder must be creatable and writable (checked before anything starts)."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, ".write-test")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"run folder {run_dir!r} is not allowed: it must be writable "
+                              f"({e.strerror}); choose another --root or --name") from None
+
+
+def summary(cfg) -> str:
+    from learner.logs import read_csv
+    lines = [f"run folder: {os.path.abspath(cfg.run_dir)}"]
+    path = os.path.join(cfg.run_dir, "logs", "evaluator.csv")
+    if os.path.exists(path):
+        rows = read_csv(path)
+        if rows:
+            last = rows[-1]
+            hns = last.get("hns", "")
+            lines.append(f"final evaluation: {last['game']} return {float(last['episode_return']):.1f}"
+                         + (f", HNS {float(hns):.1f} %" if hns not in ("", "nan") else "")
+                         + f" ({len(rows)} evaluation episodes)")
+    ckpts = os.path.join(cfg.run_dir, "checkpoints")
+    if os.path.isdir(ckpts):
+        from learner.checkpoint import list_checkpoints
+        found = list_checkpoints(ckpts)
+        if found:
+            lines.append(f"checkpoint: {found[-1][1]}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    from configs import ConfigError
+    from learner.checkpoint import CheckpointError
+    try:
+        cfg = build_config()
+        check_run_dir(cfg.run_dir)
+        from launch.program import make_program
+        program, resources = make_program(cfg, FLAGS.resume)
+    except (ConfigError, CheckpointError, PermissionError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    import launchpad as lp
+    print(f"starting {cfg.agent_name} on {FLAGS.game}: {cfg.actors.num_actors} actors, "
+          f"run folder {cfg.run_dir}", flush=True)
+    manager = lp.launch(program, launch_type="local_mp", terminal="current_terminal",
+                        local_resources=resources)
+    manager.wait()
+    print(summary(cfg), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,197 @@
+"""The learner node: sample [T, B] batches from Reverb, run the pmapped update,
+publish parameters, count, log and checkpoint.
+
+Launchpad serves this object over courier: actors and the evaluator call
+`get_params()`; Launchpad calls `run()` once the node is up.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from agents.types import Trajectory
+from configs import RunConfig
+from learner import checkpoint as ckpt_lib
+from learner.counter import await_future
+from learner.logs import Logger
+
+
+def stack_batches(window: List[Trajectory]) -> Trajectory:
+    """[T + 1, B, ...] x N -> Trajectory with fields [N, T + 1, B, ...]."""
+    return Trajectory(*[np.stack(fields) for fields in zip(*window)])
+
+
+class LearnerNode:
+    """Owns the TrainingState. Builds everything JAX in its own process."""
+
+    def __init__(self, cfg: RunConfig, replay_address: Any, counter: Any,
+                 observation_shape: Tuple[int, ...], num_actions: int,
+                 resume: Optional[str] = None, frames_per_step: int = 4,
+                 stop_fn: Optional[Callable[[], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None):
+        import jax
+        from agents import builders, parallel
+
+        self._cfg = cfg
+        self._counter = counter
+        self._replay_address = replay_address
+        self._frames_per_step = frames_per_step
+        self._stop_fn = stop_fn
+        self._should_stop = should_stop or (lambda: False)
+        self._lock = threading.Lock()
+        self._log = Logger(cfg.run_dir, "learner")
+        self._ckpt_dir = ckpt_lib.checkpoint_dir(cfg.run_dir)
+
+        devices = parallel.resolve_devices(cfg.learner.num_devices)
+        parallel.check_divisible(cfg.learner.batch_size, len(devices))
+        self._networks = builders.make_networks(cfg, observation_shape, num_actions)
+        self._parallel = parallel.ParallelLearner(
+            lambda axis: builders.make_learner(cfg, self._networks, axis), devices)
+        state = self._parallel.learner.init(jax.random.PRNGKey(cfg.seed))
+        self._counts: Dict[str, float] = {}
+        ckpt = self._find_checkpoint(resume)
+        if ckpt is not None:
+            leaves, treedef = jax.tree_util.tree_flatten(state)
+            restored = ckpt_lib.restore_leaves(ckpt, leaves)
+            state = jax.tree_util.tree_unflatten(treedef, [np.asarray(x) for x in restored])
+            self._counts = dict(ckpt.counters)
+            print(f"[learner] resumed from {ckpt.path} at learner step {ckpt.step}", flush=True)
+        self._state = self._parallel.replicate(state)
+        self._publish()
+
+    # -------------------------------------------------------------- courier API
+    def get_params(self) -> Tuple[int, Any, np.ndarray]:
+        """(learner step, params, meta_logits [H, 6]) as numpy arrays."""
+        with self._lock:
+            return self._published
+
+    def get_step(self) -> int:
+        with self._lock:
+            return self._published[0]
+
+    # -------------------------------------------------------------- internals
+    def _find_checkpoint(self, resume: Optional[str]):
+        config = ckpt_lib.config_to_dict(self._cfg)
+        if resume:
+            ckpt = ckpt_lib.resolve(resume)
+        else:
+            ckpt = ckpt_lib.latest(self._ckpt_dir, log=lambda m: print(f"[learner] {m}"))
+        if ckpt is not None:
+            ckpt_lib.check_compatible(ckpt, config)
+        return ckpt
+
+    def _host_state(self):
+        import jax
+        return jax.device_get(self._parallel.unreplicate(self._state))
+
+    def _publish(self) -> None:
+        host = self._host_state()
+        with self._lock:
+            self._published = (int(host.step), host.params, np.asarray(host.meta.logits))
+
+    def _get_counts(self) -> Dict[str, float]:
+        """Counter values; the last known ones if the counter does not answer
+        (at shutdown it may already be gone)."""
+        counts = await_future(self._counter.futures.get_counts(), timeout_s=10.0)
+        if counts is not None:
+            self._counts = dict(counts)
+        return dict(self._counts)
+
+    def save_checkpoint(self) -> str:
+        import jax
+        host = self._host_state()
+        counts = self._get_counts()
+        counts["learner_steps"] = float(host.step)
+        counts["skipped_updates"] = float(host.skipped)
+        path = ckpt_lib.save(self._ckpt_dir, int(host.step), jax.tree_util.tree_leaves(host),
+                             counts, ckpt_lib.config_to_dict(self._cfg),
+                             keep=self._cfg.learner.keep_checkpoints)
+        print(f"[learner] checkpoint {path}", flush=True)
+        return path
+
+    def _budget_reached(self, counts: Dict[str, float], step: int) -> bool:
+        cfg = self._cfg
+        if counts.get("frames", 0) >= cfg.max_frames:
+            return True
+        return bool(cfg.max_learner_steps) and step >= cfg.max_learner_steps
+
+    def run(self) -> None:
+        from replay import ReplayTimeoutError, make_dataset
+
+        cfg = self._cfg
+        B, T = cfg.learner.batch_size, cfg.agent.unroll_length
+        num_batches = self._parallel.learner.num_batches
+        address = getattr(self._replay_address, "server_address", self._replay_address)
+        data = make_dataset(address, B, cfg.replay)
+        window: List[Trajectory] = []
+        step = int(self._published[0])
+        t_log = t_start = time.time()
+        t_ckpt = t_start
+        consumed = 0
+        last_log_step = step
+        metrics: Dict[str, float] = {}
+        print(f"[learner] {cfg.agent_name} on {cfg.env.game if cfg.env.kind == 'atari' else cfg.env.kind}: "
+              f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
+              f"{num_batches} batch(es) per update", flush=True)
+        try:
+            while not self._should_stop():
+                counts = self._get_counts()
+                if self._budget_reached(counts, step):
+                    print(f"[learner] budget reached: frames={counts.get('frames', 0):.0f} "
+                          f"learner_steps={step}", flush=True)
+                    break
+                try:
+                    batch = next(data)
+                except ReplayTimeoutError as e:
+                    print(f"[learner] waiting for data: {e}", flush=True)
+                    continue
+                window.append(batch)
+                consumed += B * T * self._frames_per_step
+                if len(window) < num_batches:
+                    continue
+                self._state, m = self._parallel.update(self._state, stack_batches(window))
+                # MG/BMG: the validation batch is the next update's first inner batch.
+                window = window[-1:] if num_batches > 1 else []
+                step += 1
+                if step % cfg.learner.publish_every == 0:
+                    self._publish()
+                now = time.time()
+                if now - t_log >= cfg.learner.log_every_seconds:
+                    metrics = {k: float(v) for k, v in m.items()}
+                    self._write_log(metrics, step, consumed, now - t_log, step - last_log_step)
+                    t_log, consumed, last_log_step = now, 0, step
+                if now - t_ckpt >= 60 * cfg.learner.checkpoint_every_minutes:
+                    self._counter.futures.set(learner_steps=step)
+                    self.save_checkpoint()
+                    t_ckpt = now
+        finally:
+            self._publish()
+            self._counter.futures.set(learner_steps=step)
+            self.save_checkpoint()
+            self._log.close()
+            data.close()
+        if self._stop_fn is not None:
+            self._stop_fn()
+
+    def _write_log(self, metrics: Dict[str, float], step: int, consumed: int, dt: float,
+                   steps: int) -> None:
+        counts = self._get_counts()
+        latest = await_future(self._counter.futures.get_latest(), timeout_s=5.0) or {}
+        row = dict(learner_steps=step, learner_fps=consumed / dt, steps_per_s=steps / dt,
+                   actor_frames=counts.get("frames", 0), episodes=counts.get("episodes", 0),
+                   **{f"train/{k}": v for k, v in metrics.items()})
+        self._log.write(row, int(counts.get("frames", 0)))
+        parts = [f"frames={counts.get('frames', 0):.0f}", f"steps={step}",
+                 f"fps={consumed / dt:.0f}"]
+        for key, label in (("train_return", "return"), ("eval_return", "eval"),
+                           ("eval_hns", "hns%")):
+            if key in latest:
+                parts.append(f"{label}={latest[key]:.2f}")
+        loss = metrics.get("inner/loss/h0")
+        if loss is not None:
+            parts.append(f"loss={loss:.3f}")
+        print("[learner] " + " ".join(parts), flush=True)
