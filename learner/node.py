@@ -60,6 +60,7 @@ class LearnerNode:
             state = jax.tree_util.tree_unflatten(treedef, [np.asarray(x) for x in restored])
             self._counts = dict(ckpt.counters)
             print(f"[learner] resumed from {ckpt.path} at learner step {ckpt.step}", flush=True)
+        self._trajectories = int(self._counts.get("trajectories_consumed", 0))
         self._state = self._parallel.replicate(state)
         self._publish()
 
@@ -106,6 +107,7 @@ class LearnerNode:
         host = self._host_state()
         counts = self._get_counts()
         counts["learner_steps"] = float(host.step)
+        counts["trajectories_consumed"] = float(self._trajectories)
         counts["skipped_updates"] = float(host.skipped)
         path = ckpt_lib.save(self._ckpt_dir, int(host.step), jax.tree_util.tree_leaves(host),
                              counts, ckpt_lib.config_to_dict(self._cfg),
@@ -150,6 +152,7 @@ class LearnerNode:
                     print(f"[learner] waiting for data: {e}", flush=True)
                     continue
                 window.append(batch)
+                self._trajectories += B
                 consumed += B * T * self._frames_per_step
                 if len(window) < num_batches:
                     continue
