@@ -113,11 +113,11 @@ class ActorNode:
                     self._log.write({"episode_return": ret, "episode_frames": frames,
                                      "params_version": self._runner.version}, steps,
                                     step_key="actor_steps")
-                    self._counter.futures.record(train_return=ret)
+                    self._counter.futures.record(train_return=float(ret))  # courier: no numpy args
                 now = time.time()
                 if now - t_report >= 1.0:
-                    self._counter.futures.increment(frames=pending_frames,
-                                                    episodes=pending_episodes)
+                    self._counter.futures.increment(frames=int(pending_frames),
+                                                    episodes=int(pending_episodes))
                     pending_frames, pending_episodes, t_report = 0, 0, now
         finally:
             try:
@@ -160,9 +160,9 @@ class EvaluatorNode:
                     row = {"game": game, "episode_return": ret, "hns": score,
                            "episode_frames": frames, "learner_steps": version}
                     self._log.write(row, int(counts.get("frames", 0)))
-                    latest = {"eval_return": ret}
+                    latest = {"eval_return": float(ret)}  # courier: no numpy args
                     if cfg.env.kind == "atari":
-                        latest["eval_hns"] = score
+                        latest["eval_hns"] = float(score)
                     self._counter.futures.record(**latest)
                     # Newer parameters for the next episode, without waiting.
                     self._runner.refresh()

@@ -168,12 +168,12 @@ class LearnerNode:
                     self._write_log(metrics, step, consumed, now - t_log, step - last_log_step)
                     t_log, consumed, last_log_step = now, 0, step
                 if now - t_ckpt >= 60 * cfg.learner.checkpoint_every_minutes:
-                    self._counter.futures.set(learner_steps=step)
+                    self._counter.futures.set(learner_steps=int(step))
                     self.save_checkpoint()
                     t_ckpt = now
         finally:
             self._publish()
-            self._counter.futures.set(learner_steps=step)
+            self._counter.futures.set(learner_steps=int(step))
             self.save_checkpoint()
             self._log.close()
             data.close()
