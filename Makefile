@@ -47,7 +47,7 @@ test-fast: venv
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
 debug: venv
-	$(PY) -m launch.run --preset=debug --game=Pong $(DEBUG_ARGS)
+	$(PY) -m launch.run --preset=debug --game=Pong --agent=bmg $(DEBUG_ARGS)
 
 bench: venv
 	$(PY) -m benchmarks.run_all

@@ -85,8 +85,11 @@ class ActorNode:
 
         cfg, env = self._cfg, self._env
         n = env.num_envs
+        # Short waits: a rate-limited insert must not keep the actor from
+        # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
         writer = TrajectoryWriter(self._replay, n, cfg.agent.unroll_length,
-                                  timeout_ms=cfg.replay.timeout_ms)
+                                  timeout_ms=min(cfg.replay.timeout_ms, 2_000))
+        last_warning = 0.0
         obs = env.reset()
         first = np.ones(n, np.float32)
         steps, pending_frames, pending_episodes = 0, 0, 0
@@ -104,7 +107,10 @@ class ActorNode:
                 try:
                     writer.append(step)
                 except ReplayTimeoutError as e:  # recorded; the writer keeps going
-                    print(f"[actor-{self._id}] replay slow: {e}", flush=True)
+                    if time.time() - last_warning > 60:
+                        print(f"[actor-{self._id}] replay is not taking inserts yet "
+                              f"(rate limiter or server): {e}", flush=True)
+                        last_warning = time.time()
                 obs, first = res.observation, res.first.astype(np.float32)
                 steps += 1
                 pending_frames += n * env.frames_per_step
@@ -167,6 +173,9 @@ class EvaluatorNode:
                     # Newer parameters for the next episode, without waiting.
                     self._runner.refresh()
                     version = self._runner.version
+                    pause_until = time.time() + cfg.actors.eval_pause_seconds
+                    while time.time() < pause_until and not self._should_stop():
+                        time.sleep(0.2)
         finally:
             self._log.close()
             env.close()

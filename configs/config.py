@@ -291,6 +291,7 @@ class ActorConfig:
     env_threads: int = 1
     evaluator: bool = True
     eval_episodes_per_round: int = 1
+    eval_pause_seconds: float = 0.0  # evaluator idles this long between episodes (small hosts)
 
     def __post_init__(self):
         _int(self, "num_actors", 1, 4096)
@@ -300,6 +301,7 @@ class ActorConfig:
         if not isinstance(self.evaluator, bool):
             _fail(self, "evaluator", self.evaluator, "must be True or False")
         _int(self, "eval_episodes_per_round", 1)
+        _num(self, "eval_pause_seconds", 0.0, 86_400.0)
 
 
 # ----------------------------------------------------------------------------

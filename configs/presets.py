@@ -58,16 +58,20 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
         agent_cfg = dataclasses.replace(agent_cfg, unroll_length=10 if tiny else 20)
         cfg = RunConfig(
             name=name or f"{game}-{agent}-{preset}",
-            max_frames=40_000 if tiny else 400_000,
+            max_frames=40_000 if tiny else 60_000,
             env=EnvConfig(kind="atari", game=game),
             network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
                                   hidden=32 if tiny else 128, meta_embedding=8),
             agent=agent_cfg, meta=meta,
-            replay=ReplayConfig(mode="queue", timeout_ms=60_000),
+            # debug: a ratio-limited replay (each unroll sampled once on average)
+            # keeps 2 actors from starving the learner of the 2 CPU cores.
+            replay=ReplayConfig(mode="queue" if tiny else "uniform", samples_per_insert=1.0,
+                                timeout_ms=60_000),
             learner=LearnerConfig(batch_size=4 if tiny else 8, log_every_seconds=5.0,
                                   checkpoint_every_minutes=1.0),
             actors=ActorConfig(num_actors=2, envs_per_actor=4,
-                               param_refresh_steps=10 if tiny else 20),
+                               param_refresh_steps=10 if tiny else 20,
+                               eval_pause_seconds=0.0 if tiny else 15.0),
         )
     return apply_overrides(cfg, overrides)
 
