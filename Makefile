@@ -50,7 +50,7 @@ debug: venv
 	$(PY) -m launch.run --preset=debug --game=Pong --agent=bmg $(DEBUG_ARGS)
 
 bench: venv
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.learner
 
 clean:
 	rm -rf $(VENV) build *.egg-info
