@@ -106,11 +106,19 @@ class ActorNode:
                                   behaviour_logits=logits, first=first)
                 try:
                     writer.append(step)
-                except ReplayTimeoutError as e:  # recorded; the writer keeps going
-                    if time.time() - last_warning > 60:
-                        print(f"[actor-{self._id}] replay is not taking inserts yet "
-                              f"(rate limiter or server): {e}", flush=True)
-                        last_warning = time.time()
+                except ReplayTimeoutError as e:
+                    # The step is recorded; wait (re-checking for a stop) until Reverb
+                    # takes the pending items, so a rate limiter throttles this actor.
+                    while not self._should_stop():
+                        if time.time() - last_warning > 60:
+                            print(f"[actor-{self._id}] replay is not taking inserts yet "
+                                  f"(rate limiter or server down), retrying: {e}", flush=True)
+                            last_warning = time.time()
+                        try:
+                            writer.flush()
+                            break
+                        except ReplayTimeoutError as again:
+                            e = again
                 obs, first = res.observation, res.first.astype(np.float32)
                 steps += 1
                 pending_frames += n * env.frames_per_step
