@@ -49,14 +49,6 @@ class _PolicyRunner:
         if self._pending is None:
             self._pending = self._learner.futures.get_params()
 
-    def pull(self, should_stop: Callable[[], bool]) -> bool:
-        """Wait for the newest parameters; False if stopping before they came."""
-        result = await_future(self._learner.futures.get_params(), should_stop)
-        if result is None:
-            return False
-        self.version, self._params, self._meta = result
-        return True
-
     def act(self, obs: np.ndarray):
         self._key, sub = self._jax.random.split(self._key)
         actions, logits = self._policy(self._params, self._meta, obs, sub)

@@ -30,13 +30,9 @@ def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callab
     """(params, meta_logits [H, 6], obs [N, ...], key) -> (actions [N], logits [N, A]).
 
     Acts with the first head; `greedy` takes the argmax (evaluation)."""
-    def eta(meta_logits):
-        if networks.meta_dim:
-            return jax.nn.sigmoid(meta_logits).reshape(-1)
-        return jnp.zeros((0,), meta_logits.dtype)
-
     def policy(params, meta_logits, obs, key):
-        logits, _ = networks.apply(params, obs, eta(meta_logits))
+        eta = networks_lib.meta_conditioning(meta_logits, networks.meta_dim)
+        logits, _ = networks.apply(params, obs, eta)
         logits = logits[..., 0, :]
         if greedy:
             actions = jnp.argmax(logits, axis=-1)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import losses
-from agents.networks import Networks
+from agents.networks import Networks, meta_conditioning
 from agents.types import Trajectory
 from configs import HYPER_NAMES, AgentConfig, MetaConfig
 
@@ -104,9 +104,7 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         return losses.fixed_hyperparams(agent.hyper_values, 1, meta_logits.dtype)
 
     def eta(meta_logits) -> Array:
-        if stacx:
-            return jax.nn.sigmoid(meta_logits).reshape(-1)
-        return jnp.zeros((0,), meta_logits.dtype)
+        return meta_conditioning(meta_logits, networks.meta_dim)
 
     def ac_batch(traj: Trajectory) -> losses.ACBatch:
         f = jnp.result_type(float)

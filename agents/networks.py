@@ -28,6 +28,14 @@ class Networks(NamedTuple):
     observation_shape: Tuple[int, ...]
 
 
+def meta_conditioning(meta_logits, meta_dim: int):
+    """eta, the network's meta-parameter input: sigmoid(logits) flattened to
+    [meta_dim] (values in [0, 1]), or an empty vector when meta_dim = 0."""
+    if meta_dim:
+        return jax.nn.sigmoid(meta_logits).reshape(-1)
+    return jnp.zeros((0,), meta_logits.dtype)
+
+
 class ResidualBlock(hk.Module):
     def __init__(self, channels: int, name: Optional[str] = None):
         super().__init__(name=name)

@@ -35,21 +35,7 @@ def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
     """(observation_shape, num_actions, frames_per_step) without stepping anything."""
     from actors.environments import num_actions
     frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
-    if cfg.env.kind == "catch":
-        return (cfg.env.frame_size, cfg.env.frame_size, cfg.env.frame_stack), num_actions(
-            cfg.env), 1
     return cfg.env.observation_shape, num_actions(cfg.env), frames_per_step
-
-
-def initial_checkpoint(cfg: RunConfig, resume: Optional[str]) -> Optional[ckpt_lib.Checkpoint]:
-    """The checkpoint this run continues from (validated here, before any process starts)."""
-    if resume:
-        ckpt = ckpt_lib.resolve(resume)
-    else:
-        ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(cfg.run_dir))
-    if ckpt is not None:
-        ckpt_lib.check_compatible(ckpt, ckpt_lib.config_to_dict(cfg))
-    return ckpt
 
 
 def process_env(jax_platform: Optional[str]) -> Dict[str, str]:
@@ -70,7 +56,8 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     from replay import make_tables
 
     obs_shape, n_actions, frames_per_step = environment_facts(cfg)
-    ckpt = initial_checkpoint(cfg, resume)
+    # Found and validated here, before any process starts; the learner gets its path.
+    ckpt = ckpt_lib.for_run(cfg.run_dir, ckpt_lib.config_to_dict(cfg), resume)
     counts = dict(ckpt.counters) if ckpt else {}
     resume_path = ckpt.path if ckpt else None
 

@@ -131,6 +131,17 @@ def resolve(resume: str) -> Checkpoint:
                           f"or a run folder containing checkpoints/ckpt-*.npz, and it has none")
 
 
+def for_run(run_dir: str, config: Dict[str, Any], resume: Optional[str] = None,
+            log=print) -> Optional[Checkpoint]:
+    """The checkpoint a run continues from: `resume` (file or folder) if given,
+    else the newest readable one in the run folder; refused if its config
+    does not fit `config`. None for a fresh run."""
+    ckpt = resolve(resume) if resume else latest(checkpoint_dir(run_dir), log=log)
+    if ckpt is not None:
+        check_compatible(ckpt, config)
+    return ckpt
+
+
 def check_compatible(ckpt: Checkpoint, config: Dict[str, Any]) -> None:
     """Refuse a checkpoint whose env/network/agent/meta config differs."""
     diffs = []

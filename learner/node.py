@@ -6,7 +6,6 @@ Launchpad serves this object over courier: actors and the evaluator call
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -30,7 +29,7 @@ class LearnerNode:
 
     def __init__(self, cfg: RunConfig, replay_address: Any, counter: Any,
                  observation_shape: Tuple[int, ...], num_actions: int,
-                 resume: Optional[str] = None, frames_per_step: int = 4,
+                 resume: Optional[str] = None, frames_per_step: int = 4,  # resume: checkpoint file
                  stop_fn: Optional[Callable[[], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None):
         import jax
@@ -53,7 +52,9 @@ class LearnerNode:
             lambda axis: builders.make_learner(cfg, self._networks, axis), devices)
         state = self._parallel.learner.init(jax.random.PRNGKey(cfg.seed))
         self._counts: Dict[str, float] = {}
-        ckpt = self._find_checkpoint(resume)
+        ckpt = None
+        if resume:  # the launcher found and validated it; check again where it is used
+            ckpt = ckpt_lib.for_run(cfg.run_dir, ckpt_lib.config_to_dict(cfg), resume)
         if ckpt is not None:
             leaves, treedef = jax.tree_util.tree_flatten(state)
             restored = ckpt_lib.restore_leaves(ckpt, leaves)
@@ -70,21 +71,7 @@ class LearnerNode:
         with self._lock:
             return self._published
 
-    def get_step(self) -> int:
-        with self._lock:
-            return self._published[0]
-
     # -------------------------------------------------------------- internals
-    def _find_checkpoint(self, resume: Optional[str]):
-        config = ckpt_lib.config_to_dict(self._cfg)
-        if resume:
-            ckpt = ckpt_lib.resolve(resume)
-        else:
-            ckpt = ckpt_lib.latest(self._ckpt_dir, log=lambda m: print(f"[learner] {m}"))
-        if ckpt is not None:
-            ckpt_lib.check_compatible(ckpt, config)
-        return ckpt
-
     def _host_state(self):
         import jax
         return jax.device_get(self._parallel.unreplicate(self._state))
@@ -131,11 +118,9 @@ class LearnerNode:
         data = make_dataset(address, B, cfg.replay)
         window: List[Trajectory] = []
         step = int(self._published[0])
-        t_log = t_start = time.time()
-        t_ckpt = t_start
+        t_log = t_ckpt = time.time()
         consumed = 0
         last_log_step = step
-        metrics: Dict[str, float] = {}
         print(f"[learner] {cfg.agent_name} on {cfg.env.game if cfg.env.kind == 'atari' else cfg.env.kind}: "
               f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
               f"{num_batches} batch(es) per update", flush=True)

@@ -1,6 +1,5 @@
 """Meta-gradients: finite differences, the BMG/MG equivalence, stopped targets,
 and full updates on Atari-shaped data."""
-import dataclasses
 import functools
 
 import jax
@@ -9,20 +8,30 @@ import numpy as np
 import pytest
 from jax.experimental import enable_x64
 
-from agents import builders, learning, networks as nets
+from agents import builders, learning, losses, networks as nets
 from configs import AgentConfig, MetaConfig, make_config
 from tests.conftest import fake_batches
 
 OBS, A, T, B = (5,), 3, 4, 3
 
 
+TINY_AGENT = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
+                         g_e=0.01, alpha=1.0, learning_rate=0.05, max_grad_norm=1e6)
+
+
+def _tiny_network():
+    """A 1-layer tanh MLP with the 3 STACX heads (smooth everywhere that matters)."""
+    return nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
+                                         num_heads=3, meta_dim=18, meta_embedding=4)
+
+
+def _tiny_learner(meta: MetaConfig):
+    return learning.make_learner(_tiny_network(), TINY_AGENT, meta)
+
+
 def _tiny_setup(meta: MetaConfig, seed=0):
-    """float64 STACX learner on a 1-layer tanh MLP (smooth everywhere that matters)."""
-    agent = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
-                        g_e=0.01, alpha=1.0, learning_rate=0.05, max_grad_norm=1e6)
-    network = nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
-                                            num_heads=3, meta_dim=18, meta_embedding=4)
-    learner = learning.make_learner(network, agent, meta)
+    """float64 STACX learner, its state, perturbed meta-logits, eta and batches."""
+    learner = _tiny_learner(meta)
     state = learner.init(jax.random.PRNGKey(seed))
     # Meta-parameters away from their initial value, so every path is active.
     logits = state.meta.logits + jax.random.normal(jax.random.PRNGKey(7), (3, 6))
@@ -63,23 +72,13 @@ def test_bmg_l1_l2_sgd_is_step_size_times_mg(K):
     a = 0.3
     with enable_x64():
         mg, state, logits, eta_outer, batches = _tiny_setup(MetaConfig(objective="mg", K=K))
-        bmg = learning.make_learner(*_network_and_configs(MetaConfig(
-            objective="bmg", K=K, L=1, matching="l2", target_step="sgd", target_step_size=a)))
+        bmg = _tiny_learner(MetaConfig(objective="bmg", K=K, L=1, matching="l2",
+                                       target_step="sgd", target_step_size=a))
         args = (eta_outer, state.params, state.opt_state, batches)
         g_mg = jax.grad(lambda w: mg.meta_objective(w, *args)[0])(logits)
         g_bmg = jax.grad(lambda w: bmg.meta_objective(w, *args)[0])(logits)
         assert float(jnp.abs(g_mg).max()) > 1e-4
         assert _rel_err(g_bmg, a * g_mg) < 1e-6
-
-
-def _network_and_configs(meta):
-    learner, *_ = _tiny_setup(meta)
-    # Rebuild with the same network/agent as _tiny_setup (same init key -> same params).
-    agent = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
-                        g_e=0.01, alpha=1.0, learning_rate=0.05, max_grad_norm=1e6)
-    network = nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
-                                            num_heads=3, meta_dim=18, meta_embedding=4)
-    return network, agent, meta
 
 
 @pytest.mark.parametrize("target_step, L", [("sgd", 1), ("rms", 3)])
@@ -108,21 +107,21 @@ def test_bmg_kl_matching_is_zero_with_zero_gradient_at_the_target():
     with enable_x64():
         meta = MetaConfig(objective="bmg", K=1, L=1, matching="kl_v")
         learner, state, logits, eta_outer, batches = _tiny_setup(meta)
+        network = _tiny_network()
+
+        def main_head(params):
+            lg, v = network.apply(params, batches.observation[1], eta_outer)
+            return lg[..., 0, :], v[..., 0]
         # Learner == target: the KL-and-value matching of x with itself.
-        from agents import losses
-        logits_x, values_x = learner_net_apply(state.params, batches, eta_outer)
+        logits_x, values_x = main_head(state.params)
         mu = losses.kl_v_matching(logits_x, logits_x, values_x, values_x)
-        grad = jax.grad(lambda p: losses.kl_v_matching(
-            logits_x, learner_net_apply(p, batches, eta_outer)[0], values_x,
-            learner_net_apply(p, batches, eta_outer)[1]))(state.params)
+
+        def mu_of(params):
+            lg, v = main_head(params)
+            return losses.kl_v_matching(logits_x, lg, values_x, v)
+        grad = jax.grad(mu_of)(state.params)
         assert abs(float(mu)) < 1e-12
         assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(grad)) < 1e-12
-
-
-def learner_net_apply(params, batches, eta):
-    network = _network_and_configs(MetaConfig())[0]
-    logits, values = network.apply(params, batches.observation[1], eta)
-    return logits[..., 0, :], values[..., 0]
 
 
 def test_nan_batch_is_skipped_and_counted():
