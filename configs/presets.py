@@ -58,7 +58,7 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
         agent_cfg = dataclasses.replace(agent_cfg, unroll_length=10 if tiny else 20)
         cfg = RunConfig(
             name=name or f"{game}-{agent}-{preset}",
-            max_frames=40_000 if tiny else 60_000,
+            max_frames=40_000 if tiny else 250_000,
             env=EnvConfig(kind="atari", game=game),
             network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
                                   hidden=32 if tiny else 128, meta_embedding=8),
