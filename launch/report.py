@@ -101,6 +101,10 @@ def find_plan(sweep_dir: str):
             runs.append(dict(game=game, seed=int(m.group("seed")) if m else 0, name=entry,
                              run_dir=run_dir, max_frames=None, max_learner_steps=0))
         games = []
+    if not manifest:  # the reference table's (alphabetical) order
+        from configs.games import all_games
+        order = {g: i for i, g in enumerate(all_games())}
+        runs.sort(key=lambda r: (order[r["game"]], r["seed"], r["name"]))
     for r in runs:
         if r["game"] not in games:
             games.append(r["game"])

@@ -1,0 +1,286 @@
+"""launch/sweep.py: game validation, finished/resume detection, the dry run over
+all 57 games (in-process environments), and a real 2-game sweep that is
+interrupted and started again."""
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from configs.games import all_games
+from launch import report, sweep
+from learner import checkpoint as ckpt_lib
+from tests.conftest import ROOT
+
+
+# ----------------------------------------------------------------------------
+# Fast
+# ----------------------------------------------------------------------------
+def test_parse_games():
+    assert sweep.parse_games("all") == all_games() and len(all_games()) == 57
+    assert sweep.parse_games(" pong, Breakout,ms_pacman,Pong ") == ["Pong", "Breakout", "MsPacman"]
+    with pytest.raises(sweep.SweepError, match=r"'Pongg' \(did you mean 'Pong'\?\)"):
+        sweep.parse_games("Pongg,Breakout")
+    with pytest.raises(sweep.SweepError, match="empty"):
+        sweep.parse_games(" , ")
+
+
+def test_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
+    out = str(tmp_path / "sw")
+    assert sweep.main(["--games=Pong,Brekout", f"--out={out}"]) == 2
+    assert "did you mean 'Breakout'?" in capsys.readouterr().err
+    assert sweep.main(["--games=Pong", "--override=meta.L=0", f"--out={out}"]) == 2
+    assert "MetaConfig.L=0 is not allowed" in capsys.readouterr().err
+    assert sweep.main(["--games=Pong", "--agent=dqn", f"--out={out}"]) == 2
+    assert sweep.main(["--games=Pong", "--seeds=0", f"--out={out}"]) == 2
+    assert sweep.main(["--games=Pong", "--frames=1.5", f"--out={out}"]) == 2
+    assert not os.path.exists(out)
+
+
+def _args(out, *extra):
+    args = sweep.parse_args(["--games=Pong,Breakout", "--preset=test", "--agent=impala",
+                             f"--out={out}", *extra])
+    sweep.validate(args)
+    return args
+
+
+def _fake_checkpoint(run_dir, step, frames):
+    ckpt_lib.save(ckpt_lib.checkpoint_dir(run_dir), step, [np.zeros(2)],
+                  {"frames": frames, "learner_steps": step}, {})
+
+
+def test_finished_detection_marker_and_checkpoint(tmp_path):
+    out = str(tmp_path)
+    runs = sweep.plan_runs(_args(out, "--frames=1000", "--seeds=2"), out)
+    assert [r.name for r in runs] == ["Pong-seed0", "Pong-seed1", "Breakout-seed0",
+                                      "Breakout-seed1"]
+    pong0, pong1, breakout0, _ = runs
+    assert pong0.run_dir == os.path.join(out, "Pong-seed0") and pong0.max_frames == 1000
+    assert sweep.run_state(pong0) == {"finished": False, "frames": 0.0, "learner_steps": 0.0,
+                                      "source": "none", "counters": None}
+    _fake_checkpoint(pong1.run_dir, 3, 400)  # partial: resumes
+    state = sweep.run_state(pong1)
+    assert not state["finished"] and state["frames"] == 400 and state["source"] == "checkpoint"
+    _fake_checkpoint(pong1.run_dir, 9, 1200)  # budget reached, no marker yet: finished
+    assert sweep.run_state(pong1)["finished"]
+    # A marker counts only if it meets the current budget (a larger --frames resumes).
+    os.makedirs(breakout0.run_dir)
+    with open(os.path.join(breakout0.run_dir, sweep.DONE_MARKER), "w") as f:
+        json.dump({"frames": 1000, "learner_steps": 7}, f)
+    assert sweep.run_state(breakout0)["finished"]
+    bigger = sweep.plan_runs(_args(out, "--frames=2000"), out)[1]
+    assert bigger.name == "Breakout-seed0" and not sweep.run_state(bigger)["finished"]
+    # A learner-step budget finishes a run too (whichever budget comes first).
+    steps = sweep.plan_runs(_args(out, "--frames=1e9", "--max_learner_steps=9", "--seeds=2"),
+                            out)[1]
+    assert steps.name == "Pong-seed1" and sweep.run_state(steps)["finished"]
+    # Corrupt newest checkpoint: the previous one is used.
+    with open(os.path.join(ckpt_lib.checkpoint_dir(pong1.run_dir), "ckpt-0000000099.npz"), "w") as f:
+        f.write("junk")
+    assert sweep.checkpoint_counters(pong1.run_dir)["frames"] == 1200
+
+
+def test_manifest_refuses_another_agent_and_a_second_sweep(tmp_path, capsys):
+    out = str(tmp_path)
+    args = _args(out)
+    sweep.Manifest(out, args, sweep.plan_runs(args, out)).save()
+    data = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    assert data["agent"] == "impala" and data["games"] == ["Pong", "Breakout"]
+    assert {r["name"]: r["status"] for r in data["runs"]} == {"Pong-seed0": "pending",
+                                                              "Breakout-seed0": "pending"}
+    assert sweep.main(["--games=Pong", "--preset=test", "--agent=bmg", f"--out={out}"]) == 2
+    assert "started with --agent='impala'" in capsys.readouterr().err
+    with open(os.path.join(out, sweep.LOCK), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sweep.main(["--games=Pong", "--preset=test", "--agent=impala",
+                           f"--out={out}"]) == 2
+        assert "another sweep is running" in capsys.readouterr().err
+
+
+FAKE_PROGRAM = r"""
+import json, os, sys, time
+from learner import checkpoint as ckpt_lib
+import numpy as np
+run_dir, frames, events = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+with open(events, "a") as f:
+    f.write(json.dumps(["start", os.path.basename(run_dir), time.time()]) + "\n")
+time.sleep(0.6)
+if "Breakout" in run_dir:
+    sys.exit(1)
+ckpt_lib.save(ckpt_lib.checkpoint_dir(run_dir), 5, [np.zeros(1)],
+              {"frames": frames, "learner_steps": 5}, {})
+with open(events, "a") as f:
+    f.write(json.dumps(["end", os.path.basename(run_dir), time.time()]) + "\n")
+"""
+
+
+def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
+    """--parallel=2 over 4 runs with a stand-in for launch.run: at most 2 at once,
+    budget reached -> done + marker, exit 1 -> failed; a restart skips the done ones."""
+    out, events = str(tmp_path / "sw"), str(tmp_path / "events.jsonl")
+    monkeypatch.setattr(sweep, "child_command", lambda args, run, out: [
+        sys.executable, "-c", FAKE_PROGRAM, run.run_dir, str(run.max_frames), events])
+    argv = ["--games=Pong,Breakout,Freeway", "--preset=test", "--agent=impala", "--seeds=1",
+            "--frames=1000", "--parallel=2", "--quiet", f"--out={out}"]
+    assert sweep.main(argv) == 1  # Breakout failed
+    text = capsys.readouterr().out
+    assert "Breakout-seed0 failed (exit code 1" in text and "2 done, 1 failed" in text, text
+    running, peak = 0, 0
+    for kind, _, _ in sorted((json.loads(l) for l in open(events)), key=lambda e: e[2]):
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+    for name in ("Pong-seed0", "Freeway-seed0"):
+        marker = sweep.read_marker(os.path.join(out, name))
+        assert marker["frames"] == 1000 and marker["max_frames"] == 1000
+    assert sweep.read_marker(os.path.join(out, "Breakout-seed0")) is None
+    runs = {r["name"]: r for r in json.load(open(os.path.join(out, sweep.MANIFEST)))["runs"]}
+    assert runs["Breakout-seed0"]["status"] == "failed" and runs["Breakout-seed0"]["returncode"] == 1
+    assert "=== " in open(os.path.join(out, "Breakout-seed0", sweep.RUN_LOG)).read()
+    # Again: only the failed run starts.
+    os.unlink(events)
+    assert sweep.main(argv) == 1
+    assert [json.loads(l)[1] for l in open(events)] == ["Breakout-seed0"]
+    text = capsys.readouterr().out
+    assert "skip Pong-seed0: finished" in text and "skip Freeway-seed0: finished" in text
+
+
+def test_dry_run_builds_and_steps_all_57_environments(tmp_path, capsys, monkeypatch):
+    """The dry run builds each game's environment in this process (1 env), steps
+    it, prints the plan and a time estimate, and starts nothing."""
+    checked = {}
+    real = sweep.check_environments
+
+    def spy(envs, steps=20, **kw):
+        checked.update(real(envs, steps=steps, **kw))
+        return checked
+
+    monkeypatch.setattr(sweep, "check_environments", spy)
+    out = str(tmp_path / "sw")
+    t0 = time.time()
+    rc = sweep.main(["--games=all", "--agent=bmg", "--preset=full", "--frames=200e6",
+                     "--seeds=3", "--parallel=4", "--check_steps=5", "--dry_run", f"--out={out}"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert sorted(checked) == sorted(all_games())
+    for game, r in checked.items():
+        assert r["ok"], (game, r)
+        assert 2 <= r["num_actions"] <= 18 and r["steps_per_s"] > 0 and r["frames_per_step"] == 4
+    assert "57 game(s) x 3 seed(s) = 171 runs" in text
+    assert "environments: 57/57 games build and step" in text
+    assert "Alien-seed0" in text and "Zaxxon-seed2" in text
+    assert "171 run(s) to go, 34,200,000,000 frames in all" in text
+    assert "time estimate:" in text and "emulator only" in text and "lower bound" in text
+    assert "nothing started" in text
+    assert not os.path.exists(out)
+    print(f"dry run over 57 games: {time.time() - t0:.1f} s")
+
+
+# ----------------------------------------------------------------------------
+# End to end: a real sweep of 2 games, interrupted and started again
+# ----------------------------------------------------------------------------
+def _wait_for(predicate, timeout, proc=None, what=""):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _learner_steps_logged(run_dir):
+    path = os.path.join(run_dir, "logs", "learner.csv")
+    if not os.path.exists(path):
+        return 0
+    rows = [line for line in open(path).read().splitlines()[1:] if line]
+    return len(rows)
+
+
+def _snapshot(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.slow
+def test_sweep_interrupted_and_resumed(tmp_path):
+    out = str(tmp_path / "sweep")
+    steps = 40  # learner steps per run (impala, test preset: ~10 steps/s once compiled)
+    cmd = [sys.executable, "-m", "launch.sweep", "--games=Pong,Breakout", "--agent=impala",
+           "--preset=test", "--frames=1e9", f"--max_learner_steps={steps}", "--num_actors=1",
+           "--override=learner.log_every_seconds=0.1", f"--out={out}"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    pong, breakout = os.path.join(out, "Pong-seed0"), os.path.join(out, "Breakout-seed0")
+    log1 = tmp_path / "first.log"
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log1, "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    child_pgids = set()
+    try:
+        # Pong finishes; Breakout starts; once its learner has made updates, Ctrl-C.
+        _wait_for(lambda: os.path.exists(os.path.join(pong, sweep.DONE_MARKER)), 240, first,
+                  "Pong to finish")
+        _wait_for(lambda: _learner_steps_logged(breakout) >= 2, 240, first,
+                  "Breakout's learner to log updates")
+        manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+        child_pgids = {r["pid"] for r in manifest["runs"] if r.get("pid")}
+        assert len(child_pgids) == 1  # Breakout's program, in its own process group
+        os.kill(first.pid, signal.SIGINT)
+        rc = first.wait(timeout=150)
+        text = log1.read_text()
+        assert rc == 128 + signal.SIGINT, text
+        assert "Breakout-seed0 interrupted" in text and "1 done, 1 interrupted" in text
+        assert not any(_group_alive(p) for p in child_pgids), "program processes left behind"
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        for p in child_pgids:
+            if _group_alive(p):
+                os.killpg(p, signal.SIGKILL)
+
+    # Breakout stopped short of its budget with a last checkpoint; Pong reached it.
+    stopped = sweep.checkpoint_counters(breakout)
+    assert stopped is not None and 0 < stopped["learner_steps"] < steps, stopped
+    assert sweep.checkpoint_counters(pong)["learner_steps"] >= steps
+    manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    assert {r["name"]: r["status"] for r in manifest["runs"]} == {
+        "Pong-seed0": "done", "Breakout-seed0": "interrupted"}
+    pong_files = _snapshot(pong)
+
+    # Started again: Pong is skipped untouched, Breakout resumes and finishes.
+    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    text = second.stdout + second.stderr
+    assert second.returncode == 0, text
+    assert "skip Pong-seed0: finished" in text
+    assert "start Breakout-seed0 (1/1, resuming at" in text
+    assert "start Pong-seed0" not in text
+    assert _snapshot(pong) == pong_files
+    assert f"resumed from {stopped['checkpoint']}" in open(os.path.join(breakout, sweep.RUN_LOG)).read()
+    final = sweep.checkpoint_counters(breakout)
+    assert final["learner_steps"] >= steps and final["frames"] > stopped["frames"]
+    manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    runs = {r["name"]: r for r in manifest["runs"]}
+    assert runs["Pong-seed0"]["status"] == "done" and runs["Pong-seed0"]["attempts"] == 1
+    assert runs["Breakout-seed0"]["status"] == "done" and runs["Breakout-seed0"]["attempts"] == 2
+    assert os.path.exists(os.path.join(breakout, sweep.DONE_MARKER))
+
+    # A third start has nothing to do; the report reads the real evaluator logs.
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "2 finished, 0 to run" in third.stdout
+    s = report.summarize(out)
+    assert s["games_planned"] == 2
+    for g in s["per_game"]:  # evaluator episodes may not have ended in so few steps
+        assert g["status"] == ("finished" if g["hns"] is not None else "missing"), g
