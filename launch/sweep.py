@@ -275,7 +275,9 @@ class Manifest:
 # Running
 # ----------------------------------------------------------------------------
 def _set_parent_death_signal() -> None:
-    """Child: get SIGTERM if the sweep dies (Linux), so no program is orphaned."""
+    """Child: get SIGTERM if the sweep dies (Linux), so a killed sweep leaves no
+    program behind. Best effort: the kernel clears it when the child changes
+    credentials, e.g. when launch.run enters its own user namespace (--network)."""
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
