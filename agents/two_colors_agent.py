@@ -1,0 +1,474 @@
+"""Actor-critic with a meta-learned entropy weight on two-colors: MG vs BMG.
+
+The agent (DESIGN.md section 4): separate actor and critic MLPs (2 x 256 ReLU),
+one environment stream, an update every `rollout_length` (16) steps by one SGD
+step (lr 0.1) on the n-step actor-critic loss (discount 0.99)
+
+  inner loss = pg + value_weight * 0.5 * mean((G - V)^2) - eps * mean(entropy),
+
+where the entropy weight `eps = meta_net(w, s)` comes from a meta-network
+(10 -> 32 ReLU -> 1 sigmoid) fed with the mean reward of each of the last 10
+rollouts; the meta-parameters w are learned with Adam (eps 1e-4).
+
+Training runs in cycles of C = K + L - 1 inner updates, each on a fresh
+rollout collected by the current parameters x_k; one more rollout, collected
+by x_C, is the validation batch (and the first inner batch of the next cycle,
+so no data is spent on meta-learning alone). After the cycle, w is updated:
+
+  mg  (L = 1):  grad_w f(x_K(w))                       f = outer loss on val
+  bmg:          grad_w mu(x~, x_K(w)),
+                x~ = sg(x_{K+L-1} - a * grad f(x_{K+L-1}))
+
+x_K(w) re-runs the first K inner updates with the graph from x_0. The L - 1
+bootstrap steps of BMG are the agent's own next updates (the meta-learned rule
+with w held fixed, from x_K, on the next rollouts), so x_{K+L-1} is the
+agent's real parameter vector at the end of the cycle: the target costs one
+extra gradient, not L - 1 (`bootstrap_target` is the same thing written as a
+function of x_K; a test checks they agree). The outer loss f is the
+actor-critic loss with a fixed entropy weight `outer_entropy` (default 0: pure
+policy gradient + value error). The matching mu is `kl`:
+mean over the validation states of KL(pi_x~ || pi_x_K(w)) (default), or `l2`:
+0.5 ||x~ - x_K(w)||^2 over all parameters.
+
+Everything is built from function arguments (`make_meta_objectives` takes the
+inner update, the outer loss and the policy), so a mixed K-step estimator or a
+Q(lambda) agent reuses this module: `run(cfg, key)` is one seed's whole
+training as one `lax.scan`; `run_seeds` vmaps it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents import losses
+from agents import two_colors as env
+from configs.config import ConfigError, _choice, _fail, _int, _num
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+
+OBJECTIVES = ("mg", "bmg")
+MATCHINGS = ("kl", "l2")
+
+
+# ----------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TwoColorsConfig:
+    """One two-colors run (one seed); every field is checked."""
+    objective: str = "bmg"  # mg | bmg
+    K: int = 1  # inner updates differentiated through
+    L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
+    matching: str = "kl"  # BMG matching function: kl | l2
+    target_step_size: float = 0.1  # a, the grounded SGD step of the BMG target
+    outer_entropy: float = 0.0  # entropy weight in the outer loss f (fixed)
+    steps: int = 1_000_000  # environment steps (a multiple of rollout_length)
+    swap_every: int = env.SWAP_EVERY
+    rollout_length: int = 16
+    # Width of each hidden layer of actor and critic. DESIGN.md says 256; 128 is
+    # ~4x cheaper and keeps 4 objectives x 5 seeds x 1M steps near 12 minutes
+    # on 2 (shared) CPU cores, where 256 would take most of an hour.
+    hidden: int = 128
+    num_layers: int = 2
+    learning_rate: float = 0.1  # inner SGD
+    # Inner gradients clipped to this global norm (0: none). Without it, plain
+    # SGD at lr 0.1 let the critic diverge in 1 of 6 seeds (values 8 -> 1e27 in
+    # one cycle); the 99th percentile of the critic's gradient norm is ~8.
+    max_grad_norm: float = 5.0
+    discount: float = 0.99
+    value_weight: float = 1.0
+    meta_inputs: int = 10  # mean reward of each of the last `meta_inputs` rollouts
+    meta_hidden: int = 32
+    init_entropy_weight: float = 0.1  # sets the meta-network's output bias at init
+    meta_learning_rate: float = 1e-4
+    meta_adam_eps: float = 1e-4
+    log_every: int = 1024  # environment steps per logged point (multiple of rollout_length)
+
+    def __post_init__(self):
+        _choice(self, "objective", OBJECTIVES)
+        _choice(self, "matching", MATCHINGS)
+        _int(self, "K", 1, 64)
+        _int(self, "L", 1, 64)
+        if self.objective == "mg" and self.L != 1:
+            _fail(self, "L", self.L, "must be 1 for objective='mg' (MG has no bootstrap)")
+        _num(self, "target_step_size", 0.0, lo_open=True)
+        _num(self, "outer_entropy", 0.0)
+        _int(self, "rollout_length", 1)
+        _int(self, "steps", self.rollout_length)
+        if self.steps % self.rollout_length:
+            _fail(self, "steps", self.steps,
+                  f"must be a multiple of rollout_length={self.rollout_length}")
+        _int(self, "swap_every", 1)
+        _int(self, "hidden", 1)
+        _int(self, "num_layers", 1, 8)
+        _num(self, "learning_rate", 0.0, lo_open=True)
+        _num(self, "max_grad_norm", 0.0)
+        _num(self, "discount", 0.0, 1.0)
+        _num(self, "value_weight", 0.0)
+        _int(self, "meta_inputs", 1)
+        _int(self, "meta_hidden", 1)
+        _num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
+        _num(self, "meta_learning_rate", 0.0, lo_open=True)
+        _num(self, "meta_adam_eps", 0.0, lo_open=True)
+        _int(self, "log_every", self.rollout_length)
+        if self.log_every % self.rollout_length:
+            _fail(self, "log_every", self.log_every,
+                  f"must be a multiple of rollout_length={self.rollout_length}")
+
+    @property
+    def cycle(self) -> int:
+        """Inner updates per meta-update, C = K + L - 1."""
+        return self.K + self.L - 1
+
+    @property
+    def num_rollouts(self) -> int:
+        return self.steps // self.rollout_length
+
+
+def parse_objective(name: str) -> Dict[str, Any]:
+    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' -> TwoColorsConfig fields."""
+    parts = name.lower().split("_")
+    if parts[0] not in OBJECTIVES:
+        raise ConfigError(f"objective {name!r} is not allowed: must start with one of "
+                          f"{list(OBJECTIVES)}, e.g. mg, mg_k4, bmg_l8, bmg_k2_l4")
+    fields: Dict[str, Any] = {"objective": parts[0]}
+    for p in parts[1:]:
+        if len(p) < 2 or p[0] not in "kl" or not p[1:].isdigit():
+            raise ConfigError(f"objective {name!r} is not allowed: suffixes are _k<int> "
+                              f"and _l<int>, e.g. bmg_l8")
+        fields[p[0].upper()] = int(p[1:])
+    return fields
+
+
+# ----------------------------------------------------------------------------
+# Networks (plain JAX pytrees)
+# ----------------------------------------------------------------------------
+def mlp_init(key, sizes: Sequence[int], dtype=jnp.float32) -> List[Dict[str, Array]]:
+    """Layers {'w': [in, out], 'b': [out]}; truncated-normal weights, std 1/sqrt(fan_in)."""
+    layers = []
+    for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+        std = 1.0 / math.sqrt(n_in) / 0.87962566  # haiku's truncated-normal correction
+        w = std * jax.random.truncated_normal(k, -2.0, 2.0, (n_in, n_out), dtype)
+        layers.append({"w": w, "b": jnp.zeros((n_out,), dtype)})
+    return layers
+
+
+def mlp_apply(layers, x: Array) -> Array:
+    for layer in layers[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+class Rollout(NamedTuple):
+    """`rollout_length` = T transitions of one stream."""
+    observation: Array  # [T + 1, 30]: s_0..s_T (s_T bootstraps)
+    action: Array  # [T] int32
+    reward: Array  # [T] float32
+    meta_input: Array  # [meta_inputs]: mean reward of the last rollouts, this one last
+
+
+class ActorCritic(NamedTuple):
+    """The agent's pure functions; a Q(lambda) agent provides the same four."""
+    init: Callable[[Array], Any]  # key -> params
+    policy_logits: Callable[[Any, Array], Array]  # (params, obs [..., 30]) -> [..., A]
+    inner_grads: Callable[[Any, Rollout, Array], Tuple[Any, Dict[str, Array]]]
+    outer_loss: Callable[[Any, Rollout], Array]  # f(x) on a batch; targets stopped
+
+
+def make_actor_critic(cfg: TwoColorsConfig) -> ActorCritic:
+    sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers
+
+    def init(key):
+        ka, kc = jax.random.split(key)
+        return {"actor": mlp_init(ka, sizes + [env.NUM_ACTIONS]),
+                "critic": mlp_init(kc, sizes + [1])}
+
+    def policy_logits(params, obs):
+        return mlp_apply(params["actor"], obs)
+
+    def values(params, obs):
+        return mlp_apply(params["critic"], obs)[..., 0]
+
+    def loss_of_outputs(logits, v, target_v, batch: Rollout, entropy_weight):
+        """n-step actor-critic loss; returns and advantages come from `target_v`."""
+        # returns_t = sum_{s >= t} gamma^(s - t) r_s + gamma^(T - t) V(s_T), as one
+        # [T, T] product: cheaper than a scan, above all inside meta-gradients.
+        T = batch.reward.shape[0]
+        idx = jnp.arange(T)
+        power = (idx[None, :] - idx[:, None]).astype(v.dtype)
+        discounts = jnp.where(power >= 0, cfg.discount ** jnp.maximum(power, 0), 0.0)
+        returns = (discounts @ batch.reward.astype(v.dtype)
+                   + cfg.discount ** (T - idx).astype(v.dtype) * target_v[-1])
+        adv = returns - target_v[:-1]
+        log_pi = jax.nn.log_softmax(logits)
+        log_pi_a = jnp.take_along_axis(log_pi, batch.action[:, None], axis=-1)[:, 0]
+        pg = -jnp.mean(log_pi_a * adv)
+        value = 0.5 * jnp.mean(jnp.square(returns - v[:-1]))
+        ent = jnp.mean(losses.entropy(logits))
+        loss = pg + cfg.value_weight * value - entropy_weight * ent
+        return loss, {"pg": pg, "value": value, "entropy": ent}
+
+    def outputs(params, obs):
+        return policy_logits(params, obs[:-1]), values(params, obs)
+
+    def inner_grads(params, batch: Rollout, entropy_weight):
+        """Semi-gradient of the inner loss (targets held fixed for this gradient,
+        but computed from x inside, so its derivative w.r.t. x, which the K-step
+        meta-gradient needs, is exact)."""
+        (logits, v), pullback = jax.vjp(lambda p: outputs(p, batch.observation), params)
+        g_out, terms = jax.grad(loss_of_outputs, argnums=(0, 1), has_aux=True)(
+            logits, v, v, batch, entropy_weight)
+        (grads,) = pullback(g_out)
+        return grads, terms
+
+    def outer_loss(params, batch: Rollout):
+        logits, v = outputs(params, batch.observation)
+        return loss_of_outputs(logits, v, sg(v), batch, cfg.outer_entropy)[0]
+
+    return ActorCritic(init, policy_logits, inner_grads, outer_loss)
+
+
+# ----------------------------------------------------------------------------
+# Meta-network: recent rewards -> entropy weight
+# ----------------------------------------------------------------------------
+def meta_init(key, cfg: TwoColorsConfig, dtype=jnp.float32):
+    layers = mlp_init(key, [cfg.meta_inputs, cfg.meta_hidden, 1], dtype)
+    p = cfg.init_entropy_weight
+    layers[-1]["b"] = jnp.full((1,), math.log(p / (1.0 - p)), dtype)
+    return layers
+
+
+def entropy_weight(meta_params, meta_input: Array) -> Array:
+    """sigmoid(MLP(meta_input)): a scalar in (0, 1)."""
+    return jax.nn.sigmoid(mlp_apply(meta_params, meta_input)[..., 0])
+
+
+# ----------------------------------------------------------------------------
+# Inner update and meta-objectives (the reusable part)
+# ----------------------------------------------------------------------------
+def make_inner_optimizer(cfg: TwoColorsConfig) -> optax.GradientTransformation:
+    """SGD (lr `learning_rate`), after global-norm clipping if `max_grad_norm` > 0."""
+    sgd = optax.sgd(cfg.learning_rate)
+    if cfg.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), sgd)
+    return sgd
+
+
+InnerUpdate = Callable[[Any, Any, Any, Rollout], Tuple[Any, Any, Dict[str, Array]]]
+
+
+def make_inner_update(agent: ActorCritic, cfg: TwoColorsConfig,
+                      optimizer: Optional[optax.GradientTransformation] = None) -> InnerUpdate:
+    """(params, opt_state, meta_params, batch) -> (params', opt_state', terms).
+
+    One optax step (SGD, lr `cfg.learning_rate`, by default) on the inner loss
+    with eps = entropy_weight(meta_params, batch.meta_input). Differentiable in
+    meta_params and params: MG, BMG and the target bootstrap all use it."""
+    opt = optimizer or make_inner_optimizer(cfg)
+
+    def inner_update(params, opt_state, meta_params, batch: Rollout):
+        eps = entropy_weight(meta_params, batch.meta_input)
+        grads, terms = agent.inner_grads(params, batch, eps)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, dict(terms, eps=eps)
+
+    return inner_update
+
+
+class MetaObjectives(NamedTuple):
+    unroll: Callable  # (meta_params, params, opt_state, batches) -> [(x_k, s_k)] k = 1..K
+    mg: Callable  # (meta_params, params, opt_state, batches, val) -> f(x_K(w))
+    grounded_step: Callable  # (params, val) -> sg(x - a * grad f(x))
+    bootstrap_target: Callable  # (params_K, opt_state_K, meta_params, batches, val) -> x~
+    matching: Callable  # (target, params, val) -> mu
+    bmg: Callable  # (meta_params, params, opt_state, batches, val, target) -> mu(x~, x_K(w))
+
+
+def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
+                         policy_logits: Callable, matching: str,
+                         target_step_size: float) -> MetaObjectives:
+    """MG and BMG meta-objectives from an inner update and an outer loss.
+
+    `batches` is a list (or a Rollout with a leading axis) of the K inner
+    batches; the number of unrolled steps is its length. `unroll` returns every
+    intermediate (x_k, opt_state_k), so a mixture of 1..K-step objectives is
+    `sum_k c_k * f(unroll(...)[k - 1][0], val_k)`."""
+    if matching not in MATCHINGS:
+        raise ValueError(f"matching={matching!r}, expected one of {MATCHINGS}")
+
+    def _as_list(batches) -> List[Rollout]:
+        if isinstance(batches, Rollout):
+            n = batches.action.shape[0]
+            return [jax.tree_util.tree_map(lambda x: x[i], batches) for i in range(n)]
+        return list(batches)
+
+    def unroll(meta_params, params, opt_state, batches):
+        out, p, o = [], params, opt_state
+        for b in _as_list(batches):  # K is small and static
+            p, o, _ = inner_update(p, o, meta_params, b)
+            out.append((p, o))
+        return out
+
+    def mg(meta_params, params, opt_state, batches, val: Rollout):
+        p_k = unroll(meta_params, params, opt_state, batches)[-1][0]
+        return outer_loss(p_k, val)
+
+    def grounded_step(params, val: Rollout):
+        g = jax.grad(outer_loss)(params, val)
+        return sg(jax.tree_util.tree_map(lambda x, gx: x - target_step_size * gx, params, g))
+
+    def bootstrap_target(params_k, opt_state_k, meta_params, batches, val: Rollout):
+        """L - 1 = len(batches) steps of the rule from sg(x_K), w held fixed,
+        then the grounded step on `val`."""
+        p, o, w = sg(params_k), sg(opt_state_k), sg(meta_params)
+        for b in _as_list(batches):
+            p, o, _ = inner_update(p, o, w, b)
+        return grounded_step(p, val)
+
+    def match(target, params, val: Rollout):
+        if matching == "l2":
+            return losses.l2_matching(target, params)
+        obs = val.observation[:-1]
+        return losses.kl_matching(policy_logits(target, obs), policy_logits(params, obs))
+
+    def bmg(meta_params, params, opt_state, batches, val: Rollout, target):
+        p_k = unroll(meta_params, params, opt_state, batches)[-1][0]
+        return match(sg(target), p_k, val)
+
+    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg)
+
+
+# ----------------------------------------------------------------------------
+# Training: one seed is one lax.scan over cycles
+# ----------------------------------------------------------------------------
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    meta_params: Any
+    meta_opt_state: Any
+    env_state: env.EnvState
+    pending: Rollout  # collected by `params`: next inner batch (last cycle's val)
+    key: Array
+
+
+class System(NamedTuple):
+    """Everything `run` needs, built once per config."""
+    cfg: TwoColorsConfig
+    agent: ActorCritic
+    inner_update: InnerUpdate
+    meta: MetaObjectives
+    inner_opt: optax.GradientTransformation
+    meta_opt: optax.GradientTransformation
+    collect: Callable  # (params, env_state, meta_input, key) -> (env_state, Rollout)
+    init: Callable  # key -> TrainState
+    cycle: Callable  # TrainState -> (TrainState, logs)
+
+
+def make_system(cfg: TwoColorsConfig, agent: Optional[ActorCritic] = None) -> System:
+    agent = agent or make_actor_critic(cfg)
+    inner_opt = make_inner_optimizer(cfg)
+    meta_opt = optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps)
+    inner_update = make_inner_update(agent, cfg, inner_opt)
+    meta = make_meta_objectives(inner_update, agent.outer_loss, agent.policy_logits,
+                                cfg.matching, cfg.target_step_size)
+    T, K, C = cfg.rollout_length, cfg.K, cfg.cycle
+
+    def collect(params, env_state, last_input, key):
+        """T steps acting with params; last_input: previous rollout's meta input."""
+        def act(carry, k):
+            s, obs = carry
+            ka, ke = jax.random.split(k)
+            a = jax.random.categorical(ka, agent.policy_logits(params, obs)).astype(jnp.int32)
+            s, next_obs, r = env.step(s, a, ke, cfg.swap_every)
+            return (s, next_obs), (obs, a, r)
+        (env_state, last_obs), (obs, a, r) = jax.lax.scan(
+            act, (env_state, env.observe(env_state)), jax.random.split(key, T))
+        meta_input = jnp.concatenate([last_input[1:], jnp.mean(r)[None]])
+        return env_state, Rollout(jnp.concatenate([obs, last_obs[None]]), a, r, meta_input)
+
+    def init(key) -> TrainState:
+        k_env, k_agent, k_meta, k_roll, key = jax.random.split(key, 5)
+        params = agent.init(k_agent)
+        meta_params = meta_init(k_meta, cfg)
+        env_state, first = collect(params, env.reset(k_env), jnp.zeros((cfg.meta_inputs,)),
+                                   k_roll)
+        return TrainState(params, inner_opt.init(params), meta_params,
+                          meta_opt.init(meta_params), env_state, first, key)
+
+    def cycle(state: TrainState):
+        key, *keys = jax.random.split(state.key, C + 1)
+        p, o, env_state = state.params, state.opt_state, state.env_state
+        batches, eps, rewards = [state.pending], [], []
+        for k in range(C):  # C inner updates, each followed by a fresh rollout
+            p, o, terms = inner_update(p, o, state.meta_params, batches[-1])
+            eps.append(terms["eps"])
+            env_state, b = collect(p, env_state, batches[-1].meta_input, keys[k])
+            batches.append(b)
+            rewards.append(jnp.sum(b.reward))
+        val = batches[C]
+        if cfg.objective == "mg":
+            meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
+                state.meta_params, state.params, state.opt_state, batches[:K], val)
+        else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K
+            target = meta.grounded_step(p, val)
+            meta_loss, meta_grad = jax.value_and_grad(meta.bmg)(
+                state.meta_params, state.params, state.opt_state, batches[:K], val, target)
+        updates, meta_opt_state = meta_opt.update(meta_grad, state.meta_opt_state)
+        meta_params = optax.apply_updates(state.meta_params, updates)
+        new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key)
+        logs = {"reward": jnp.stack(rewards), "eps": jnp.stack(eps),
+                "meta_loss": meta_loss, "entropy": terms["entropy"]}
+        return new, logs
+
+    return System(cfg, agent, inner_update, meta, inner_opt, meta_opt, collect, init, cycle)
+
+
+def num_cycles(cfg: TwoColorsConfig) -> int:
+    """Cycles needed for `cfg.steps` steps of rollouts and of inner updates."""
+    return -(-cfg.num_rollouts // cfg.cycle)
+
+
+def run(cfg: TwoColorsConfig, key, system: Optional[System] = None) -> Dict[str, Array]:
+    """One seed's whole training (jit-able). Logs are means over `log_every`
+    steps: reward per step, entropy weight (per inner update), policy entropy
+    and meta-loss (per cycle, repeated over its updates); plus the total reward
+    of exactly `cfg.steps` steps."""
+    system = system or make_system(cfg)
+    state = system.init(key)
+    first_reward = jnp.sum(state.pending.reward)
+    _, logs = jax.lax.scan(lambda s, _: system.cycle(s), state, None, length=num_cycles(cfg))
+    n, C = cfg.num_rollouts, cfg.cycle
+    per_rollout = {  # indexed by rollout (reward) / by inner update (the others)
+        "reward": jnp.concatenate([first_reward[None], logs["reward"].reshape(-1)])[:n],
+        "eps": logs["eps"].reshape(-1)[:n],
+        "entropy": jnp.repeat(logs["entropy"], C)[:n],
+        "meta_loss": jnp.repeat(logs["meta_loss"], C)[:n],
+    }
+    per_bin = cfg.log_every // cfg.rollout_length
+    bins = n // per_bin
+    out = {k: jnp.mean(v[:bins * per_bin].reshape(bins, per_bin), axis=1)
+           for k, v in per_rollout.items()}
+    out["reward"] = out["reward"] / cfg.rollout_length  # mean reward per step
+    out["total_reward"] = jnp.sum(per_rollout["reward"])
+    return out
+
+
+def seed_keys(seeds: Sequence[int]) -> Array:
+    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+
+
+def jitted_run(cfg: TwoColorsConfig) -> Callable[[Array], Dict[str, Array]]:
+    """jit(vmap(run)): keys [S, 2] -> logs with a leading seed axis."""
+    system = make_system(cfg)
+    return jax.jit(jax.vmap(lambda k: run(cfg, k, system)))
+
+
+def run_seeds(cfg: TwoColorsConfig, seeds: Sequence[int]) -> Dict[str, Array]:
+    """Train one agent per seed, all at once; logs have a leading seed axis."""
+    return jitted_run(cfg)(seed_keys(seeds))

@@ -1,0 +1,198 @@
+"""Two-colors MG vs BMG: `python -m launch.two_colors --steps=1e6 --seeds=5
+--objectives=mg,bmg_l1,bmg_l4,bmg_l8 --out=runs/two_colors`.
+
+Each objective runs all seeds at once (vmap over seeds, one jitted lax.scan
+over the whole run); objectives run one after another. Writes to --out:
+  results.json           per objective: total reward per seed, mean, 95% CI
+                         (t-interval over seeds), runtime, config, and the
+                         logged curves (per --log_every steps, per seed)
+  cumulative_reward.png  cumulative reward, mean over seeds and min-max band
+  reward_rate.png        reward per step (smoothed), mean over seeds
+  entropy_weight.png     meta-learned entropy weight, swap points marked
+Objective names: mg, mg_k<K>, bmg_l<L>, bmg_k<K>_l<L>.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Dict, List
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("steps", "1e6", "environment steps per seed (e.g. 1e6)")
+flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
+flags.DEFINE_integer("seed_offset", 0, "first seed")
+flags.DEFINE_list("objectives", ["mg", "bmg_l1", "bmg_l4", "bmg_l8"], "objectives to compare")
+flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
+flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
+flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
+flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatable), "
+                          "applied to every objective, e.g. meta_learning_rate=3e-4")
+flags.DEFINE_string("out", "runs/two_colors", "output folder")
+flags.DEFINE_boolean("plots", True, "write PNG plots")
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
+    from agents.two_colors_agent import TwoColorsConfig, parse_objective
+    return {name: TwoColorsConfig(**{**common, **parse_objective(name), "steps": steps})
+            for name in objectives}
+
+
+def confidence_interval(values, level: float = 0.95):
+    """(mean, lo, hi): t-interval of the mean over seeds (lo = hi = mean for 1 seed)."""
+    import numpy as np
+    from scipy import stats
+    v = np.asarray(values, np.float64)
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def run_objective(cfg, seeds: List[int]) -> Dict:
+    import jax
+    import numpy as np
+    from agents import two_colors_agent as tca
+    keys = tca.seed_keys(seeds)
+    t0 = time.time()
+    compiled = tca.jitted_run(cfg).lower(keys).compile()
+    t1 = time.time()
+    out = jax.block_until_ready(compiled(keys))
+    t2 = time.time()
+    out = jax.tree_util.tree_map(np.asarray, out)
+    total = [float(x) for x in out["total_reward"]]
+    mean, lo, hi = confidence_interval(total)
+    return {
+        "config": dataclasses.asdict(cfg),
+        "seeds": list(seeds),
+        "total_reward": total, "mean": mean, "ci95": [lo, hi],
+        "compile_s": round(t1 - t0, 1), "runtime_s": round(t2 - t1, 1),
+        "steps_per_s": round(cfg.steps * len(seeds) / max(t2 - t1, 1e-9)),
+        "curves": {k: np.round(out[k], 5).tolist() for k in ("reward", "eps", "entropy")},
+    }
+
+
+def plot(results: Dict, out_dir: str) -> List[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    paths = []
+    objs = results["objectives"]
+    log_every, swap, steps = results["log_every"], results["swap_every"], results["steps"]
+    swaps = np.arange(swap, steps, swap)
+
+    def x_axis(n):
+        return (np.arange(n) + 1) * log_every
+
+    # Cumulative reward.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in objs.items():
+        rate = np.asarray(r["curves"]["reward"])  # [seeds, bins] mean reward per step
+        cum = np.cumsum(rate * log_every, axis=1)
+        x = x_axis(cum.shape[1])
+        ax.plot(x, cum.mean(0), label=f"{name} ({r['mean']:.0f} [{r['ci95'][0]:.0f}, "
+                                      f"{r['ci95'][1]:.0f}])")
+        ax.fill_between(x, cum.min(0), cum.max(0), alpha=0.2)
+    for s in swaps:
+        ax.axvline(s, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("cumulative reward")
+    ax.set_title(f"Two-colors: cumulative reward (mean, min-max over {results['num_seeds']} "
+                 f"seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "cumulative_reward.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Reward rate and entropy weight, one panel row each.
+    for key, fname, ylabel in (("reward", "reward_rate.png", "reward per step"),
+                               ("eps", "entropy_weight.png", "entropy weight")):
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for name, r in objs.items():
+            y = np.asarray(r["curves"][key])
+            x = x_axis(y.shape[1])
+            mean = y.mean(0)
+            if key == "reward":  # smooth over 5 points
+                mean = np.convolve(mean, np.ones(5) / 5, mode="same")
+            line, = ax.plot(x, mean, label=name, lw=1.2)
+            if key == "eps":
+                ax.fill_between(x, y.min(0), y.max(0), alpha=0.15, color=line.get_color())
+        for i, s in enumerate(swaps):
+            ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Two-colors: {ylabel} (mean over seeds"
+                     f"{', min-max band' if key == 'eps' else ''}; per {log_every} steps)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, fname))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def main(argv):
+    del argv
+    from configs import ConfigError
+    try:
+        steps = float(FLAGS.steps)
+    except ValueError:
+        raise ConfigError(f"--steps={FLAGS.steps!r} is not allowed: must be a number, "
+                          f"e.g. 1e6") from None
+    if not steps >= 1 or steps != int(steps):
+        raise ConfigError(f"--steps={FLAGS.steps!r} is not allowed: must be a positive "
+                          f"whole number")
+    if FLAGS.seeds < 1:
+        raise ConfigError(f"--seeds={FLAGS.seeds} is not allowed: must be >= 1")
+    common: Dict = {"matching": FLAGS.matching}
+    if FLAGS.hidden is not None:
+        common["hidden"] = FLAGS.hidden
+    if FLAGS.swap_every is not None:
+        common["swap_every"] = FLAGS.swap_every
+    for item in FLAGS.override:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--override={item!r} is not allowed: expected field=value")
+        common[field.strip()] = _parse_value(value.strip())
+    try:
+        configs = build_configs(FLAGS.objectives, int(steps), common)
+    except TypeError as e:  # unknown field name
+        raise ConfigError(f"--override is not allowed: {e}") from None
+    seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
+    os.makedirs(FLAGS.out, exist_ok=True)
+    first = next(iter(configs.values()))
+    results = {"steps": int(steps), "num_seeds": len(seeds), "log_every": first.log_every,
+               "swap_every": first.swap_every, "objectives": {}}
+    path = os.path.join(FLAGS.out, "results.json")
+    for name, cfg in configs.items():
+        r = run_objective(cfg, seeds)
+        results["objectives"][name] = r
+        print(f"{name:>12}: total reward {r['mean']:8.1f}  95% CI [{r['ci95'][0]:.1f}, "
+              f"{r['ci95'][1]:.1f}]  per seed {[round(x) for x in r['total_reward']]}  "
+              f"run {r['runtime_s']} s (+{r['compile_s']} s compile)", flush=True)
+        with open(path, "w") as f:  # after every objective, so a long run leaves partials
+            json.dump(results, f)
+    if FLAGS.plots:
+        for p in plot(results, FLAGS.out):
+            print("wrote", p)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,212 @@
+"""Two-colors: the environment by hand, the MG / BMG meta-gradients in float64,
+and a short training run (finite, shapes, deterministic)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import enable_x64
+
+from agents import two_colors as env
+from agents import two_colors_agent as tca
+from configs import ConfigError
+
+UP, DOWN, LEFT, RIGHT = range(4)
+KEY = jax.random.PRNGKey(0)
+
+
+def _state(agent, items, t=0):
+    return env.EnvState(jnp.asarray(agent, jnp.int32), jnp.asarray(items, jnp.int32),
+                        jnp.asarray(t, jnp.int32))
+
+
+# ---------------------------------------------------------------- environment
+def test_observation_is_one_hot_xy_of_agent_then_items():
+    obs = np.asarray(env.observe(_state((1, 3), [(0, 0), (4, 2)])))
+    assert obs.shape == (30,) and obs.dtype == np.float32
+    expected = np.zeros(30, np.float32)
+    expected[[1, 5 + 3, 10 + 0, 15 + 0, 20 + 4, 25 + 2]] = 1.0
+    np.testing.assert_array_equal(obs, expected)
+
+
+@pytest.mark.parametrize("action,expected", [(UP, (2, 1)), (DOWN, (2, 3)), (LEFT, (1, 2)),
+                                             (RIGHT, (3, 2))])
+def test_moves(action, expected):
+    s, obs, r = env.step(_state((2, 2), [(0, 0), (4, 4)]), action, KEY)
+    assert tuple(np.asarray(s.agent)) == expected and float(r) == 0.0
+    np.testing.assert_array_equal(np.asarray(s.items), [(0, 0), (4, 4)])  # no respawn
+    assert int(s.t) == 1
+    np.testing.assert_array_equal(obs, env.observe(s))
+
+
+def test_walls_keep_the_agent_in_place():
+    for action in (UP, LEFT):
+        s, _, _ = env.step(_state((0, 0), [(3, 3), (4, 4)]), action, KEY)
+        assert tuple(np.asarray(s.agent)) == (0, 0)
+    for action in (DOWN, RIGHT):
+        s, _, _ = env.step(_state((4, 4), [(0, 0), (1, 1)]), action, KEY)
+        assert tuple(np.asarray(s.agent)) == (4, 4)
+
+
+def test_rewards_and_swap_timing():
+    # Item 0 at the right of the agent, item 1 at its left; swap every 5 steps.
+    start = ((1, 1), [(2, 1), (0, 1)])
+    for t, right, left in [(0, 1, -1), (4, 1, -1), (5, -1, 1), (9, -1, 1), (10, 1, -1),
+                           (15, -1, 1)]:
+        _, _, r_right = env.step(_state(*start, t), RIGHT, KEY, swap_every=5)
+        _, _, r_left = env.step(_state(*start, t), LEFT, KEY, swap_every=5)
+        assert (float(r_right), float(r_left)) == (right, left), t
+    assert [int(env.paying_item(t, 5)) for t in range(12)] == [0] * 5 + [1] * 5 + [0] * 2
+    assert int(env.paying_item(99_999)) == 0 and int(env.paying_item(100_000)) == 1
+    assert int(env.paying_item(200_000)) == 0
+
+
+def test_pick_up_respawns_agent_and_both_items_at_distinct_cells():
+    key = jax.random.PRNGKey(3)
+    s, obs, r = env.step(_state((1, 1), [(2, 1), (0, 1)]), RIGHT, key)
+    cells = np.asarray(env._random_cells(key))
+    assert float(r) == 1.0 and int(s.t) == 1
+    np.testing.assert_array_equal(np.asarray(s.agent), cells[0])
+    np.testing.assert_array_equal(np.asarray(s.items), cells[1:])
+    np.testing.assert_array_equal(obs, env.observe(s))
+
+
+def test_random_cells_are_distinct_and_uniform():
+    cells = jax.vmap(env._random_cells)(jax.random.split(KEY, 25_000))
+    flat = np.asarray(cells[..., 0] + env.SIZE * cells[..., 1])
+    assert flat.min() >= 0 and flat.max() < 25
+    assert np.all((flat[:, 0] != flat[:, 1]) & (flat[:, 0] != flat[:, 2])
+                  & (flat[:, 1] != flat[:, 2]))
+    for i in range(3):  # each role is uniform over the 25 cells: 1000 expected each
+        counts = np.bincount(flat[:, i], minlength=25)
+        assert counts.min() > 850 and counts.max() < 1150, counts
+    s = env.reset(KEY)
+    xy = np.concatenate([np.asarray(s.agent)[None], np.asarray(s.items)])
+    assert len({tuple(c) for c in xy}) == 3 and int(s.t) == 0
+
+
+# ---------------------------------------------------------------- config
+def test_config_validation():
+    with pytest.raises(ConfigError, match=r"TwoColorsConfig.L=4 is not allowed"):
+        tca.TwoColorsConfig(objective="mg", L=4)
+    with pytest.raises(ConfigError, match="matching"):
+        tca.TwoColorsConfig(matching="cosine")
+    with pytest.raises(ConfigError, match="steps=1000 is not allowed"):
+        tca.TwoColorsConfig(steps=1000)
+    assert tca.parse_objective("bmg_k2_l8") == {"objective": "bmg", "K": 2, "L": 8}
+    assert tca.parse_objective("mg") == {"objective": "mg"}
+    with pytest.raises(ConfigError):
+        tca.parse_objective("bmg_x3")
+
+
+# ---------------------------------------------------------------- meta-gradients
+@functools.lru_cache(maxsize=None)
+def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0):
+    """float64 system on a tiny network (weights scaled up so the policy is not
+    uniform), meta-parameters away from init, and K + L rollouts collected by
+    the agent as in training. Call inside `enable_x64()`. The meta-objectives
+    take any number of inner batches, so one setup serves several K."""
+    cfg = tca.TwoColorsConfig(objective="bmg", K=K, L=L, matching=matching, hidden=8,
+                              steps=4096, max_grad_norm=max_grad_norm,
+                              init_entropy_weight=0.3)
+    system = tca.make_system(cfg)
+    to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
+        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
+    state = to64(system.init(jax.random.PRNGKey(1)))
+    # Larger weights than at init, so the entropy gradient is not ~0.
+    state = state._replace(params=jax.tree_util.tree_map(lambda x: 1.5 * x, state.params))
+    batches, p, o, es, key = [state.pending], state.params, state.opt_state, state.env_state, \
+        state.key
+    inner_update, collect = jax.jit(system.inner_update), jax.jit(system.collect)
+    for _ in range(K + L - 1):
+        p, o, _ = inner_update(p, o, state.meta_params, batches[-1])
+        key, k = jax.random.split(key)
+        es, b = collect(p, es, batches[-1].meta_input, k)
+        batches.append(to64(b))
+    meta_params = jax.tree_util.tree_map(  # away from init, every unit active
+        lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(9), x.shape, x.dtype),
+        state.meta_params)
+    return cfg, system, state, meta_params, batches
+
+
+def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient():
+    """With L = 1, L2 matching and an SGD grounded step, the BMG meta-gradient is
+    a * (dx_K/dw)^T grad f(x_K) = a * the MG meta-gradient (DESIGN.md, section 3)."""
+    with enable_x64():
+        for K in (1,):  # (K = 2 holds too; left out to keep the file fast)
+            cfg, system, state, w, batches = _tiny_f64(2, 2, "kl")
+            meta = tca.make_meta_objectives(system.inner_update, system.agent.outer_loss,
+                                            system.agent.policy_logits, "l2",
+                                            cfg.target_step_size)
+            args = (state.params, state.opt_state, batches[:K])
+            val = batches[K]
+            g_mg = jax.jit(jax.grad(meta.mg))(w, *args, val)
+            x_k = jax.jit(meta.unroll)(w, *args)[-1][0]
+            target = jax.jit(meta.grounded_step)(x_k, val)
+            g_bmg = jax.jit(jax.grad(meta.bmg))(w, *args, val, target)
+            a = cfg.target_step_size
+            for gb, gm in zip(jax.tree_util.tree_leaves(g_bmg), jax.tree_util.tree_leaves(g_mg)):
+                np.testing.assert_allclose(gb, a * gm, rtol=1e-9, atol=1e-14)
+            assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(g_mg)) > 0
+
+
+@pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.0), ("bmg", 0.5)])
+def test_k_step_meta_gradient_matches_finite_differences(objective, clip):
+    """Through 2 inner steps, in float64. (MG's f stops the gradient through its
+    value targets; they depend on w only when the global-norm clip couples the
+    critic's step to the actor's, so MG is checked without clipping.)"""
+    with enable_x64():
+        cfg, system, state, w, batches = _tiny_f64(2, 2, "kl", max_grad_norm=clip)
+        args = (state.params, state.opt_state, batches[:2])
+        val = batches[3]
+        if objective == "mg":
+            fn = lambda m: system.meta.mg(m, *args, val)  # noqa: E731
+        else:
+            x_k = jax.jit(system.meta.unroll)(w, *args)[-1]
+            target = jax.jit(system.meta.bootstrap_target)(x_k[0], x_k[1], w, batches[2:3], val)
+            fn = lambda m: system.meta.bmg(m, *args, val, target)  # noqa: E731
+        fn = jax.jit(fn)
+        grad = jax.jit(jax.grad(fn))(w)
+        direction = jax.tree_util.tree_map(
+            lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
+        h = 1e-6
+        shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
+        fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
+        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
+                                                       jax.tree_util.tree_leaves(direction)))
+        assert abs(float(analytic)) > 1e-8
+        np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
+
+
+def test_no_gradient_flows_into_the_target():
+    with enable_x64():
+        _, system, state, w, batches = _tiny_f64(2, 2, "kl")
+        args = (state.params, state.opt_state, batches[:1])
+        x_k = jax.jit(system.meta.unroll)(w, *args)[-1][0]
+        target = jax.jit(system.meta.grounded_step)(x_k, batches[1])
+        g = jax.jit(jax.grad(system.meta.bmg, argnums=5))(w, *args, batches[1], target)
+        assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree_util.tree_leaves(g))
+
+
+# ---------------------------------------------------------------- short runs
+@pytest.mark.parametrize("objective,matching", [("mg", "kl"), ("bmg_l2", "l2")])
+def test_short_run_finite_shapes_deterministic(objective, matching):
+    cfg = tca.TwoColorsConfig(**tca.parse_objective(objective), matching=matching, hidden=16,
+                              steps=3072, swap_every=1024, log_every=256)
+    fn = tca.jitted_run(cfg)
+    keys = tca.seed_keys([0, 1])
+    out = jax.tree_util.tree_map(np.asarray, fn(keys))
+    bins = cfg.steps // cfg.log_every
+    for k in ("reward", "eps", "entropy", "meta_loss"):
+        assert out[k].shape == (2, bins), k
+        assert np.all(np.isfinite(out[k])), k
+    assert out["total_reward"].shape == (2,)
+    # The logged reward rate adds up to the total (log_every divides steps here).
+    np.testing.assert_allclose(out["reward"].sum(1) * cfg.log_every, out["total_reward"],
+                               rtol=1e-5)
+    assert np.all((out["eps"] > 0) & (out["eps"] < 1))
+    assert not np.array_equal(out["reward"][0], out["reward"][1])  # seeds differ
+    again = jax.tree_util.tree_map(np.asarray, fn(keys))
+    for k in out:
+        np.testing.assert_array_equal(out[k], again[k])
