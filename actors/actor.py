@@ -9,6 +9,7 @@ environments and logs return and human-normalised score per game.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Optional
 
@@ -29,7 +30,8 @@ class _PolicyRunner:
     """Jitted policy + parameter pulls shared by the actor and the evaluator."""
 
     def __init__(self, cfg: RunConfig, learner: Any, observation_shape, num_actions: int,
-                 seed: int, greedy: bool = False):
+                 seed: int, greedy: bool = False, should_stop: Callable[[], bool] = lambda: False,
+                 name: str = "actor"):
         import jax
         from agents import builders
 
@@ -39,12 +41,26 @@ class _PolicyRunner:
         self._learner = learner
         self._key = jax.random.PRNGKey(seed)
         self._pending = None
-        self.version, self._params, self._meta = learner.get_params()
+        # Courier calls have a deadline (launch.program): the learner may still
+        # be starting (building and compiling), so keep asking until it answers.
+        t0 = time.time()
+        while True:
+            try:
+                self.version, self._params, self._meta = learner.get_params()
+                break
+            except Exception as e:  # courier raises on the deadline
+                if should_stop():
+                    raise
+                if time.time() - t0 > 10:
+                    print(f"[{name}] waiting for the learner's parameters: {e}", flush=True)
+                    t0 = time.time()
+                time.sleep(1.0)
 
     def refresh(self) -> None:
         """Non-blocking: adopt a finished pull, then start the next one."""
         if self._pending is not None and self._pending.done():
-            self.version, self._params, self._meta = self._pending.result()
+            if self._pending.exception() is None:  # a missed deadline: ask again
+                self.version, self._params, self._meta = self._pending.result()
             self._pending = None
         if self._pending is None:
             self._pending = self._learner.futures.get_params()
@@ -66,22 +82,31 @@ class ActorNode:
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)
         n = cfg.actors.envs_per_actor
-        seed = cfg.seed * 100_003 + 1 + actor_id
+        # A restarted actor (launch.supervisor sets STACX_RESTART) gets fresh seeds.
+        restart = int(os.environ.get("STACX_RESTART", "0"))
+        seed = cfg.seed * 100_003 + 1 + actor_id + 7_919 * restart
         self._env = make_vector_env(cfg.env, n, seed, cfg.actors.env_threads)
         self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
-                                     self._env.num_actions, seed)
+                                     self._env.num_actions, seed, should_stop=self._should_stop,
+                                     name=f"actor-{actor_id}")
         self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
 
     def run(self) -> None:
-        from replay import ReplayTimeoutError, TrajectoryWriter
+        from replay import ReplayTimeoutError, TrajectoryWriter, connect_writer, wait_until_taken
 
         cfg, env = self._cfg, self._env
         n = env.num_envs
+        name = f"actor-{self._id}"
+        address = getattr(self._replay, "server_address", str(self._replay))
         # Short waits: a rate-limited insert must not keep the actor from
         # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
-        writer = TrajectoryWriter(self._replay, n, cfg.agent.unroll_length,
-                                  timeout_ms=min(cfg.replay.timeout_ms, 2_000))
-        last_warning = 0.0
+        writer = connect_writer(
+            lambda: TrajectoryWriter(self._replay, n, cfg.agent.unroll_length,
+                                     timeout_ms=min(cfg.replay.timeout_ms, 2_000)),
+            self._should_stop, name, address)
+        if writer is None:  # stopped while waiting for the replay server
+            env.close()
+            return
         obs = env.reset()
         first = np.ones(n, np.float32)
         steps, pending_frames, pending_episodes = 0, 0, 0
@@ -98,19 +123,13 @@ class ActorNode:
                                   behaviour_logits=logits, first=first)
                 try:
                     writer.append(step)
-                except ReplayTimeoutError as e:
-                    # The step is recorded; wait (re-checking for a stop) until Reverb
-                    # takes the pending items, so a rate limiter throttles this actor.
-                    while not self._should_stop():
-                        if time.time() - last_warning > 60:
-                            print(f"[actor-{self._id}] replay is not taking inserts yet "
-                                  f"(rate limiter or server down), retrying: {e}", flush=True)
-                            last_warning = time.time()
-                        try:
-                            writer.flush()
-                            break
-                        except ReplayTimeoutError as again:
-                            e = again
+                except ReplayTimeoutError:
+                    # The step is recorded. Wait until Reverb takes the pending
+                    # items: a rate limiter throttles this actor; an unreachable
+                    # server is retried with backoff and a log line.
+                    outage = wait_until_taken(writer, writer.client, self._should_stop, name)
+                    if outage:
+                        self._counter.futures.increment(replay_outages=1)
                 obs, first = res.observation, res.first.astype(np.float32)
                 steps += 1
                 pending_frames += n * env.frames_per_step
@@ -146,7 +165,8 @@ class EvaluatorNode:
         seed = cfg.seed * 100_003 + 99_991
         self._env = make_vector_env(cfg.env, num_envs, seed)
         self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
-                                     self._env.num_actions, seed)
+                                     self._env.num_actions, seed, should_stop=self._should_stop,
+                                     name="evaluator")
         self._log = Logger(cfg.run_dir, "evaluator")
 
     def run(self) -> None:

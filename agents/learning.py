@@ -40,7 +40,7 @@ class TrainingState(NamedTuple):
     params: Any  # network parameters x
     opt_state: Any  # inner optimiser (clip + RMSProp) state
     meta: MetaState
-    step: Array  # int32: updates applied
+    step: Array  # int32: update calls so far (skipped ones included)
     skipped: Array  # int32: updates skipped because something was not finite
 
 
@@ -264,7 +264,7 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
             check = (params, new_meta.logits, meta_loss)
         finite = _is_finite(check)
         new = TrainingState(params, opt_state, new_meta, state.step + 1, state.skipped)
-        old = state._replace(skipped=state.skipped + 1)
+        old = state._replace(step=state.step + 1, skipped=state.skipped + 1)
         state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
 
         metrics["inner/grad_norm"] = inner_terms.pop("grad_norm")

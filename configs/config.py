@@ -277,6 +277,10 @@ class LearnerConfig:
     def __post_init__(self):
         _int(self, "batch_size", 1)
         _int(self, "num_devices", 0)
+        if self.num_devices and self.batch_size % self.num_devices:
+            _fail(self, "batch_size", self.batch_size,
+                  f"must divide by num_devices={self.num_devices} (each device gets "
+                  f"batch_size / num_devices trajectories)")
         _int(self, "publish_every", 1)
         _num(self, "log_every_seconds", 0.0, lo_open=True)
         _num(self, "checkpoint_every_minutes", 0.0, lo_open=True)

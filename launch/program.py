@@ -38,9 +38,14 @@ def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
     return cfg.env.observation_shape, num_actions(cfg.env), frames_per_step
 
 
-def process_env(jax_platform: Optional[str]) -> Dict[str, str]:
+CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice
+NODE_ENV = "STACX_NODE"  # names a process's node group (supervisor, socket checks)
+
+
+def process_env(group: str, jax_platform: Optional[str]) -> Dict[str, str]:
     env = {"TF_CPP_MIN_LOG_LEVEL": "2",
-           "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+           "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+           NODE_ENV: group}
     if jax_platform:
         env["JAX_PLATFORMS"] = jax_platform
     return env
@@ -68,10 +73,15 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
             cfg.agent.unroll_length)))
     with program.group("counter"):
         counter = program.add_node(lp.CourierNode(Counter, counts))
+    # Courier calls wait for the server to be ready; without a deadline a call
+    # to a node that is gone blocks forever, and its thread keeps the caller
+    # from exiting on stop. Every call gets a deadline; callers retry.
+    counter.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(
             LearnerNode, cfg, replay, counter, obs_shape, n_actions, resume_path,
             frames_per_step, stop_fn=stop_program, should_stop=should_stop))
+    learner.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("actor"):
         for i in range(cfg.actors.num_actors):
             program.add_node(lp.CourierNode(ActorNode, cfg, i, replay, learner, counter,
@@ -80,12 +90,8 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
         with program.group("evaluator"):
             program.add_node(lp.CourierNode(EvaluatorNode, cfg, learner, counter,
                                             should_stop=should_stop))
-    cpu = process_env("cpu")
-    resources = {
-        "replay": PythonProcess(env=cpu),
-        "counter": PythonProcess(env=cpu),
-        "learner": PythonProcess(env=process_env(os.environ.get("LEARNER_JAX_PLATFORMS"))),
-        "actor": PythonProcess(env=cpu),
-        "evaluator": PythonProcess(env=cpu),
-    }
+    resources = {group: PythonProcess(env=process_env(group, "cpu"))
+                 for group in ("replay", "counter", "actor", "evaluator")}
+    resources["learner"] = PythonProcess(
+        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS")))
     return program, resources

@@ -26,6 +26,10 @@ flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)"
 flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset")
 flags.DEFINE_integer("seed", None, "seed")
 flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4")
+flags.DEFINE_string("network", "auto", "isolated: run the program in a private network namespace "
+                    "(loopback only); host: listen on this host's interfaces; auto: isolated "
+                    "when the kernel allows it (README 'Network exposure')")
+flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process")
 
 
 # The built-in Catch game (10x5 grid rendered at 10x10, one frame): a tiny
@@ -103,9 +107,20 @@ def summary(cfg) -> str:
 
 def main(argv):
     del argv
+    from launch.network import NetworkIsolationError, apply_mode
+    try:
+        # First of all: the kernel refuses a new user namespace once a thread
+        # exists (importing numpy starts OpenBLAS threads).
+        network = apply_mode(FLAGS.network)
+    except (ValueError, NetworkIsolationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     from configs import ConfigError
     from learner.checkpoint import CheckpointError
     try:
+        if FLAGS.max_restarts < 0:
+            raise ValueError(f"--max_restarts={FLAGS.max_restarts} is not allowed: "
+                             f"must be >= 0")
         cfg = build_config()
         check_run_dir(cfg.run_dir)
         from launch.program import make_program
@@ -121,25 +136,50 @@ def main(argv):
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
     to_files._LOGGING_DIR = log_dir
     print(f"starting {cfg.agent_name} on {FLAGS.game}: {cfg.actors.num_actors} actors, "
-          f"run folder {cfg.run_dir}, process logs {log_dir}", flush=True)
+          f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
+          + ("" if network == "isolated" else
+             " (Reverb and courier listen on all interfaces: README 'Network exposure')"),
+          flush=True)
     manager = lp.launch(program, launch_type="local_mp", terminal="output_to_files",
                         local_resources=resources)
     done = threading.Event()
     echo = threading.Thread(target=follow, args=(os.path.join(log_dir, "learner", "0"), done),
                             daemon=True)
     echo.start()
-    failed = None
+    from launch.supervisor import supervise
+    from learner.logs import CsvLog
+    events = CsvLog(os.path.join(cfg.run_dir, "logs", "events.csv"))
+    failed, restarts = None, {}
     try:
-        manager.wait()
+        restarts = supervise(manager, log_dir, lambda group: resources[group].env, events,
+                             FLAGS.max_restarts)
     except RuntimeError as e:  # a node exited with an error
         failed = e
     finally:
         done.set()
         echo.join(timeout=5)
     print(summary(cfg), flush=True)
+    if restarts:
+        print(f"restarted processes: {restarts} (logs/events.csv)", flush=True)
     if failed is not None:
         print(f"error: {failed} (see {log_dir})", file=sys.stderr)
+        for node, line in node_errors(log_dir):
+            print(f"  {node}: {line}", file=sys.stderr)
         sys.exit(1)
+
+
+def node_errors(log_dir: str):
+    """(node, last exception line) for each node log that ends in a traceback."""
+    import re
+    found = []
+    for group in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
+        for task in sorted(os.listdir(os.path.join(log_dir, group))):
+            with open(os.path.join(log_dir, group, task), errors="replace") as f:
+                lines = f.read().splitlines()
+            errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", l)]
+            if errors and any(l.startswith("Traceback") for l in lines):
+                found.append((f"{group}/{task}", errors[-1].strip()))
+    return found
 
 
 def follow(path: str, done: threading.Event, prefix: str = "[learner]") -> None:

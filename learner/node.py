@@ -62,6 +62,7 @@ class LearnerNode:
             self._counts = dict(ckpt.counters)
             print(f"[learner] resumed from {ckpt.path} at learner step {ckpt.step}", flush=True)
         self._trajectories = int(self._counts.get("trajectories_consumed", 0))
+        self._skipped_logged = int(self._counts.get("skipped_updates", 0))
         self._state = self._parallel.replicate(state)
         self._publish()
 
@@ -81,18 +82,18 @@ class LearnerNode:
         with self._lock:
             self._published = (int(host.step), host.params, np.asarray(host.meta.logits))
 
-    def _get_counts(self) -> Dict[str, float]:
+    def _get_counts(self, timeout_s: float = 10.0) -> Dict[str, float]:
         """Counter values; the last known ones if the counter does not answer
         (at shutdown it may already be gone)."""
-        counts = await_future(self._counter.futures.get_counts(), timeout_s=10.0)
+        counts = await_future(self._counter.futures.get_counts(), timeout_s=timeout_s)
         if counts is not None:
             self._counts = dict(counts)
         return dict(self._counts)
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self, counts_timeout_s: float = 10.0) -> str:
         import jax
         host = self._host_state()
-        counts = self._get_counts()
+        counts = self._get_counts(counts_timeout_s)
         counts["learner_steps"] = float(host.step)
         counts["trajectories_consumed"] = float(self._trajectories)
         counts["skipped_updates"] = float(host.skipped)
@@ -115,12 +116,16 @@ class LearnerNode:
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         num_batches = self._parallel.learner.num_batches
         address = getattr(self._replay_address, "server_address", self._replay_address)
-        data = make_dataset(address, B, cfg.replay)
+        # Wait for data in 1 s slices so a stop request is seen at once;
+        # complain only after the configured replay timeout.
+        data = make_dataset(address, B, cfg.replay, next_timeout_ms=1_000)
+        waited_s = 0.0
         window: List[Trajectory] = []
         step = int(self._published[0])
         t_log = t_ckpt = time.time()
         consumed = 0
         last_log_step = step
+        m = None
         print(f"[learner] {cfg.agent_name} on {cfg.env.game if cfg.env.kind == 'atari' else cfg.env.kind}: "
               f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
               f"{num_batches} batch(es) per update", flush=True)
@@ -133,8 +138,13 @@ class LearnerNode:
                     break
                 try:
                     batch = next(data)
-                except ReplayTimeoutError as e:
-                    print(f"[learner] waiting for data: {e}", flush=True)
+                    waited_s = 0.0
+                except ReplayTimeoutError:
+                    waited_s += 1.0
+                    if waited_s * 1000 >= cfg.replay.timeout_ms:
+                        print(f"[learner] no data from replay at {address} for {waited_s:.0f} s "
+                              f"(actors down or throttled?); still waiting", flush=True)
+                        waited_s = 0.0
                     continue
                 window.append(batch)
                 self._trajectories += B
@@ -159,19 +169,35 @@ class LearnerNode:
         finally:
             self._publish()
             self._counter.futures.set(learner_steps=int(step))
-            self.save_checkpoint()
+            # On SIGTERM every node stops at once and the counter may be gone:
+            # wait for it briefly (the counts read each step are at most one
+            # step old), so the last log row and the final checkpoint land well
+            # inside Launchpad's 10 s termination notice.
+            wait_s = 1.0 if self._should_stop() else 10.0
+            if m is not None and step > last_log_step:
+                self._write_log({k: float(v) for k, v in m.items()}, step, consumed,
+                                max(time.time() - t_log, 1e-6), step - last_log_step, wait_s)
+            self.save_checkpoint(counts_timeout_s=wait_s)
             self._log.close()
             data.close()
         if self._stop_fn is not None:
             self._stop_fn()
 
     def _write_log(self, metrics: Dict[str, float], step: int, consumed: int, dt: float,
-                   steps: int) -> None:
-        counts = self._get_counts()
-        latest = await_future(self._counter.futures.get_latest(), timeout_s=5.0) or {}
+                   steps: int, counter_timeout_s: float = 5.0) -> None:
+        import jax
+        counts = self._get_counts(counter_timeout_s)
+        latest = await_future(self._counter.futures.get_latest(),
+                              timeout_s=counter_timeout_s) or {}
+        skipped = int(jax.device_get(self._parallel.unreplicate(self._state.skipped)))
+        if skipped > self._skipped_logged:
+            print(f"[learner] skipped {skipped - self._skipped_logged} update(s) with a "
+                  f"non-finite loss or gradient ({skipped} in this run so far); "
+                  f"parameters kept", flush=True)
+            self._skipped_logged = skipped
         row = dict(learner_steps=step, learner_fps=consumed / dt, steps_per_s=steps / dt,
                    actor_frames=counts.get("frames", 0), episodes=counts.get("episodes", 0),
-                   **{f"train/{k}": v for k, v in metrics.items()})
+                   skipped_updates=skipped, **{f"train/{k}": v for k, v in metrics.items()})
         self._log.write(row, int(counts.get("frames", 0)))
         parts = [f"frames={counts.get('frames', 0):.0f}", f"steps={step}",
                  f"fps={consumed / dt:.0f}"]

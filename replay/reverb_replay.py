@@ -20,7 +20,7 @@ import math
 import queue
 import threading
 import time
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -242,6 +242,14 @@ class TrajectoryWriter:
         return self._num_envs
 
     @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def client(self) -> reverb.Client:
+        return self._client
+
+    @property
     def steps(self) -> int:
         """Steps appended so far (per environment)."""
         return self._steps
@@ -321,6 +329,80 @@ class TrajectoryWriter:
             fields.append(arr)
         # env-major flat tuple: column e * num_fields + f is field f of env e.
         return tuple(fields[f][e] for e in range(n) for f in range(_NUM_FIELDS))
+
+
+def server_reachable(client: reverb.Client, timeout_s: int = 1) -> bool:
+    """True if the server answers `server_info` within `timeout_s`."""
+    try:
+        client.server_info(max(1, int(timeout_s)))
+        return True
+    except Exception:  # noqa: BLE001 -- any failure means "not now"
+        return False
+
+
+def _backoff_wait(seconds: float, should_stop: Callable[[], bool]) -> bool:
+    """Sleeps `seconds` in 0.2 s slices; False if a stop was requested."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if should_stop():
+            return False
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    return not should_stop()
+
+
+def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: Callable[[], bool],
+                   name: str, address: str, log: Callable[[str], None] = print,
+                   max_backoff_s: float = 30.0) -> Optional["TrajectoryWriter"]:
+    """`make_writer()`, retried with exponential backoff (1 s doubling to
+    `max_backoff_s`) while the server does not answer; None if stopped."""
+    delay, attempt = 1.0, 0
+    while not should_stop():
+        try:
+            return make_writer()
+        except ReplayTimeoutError as e:
+            attempt += 1
+            log(f"[{name}] replay server at {address} unreachable ({e}); "
+                f"retry {attempt} in {delay:.0f} s")
+            if not _backoff_wait(delay, should_stop):
+                return None
+            delay = min(2 * delay, max_backoff_s)
+    return None
+
+
+def wait_until_taken(writer: "TrajectoryWriter", client: reverb.Client,
+                     should_stop: Callable[[], bool], name: str,
+                     log: Callable[[str], None] = print,
+                     max_backoff_s: float = 30.0) -> Optional[float]:
+    """After an insert timed out: flush until Reverb holds every pending item.
+
+    While the server answers, the wait is the rate limiter throttling this
+    actor, so it just flushes again. While it does not answer, it logs a line
+    and backs off (1 s doubling to `max_backoff_s`) before trying again; the
+    writer's gRPC stream reconnects by itself once the server is back.
+    Returns the seconds the server was unreachable (0.0 if never), or None if
+    a stop was requested first.
+    """
+    delay, down_since = 1.0, None
+    while not should_stop():
+        try:
+            writer.flush()
+            if down_since is not None:
+                outage = time.monotonic() - down_since
+                log(f"[{name}] replay server at {writer.address} is back after "
+                    f"{outage:.0f} s; carrying on")
+                return outage
+            return 0.0
+        except ReplayTimeoutError:
+            if server_reachable(client):
+                continue  # rate limited: keep waiting for the learner
+            if down_since is None:
+                down_since = time.monotonic()
+            log(f"[{name}] replay server at {writer.address} unreachable for "
+                f"{time.monotonic() - down_since:.0f} s; retrying in {delay:.0f} s")
+            if not _backoff_wait(delay, should_stop):
+                return None
+            delay = min(2 * delay, max_backoff_s)
+    return None
 
 
 # ----------------------------------------------------------------------------
@@ -449,7 +531,8 @@ class TrajectoryIterator:
 
 def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg: ReplayConfig,
                  table: str = TABLE, *, max_in_flight_samples_per_worker: Optional[int] = None,
-                 num_workers_per_iterator: int = -1) -> TrajectoryIterator:
+                 num_workers_per_iterator: int = -1,
+                 next_timeout_ms: Optional[int] = None) -> TrajectoryIterator:
     """Learner input: an iterator of time-major numpy `Trajectory` batches.
 
     `server_address` is 'host:port' or a `reverb.Client` (what a Launchpad
@@ -458,7 +541,8 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
     `rate_limiter_timeout_ms=cfg.timeout_ms`, batched (drop_remainder),
     transposed to [T + 1, B, ...] inside the tf.data pipeline and prefetched
     `cfg.prefetch_batches` batches ahead. See `TrajectoryIterator` for the
-    timeout behaviour.
+    timeout behaviour; `next_timeout_ms` (default `cfg.timeout_ms`) bounds
+    each `next()`, so a learner can wait in short slices and check for a stop.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
@@ -490,11 +574,12 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda *fields: tuple(_time_major(x) for x in fields))
     ds = ds.prefetch(cfg.prefetch_batches)
-    return TrajectoryIterator(ds, server_address, table, batch_size, cfg.timeout_ms)
+    return TrajectoryIterator(ds, server_address, table, batch_size,
+                              next_timeout_ms or cfg.timeout_ms)
 
 
 __all__ = [
     "TABLE", "ReplayError", "ReplayTimeoutError", "TrajectoryIterator", "TrajectoryWriter",
-    "make_dataset", "make_tables", "resolve_max_size", "server_address", "table_signature",
+    "connect_writer", "make_dataset", "server_reachable", "wait_until_taken", "make_tables", "resolve_max_size", "server_address", "table_signature",
     "table_size",
 ]

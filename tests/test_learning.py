@@ -132,11 +132,11 @@ def test_nan_batch_is_skipped_and_counted():
     batches = fake_batches(learner.num_batches, 5, 2, (12, 12, 1), 3)
     bad = batches._replace(reward=np.full_like(batches.reward, np.nan))
     new, metrics = jax.jit(learner.update)(state, bad)
-    assert int(new.skipped) == 1 and int(new.step) == 0 and float(metrics["skipped"]) == 1.0
+    assert int(new.skipped) == 1 and int(new.step) == 1 and float(metrics["skipped"]) == 1.0
     for x, y in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_array_equal(x, y)
     good, metrics = jax.jit(learner.update)(new, batches)
-    assert int(good.step) == 1 and int(good.skipped) == 1 and float(metrics["skipped"]) == 0.0
+    assert int(good.step) == 2 and int(good.skipped) == 1 and float(metrics["skipped"]) == 0.0
 
 
 @pytest.mark.parametrize("preset", ["debug", "full"])

@@ -265,3 +265,83 @@ def test_agents_and_configs_do_not_import_tensorflow():
     code = ("import sys, agents, agents.types, configs; "
             "assert 'tensorflow' not in sys.modules and 'reverb' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_actor_inserts_survive_a_replay_outage(tmp_path):
+    """The server goes away mid-run: the writer's loop logs, backs off (1, 2 s ...)
+    and carries on once a server is back on the same port; nothing hangs."""
+    from replay import connect_writer, wait_until_taken
+    cfg = ReplayConfig(mode="queue", timeout_ms=1_000)
+    port = portpicker.pick_unused_port()
+    address = f"localhost:{port}"
+
+    def serve(k):
+        return reverb.Server(make_tables(cfg, BATCH, OBS, A, T), port=port,
+                             checkpointer=reverb.checkpointers.DefaultCheckpointer(
+                                 str(tmp_path / f"ckpt{k}")))
+
+    server = serve(0)
+    lines, stop = [], threading.Event()
+    log = lines.append
+    writer = connect_writer(lambda: TrajectoryWriter(address, N_ENVS, T, timeout_ms=1_000),
+                            stop.is_set, "actor-0", address, log)
+    outages, steps = [], [0]
+
+    def actor_loop():
+        while not stop.is_set():
+            try:
+                writer.append(_step(steps[0]))
+            except ReplayTimeoutError:
+                outage = wait_until_taken(writer, writer.client, stop.is_set, "actor-0", log)
+                if outage:
+                    outages.append(outage)
+            steps[0] += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=actor_loop, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while table_size(address) < 4 and time.time() < deadline:
+        time.sleep(0.1)
+    server.stop()
+    while not any("unreachable" in line for line in lines) and time.time() < deadline:
+        time.sleep(0.1)
+    steps_during = steps[0]
+    time.sleep(3.0)
+    assert steps[0] - steps_during <= 1, "the actor must wait, not run ahead, while replay is down"
+    server = serve(1)
+    try:
+        while (table_size(address) < 4 or not outages) and time.time() < deadline + 30:
+            time.sleep(0.1)
+        assert table_size(address) >= 4, "inserts did not resume after the server came back"
+        assert any("back after" in line for line in lines), lines
+        assert len(outages) == 1 and outages[0] >= 3.0
+        retries = [line for line in lines if "retrying in" in line]
+        assert "retrying in 1 s" in retries[0] and "retrying in 2 s" in retries[1], retries
+        assert all(address in line for line in retries)
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        writer.close()
+        server.stop()
+
+
+def test_connect_writer_backs_off_until_the_server_answers():
+    from replay import connect_writer
+    address = f"localhost:{portpicker.pick_unused_port()}"
+    lines, calls = [], []
+    stop = threading.Event()
+
+    def make():
+        calls.append(time.monotonic())
+        if len(calls) >= 3:
+            stop.set()
+        return TrajectoryWriter(address, N_ENVS, T, timeout_ms=1_000)
+
+    assert _bounded(lambda: connect_writer(make, stop.is_set, "actor-1", address,
+                                           lines.append), 30) is None
+    assert len(calls) == 3
+    assert "retry 1 in 1 s" in lines[0] and "retry 2 in 2 s" in lines[1]
+    assert all(address in line and "unreachable" in line for line in lines)
+    assert calls[2] - calls[1] >= 2.0 + 0.9  # 1 s timeout + 2 s backoff

@@ -1,0 +1,206 @@
+"""What the program exposes on the network, and how to keep it on this host.
+
+Every node of a `local_mp` program serves gRPC: Reverb (the replay node) and
+courier (counter, learner, actors, evaluator). In the pinned dm-reverb 0.7.3
+and dm-launchpad 0.5.2 both servers bind the wildcard address `[::]:PORT`
+(hard-coded in their C++ servers; neither takes a host argument), and neither
+authenticates callers. `KNOWN_LISTENERS` is that documented list; the
+end-to-end test fails if any other listener appears.
+
+Single-host mitigation: `--network=isolated` (the default `auto` picks it when
+the kernel allows) runs the whole program in its own network namespace, made
+with an unprivileged user namespace, whose only interface is loopback. The
+wildcard listeners then exist only inside that namespace and nothing outside
+the program can reach them. The program needs no other network access (ALE
+ROMs ship with ale-py; logs and checkpoints are files).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from typing import Dict, Iterable, List, NamedTuple
+
+# Node group -> what listens there. One wildcard TCP listener per process.
+KNOWN_LISTENERS: Dict[str, str] = {
+    "replay": "Reverb gRPC server (insert/sample/mutate trajectories)",
+    "counter": "courier gRPC server (Counter: read/set run counters)",
+    "learner": "courier gRPC server (LearnerNode: get_params, save_checkpoint, run)",
+    "actor": "courier gRPC server (ActorNode: run)",
+    "evaluator": "courier gRPC server (EvaluatorNode: run)",
+}
+
+MODES = ("auto", "isolated", "host")
+
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_TCP_LISTEN = "0A"
+
+
+class Listener(NamedTuple):
+    pid: int
+    address: str   # e.g. '::', '127.0.0.1'
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        addr = ipaddress.ip_address(self.address)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return addr.is_loopback
+
+
+class NetworkIsolationError(OSError):
+    pass
+
+
+def isolate_network() -> None:
+    """Moves this process (and every child it starts later) into a new network
+    namespace whose only interface, loopback, is up.
+
+    Uses an unprivileged user namespace mapping the current uid/gid to itself,
+    so files keep their owner. Must run before any thread is started (the
+    kernel refuses CLONE_NEWUSER in a multi-threaded process).
+    """
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetworkIsolationError(
+            err, f"cannot create a private network namespace ({os.strerror(err)}); "
+                 f"the kernel or container forbids unprivileged user namespaces "
+                 f"(check /proc/sys/user/max_user_namespaces, or Docker's seccomp "
+                 f"profile). Use --network=host and see README 'Network exposure'")
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+        _loopback_up()
+    except OSError as e:
+        raise NetworkIsolationError(e.errno or errno.EPERM,
+                                    f"network namespace set-up failed: {e}") from e
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def apply_mode(mode: str) -> str:
+    """Applies --network; returns the mode in effect ('isolated' or 'host')."""
+    if mode not in MODES:
+        raise ValueError(f"--network={mode!r} is not allowed: choose one of {', '.join(MODES)}")
+    if mode == "host":
+        return "host"
+    try:
+        isolate_network()
+        return "isolated"
+    except NetworkIsolationError:
+        if mode == "isolated":
+            raise
+        return "host"
+
+
+def interfaces(pid: int = 0) -> List[str]:
+    """Network interfaces visible to `pid` (0: this process)."""
+    path = f"/proc/{pid or 'self'}/net/dev"
+    with open(path) as f:
+        return [line.split(":")[0].strip() for line in f.readlines()[2:]]
+
+
+def _decode(hex_addr: str) -> str:
+    raw = bytes.fromhex(hex_addr)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # /proc/net/tcp6 stores four host-order 32-bit words.
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def listening_sockets(pid: int) -> List[Listener]:
+    """TCP sockets in LISTEN state owned by process `pid` (reads /proc; Linux)."""
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            local, state, inode = cols[1], cols[3], cols[9]
+            if state == _TCP_LISTEN and inode in inodes:
+                addr, port = local.rsplit(":", 1)
+                found.append(Listener(pid, _decode(addr), int(port, 16)))
+    return found
+
+
+def descendants(pid: int) -> List[int]:
+    """All live descendant pids of `pid` (from /proc/*/stat)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def node_group(pid: int, env_name: str = "STACX_NODE") -> str:
+    """The node group a program process was started for ('' if none)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(env_name.encode() + b"="):
+                    return item.split(b"=", 1)[1].decode()
+    except OSError:
+        pass
+    return ""
+
+
+def unexpected_listeners(listeners: Iterable[Listener], groups: Dict[int, str]) -> List[str]:
+    """Descriptions of listeners that are neither on loopback nor documented in
+    `KNOWN_LISTENERS` (one per node process)."""
+    bad: List[str] = []
+    per_pid: Dict[int, int] = {}
+    for s in listeners:
+        if s.loopback:
+            continue
+        group = groups.get(s.pid, "")
+        per_pid[s.pid] = per_pid.get(s.pid, 0) + 1
+        if group not in KNOWN_LISTENERS:
+            bad.append(f"pid {s.pid} (group {group or '?'}) listens on {s.address}:{s.port}")
+        elif per_pid[s.pid] > 1:
+            bad.append(f"pid {s.pid} ({group}) has a second listener {s.address}:{s.port}")
+    return bad

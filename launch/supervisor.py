@@ -1,0 +1,79 @@
+"""Waits on a `local_mp` program and restarts crashed actors.
+
+Launchpad 0.5's `WorkerManager.wait()` stops the whole program as soon as any
+worker exits with an error. For an actor or the evaluator that is too strict:
+they hold no state worth keeping, so `supervise` starts a crashed one again
+(same command and environment, appending to the same log file), up to
+`max_restarts` times per process, and records each restart in
+`<run>/logs/events.csv`. A crash of the learner, replay or counter (or an
+actor past its restart budget) still stops the program, and the run resumes
+from its newest checkpoint when started again.
+
+This reads WorkerManager internals of the pinned dm-launchpad 0.5.2
+(`_mutex`, `_active_workers`, `_stop_event`, `_check_workers`,
+`_first_failure`); tests/test_fault_tolerance.py covers it end to end.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Callable, Dict, Mapping, Optional
+
+from learner.logs import CsvLog
+
+RESTARTABLE = ("actor", "evaluator")
+
+
+def task_id(args) -> str:
+    args = list(args)
+    return args[args.index("--lp_task_id") + 1] if "--lp_task_id" in args else "0"
+
+
+def supervise(manager, log_dir: str, env_for_group: Callable[[str], Mapping[str, str]],
+              events: Optional[CsvLog] = None, max_restarts: int = 3,
+              poll_s: float = 0.5) -> Dict[str, int]:
+    """Blocks until every worker has exited; returns restarts per 'group/task'.
+    Raises RuntimeError (as `manager.wait()` does) if the program failed."""
+    restarts: Dict[str, int] = {}
+    while True:
+        with manager._mutex:
+            if not manager._stop_event.is_set():
+                for label, workers in manager._active_workers.items():
+                    group = label.split("/")[0]  # labels are 'actor/0', ...
+                    if group not in RESTARTABLE:
+                        continue
+                    for i, worker in enumerate(workers):
+                        if not isinstance(worker, subprocess.Popen):
+                            continue
+                        code = worker.poll()
+                        name = f"{group}/{task_id(worker.args)}"
+                        if code in (None, 0) or restarts.get(name, 0) >= max_restarts:
+                            continue
+                        restarts[name] = restarts.get(name, 0) + 1
+                        workers[i] = _restart(worker, group, log_dir, env_for_group(group), code,
+                                              restarts[name])
+                        print(f"[launcher] {name} exited with code {code}; restarted "
+                              f"({restarts[name]} of at most {max_restarts})", flush=True)
+                        if events is not None:
+                            events.write({"time": time.time(), "event": "restart", "node": name,
+                                          "exit_code": code, "restarts": restarts[name]})
+            manager._check_workers()
+            failure, manager._first_failure = manager._first_failure, None
+            active = any(manager._active_workers.values())
+        if failure is not None:
+            raise failure
+        if not active:
+            return restarts
+        time.sleep(poll_s)
+
+
+def _restart(worker: subprocess.Popen, group: str, log_dir: str, env: Mapping[str, str],
+             code: int, count: int) -> subprocess.Popen:
+    path = os.path.join(log_dir, group, task_id(worker.args))
+    with open(path, "a") as out:
+        out.write(f"\n[launcher] exited with code {code}; restart {count}\n")
+        out.flush()
+        # STACX_RESTART lets the actor reseed, so it does not replay its first life.
+        env = {**os.environ, **env, "STACX_RESTART": str(count)}
+        return subprocess.Popen(worker.args, env=env, stdout=out, stderr=out)
