@@ -52,7 +52,7 @@ from configs.config import ConfigError, _choice, _fail, _int, _num
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-OBJECTIVES = ("mg", "bmg")
+OBJECTIVES = ("none", "mg", "bmg")  # none: fixed entropy weight (no meta-learning)
 MATCHINGS = ("kl", "l2")
 
 
@@ -62,7 +62,7 @@ MATCHINGS = ("kl", "l2")
 @dataclasses.dataclass(frozen=True)
 class TwoColorsConfig:
     """One two-colors run (one seed); every field is checked."""
-    objective: str = "bmg"  # mg | bmg
+    objective: str = "bmg"  # none | mg | bmg
     K: int = 1  # inner updates differentiated through
     L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
     matching: str = "kl"  # BMG matching function: kl | l2
@@ -95,8 +95,11 @@ class TwoColorsConfig:
         _choice(self, "matching", MATCHINGS)
         _int(self, "K", 1, 64)
         _int(self, "L", 1, 64)
-        if self.objective == "mg" and self.L != 1:
-            _fail(self, "L", self.L, "must be 1 for objective='mg' (MG has no bootstrap)")
+        if self.objective != "bmg" and self.L != 1:
+            _fail(self, "L", self.L, f"must be 1 for objective={self.objective!r} "
+                  f"(only BMG bootstraps)")
+        if self.objective == "none" and self.K != 1:
+            _fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
         _num(self, "target_step_size", 0.0, lo_open=True)
         _num(self, "outer_entropy", 0.0)
         _int(self, "rollout_length", 1)
@@ -412,7 +415,10 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[ActorCritic] = None) -> Sy
             batches.append(b)
             rewards.append(jnp.sum(b.reward))
         val = batches[C]
-        if cfg.objective == "mg":
+        if cfg.objective == "none":  # the baseline: eps stays at init_entropy_weight
+            meta_loss = jnp.zeros(())
+            meta_grad = jax.tree_util.tree_map(jnp.zeros_like, state.meta_params)
+        elif cfg.objective == "mg":
             meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
                 state.meta_params, state.params, state.opt_state, batches[:K], val)
         else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K

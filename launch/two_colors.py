@@ -34,6 +34,8 @@ flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatab
                           "applied to every objective, e.g. meta_learning_rate=3e-4")
 flags.DEFINE_string("out", "runs/two_colors", "output folder")
 flags.DEFINE_boolean("plots", True, "write PNG plots")
+flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
+                     "--out/results.json, e.g. to give objectives different overrides")
 
 
 def _parse_value(text: str):
@@ -63,6 +65,33 @@ def confidence_interval(values, level: float = 0.95):
     return mean, mean - half, mean + half
 
 
+def swap_stats(curves: Dict, log_every: int, swap_every: int, steps: int,
+               window: int = 10_240) -> Dict:
+    """How the entropy weight moves around the colour swaps, averaged over swaps
+    and seeds: `before` = mean eps over `window` steps before a swap, `after` =
+    over `window` steps after it, `late` = over the last `window` steps before
+    the next swap (the new colour learned, if it is); plus the correlation of
+    eps and reward rate over all logged points (negative: eps is high where
+    reward is low)."""
+    import numpy as np
+    eps, rew = np.asarray(curves["eps"]), np.asarray(curves["reward"])
+    w = max(1, window // log_every)
+    before, after, late = [], [], []
+    for s in range(swap_every, steps - swap_every + 1, swap_every):
+        i, j = s // log_every, (s + swap_every) // log_every
+        if i - w < 0 or j > eps.shape[1]:
+            continue
+        before.append(eps[:, i - w:i].mean())
+        after.append(eps[:, i:i + w].mean())
+        late.append(eps[:, j - w:j].mean())
+    corr = [float(np.corrcoef(e, r)[0, 1]) for e, r in zip(eps, rew) if e.std() > 1e-6]
+    if not before:
+        return {}
+    return {"window_steps": w * log_every, "eps_before": float(np.mean(before)),
+            "eps_after": float(np.mean(after)), "eps_late": float(np.mean(late)),
+            "corr_eps_reward": float(np.mean(corr)) if corr else None}
+
+
 def run_objective(cfg, seeds: List[int]) -> Dict:
     import jax
     import numpy as np
@@ -76,13 +105,15 @@ def run_objective(cfg, seeds: List[int]) -> Dict:
     out = jax.tree_util.tree_map(np.asarray, out)
     total = [float(x) for x in out["total_reward"]]
     mean, lo, hi = confidence_interval(total)
+    curves = {k: np.round(out[k], 5).tolist() for k in ("reward", "eps", "entropy")}
     return {
         "config": dataclasses.asdict(cfg),
         "seeds": list(seeds),
         "total_reward": total, "mean": mean, "ci95": [lo, hi],
         "compile_s": round(t1 - t0, 1), "runtime_s": round(t2 - t1, 1),
         "steps_per_s": round(cfg.steps * len(seeds) / max(t2 - t1, 1e-9)),
-        "curves": {k: np.round(out[k], 5).tolist() for k in ("reward", "eps", "entropy")},
+        "swap_stats": swap_stats(curves, cfg.log_every, cfg.swap_every, cfg.steps),
+        "curves": curves,
     }
 
 
@@ -99,14 +130,21 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     def x_axis(n):
         return (np.arange(n) + 1) * log_every
 
+    def label(name, r):
+        c = r["config"]
+        extra = "" if c["objective"] == "none" else f", meta lr {c['meta_learning_rate']:g}"
+        if c["objective"] == "bmg":
+            extra += f", {c['matching']}"
+        return f"{name}{extra}"
+
     # Cumulative reward.
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, r in objs.items():
         rate = np.asarray(r["curves"]["reward"])  # [seeds, bins] mean reward per step
         cum = np.cumsum(rate * log_every, axis=1)
         x = x_axis(cum.shape[1])
-        ax.plot(x, cum.mean(0), label=f"{name} ({r['mean']:.0f} [{r['ci95'][0]:.0f}, "
-                                      f"{r['ci95'][1]:.0f}])")
+        ax.plot(x, cum.mean(0), label=f"{label(name, r)}: {r['mean']:.0f} "
+                                      f"[{r['ci95'][0]:.0f}, {r['ci95'][1]:.0f}]")
         ax.fill_between(x, cum.min(0), cum.max(0), alpha=0.2)
     for s in swaps:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
@@ -120,28 +158,48 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    # Reward rate and entropy weight, one panel row each.
-    for key, fname, ylabel in (("reward", "reward_rate.png", "reward per step"),
-                               ("eps", "entropy_weight.png", "entropy weight")):
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        for name, r in objs.items():
-            y = np.asarray(r["curves"][key])
-            x = x_axis(y.shape[1])
-            mean = y.mean(0)
-            if key == "reward":  # smooth over 5 points
-                mean = np.convolve(mean, np.ones(5) / 5, mode="same")
-            line, = ax.plot(x, mean, label=name, lw=1.2)
-            if key == "eps":
-                ax.fill_between(x, y.min(0), y.max(0), alpha=0.15, color=line.get_color())
-        for i, s in enumerate(swaps):
-            ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"Two-colors: {ylabel} (mean over seeds"
-                     f"{', min-max band' if key == 'eps' else ''}; per {log_every} steps)")
-        ax.legend(fontsize=8)
+    # Reward rate (smoothed means, one panel).
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, r in objs.items():
+        y = np.asarray(r["curves"]["reward"]).mean(0)
+        ax.plot(x_axis(y.size), np.convolve(y, np.ones(5) / 5, mode="same"), lw=1.0,
+                label=label(name, r))
+    for i, s in enumerate(swaps):
+        ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("reward per step")
+    ax.set_title(f"Two-colors: reward per step (mean over seeds, {log_every}-step points, "
+                 f"5-point smoothing)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "reward_rate.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Entropy weight: one panel per meta-learning objective, reward rate behind it.
+    meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
+    if meta:
+        fig, axes = plt.subplots(len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6),
+                                 sharex=True, squeeze=False)
+        for ax, (name, r) in zip(axes[:, 0], meta):
+            eps = np.asarray(r["curves"]["eps"])
+            x = x_axis(eps.shape[1])
+            ax.fill_between(x, eps.min(0), eps.max(0), alpha=0.2, color="C0")
+            ax.plot(x, eps.mean(0), color="C0", lw=1.0, label="entropy weight (mean, min-max)")
+            ax.set_ylabel("entropy weight", color="C0")
+            twin = ax.twinx()
+            rew = np.asarray(r["curves"]["reward"]).mean(0)
+            twin.plot(x, np.convolve(rew, np.ones(5) / 5, mode="same"), color="C2", lw=0.7,
+                      alpha=0.8)
+            twin.set_ylabel("reward / step", color="C2")
+            for s in swaps:
+                ax.axvline(s, color="red", lw=0.8, ls="--")
+            ax.set_title(label(name, r), fontsize=9)
+        axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
+        fig.suptitle(f"Two-colors: meta-learned entropy weight (blue) and reward per step "
+                     f"(green), {results['num_seeds']} seeds", fontsize=10)
         fig.tight_layout()
-        paths.append(os.path.join(out_dir, fname))
+        paths.append(os.path.join(out_dir, "entropy_weight.png"))
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
@@ -180,6 +238,14 @@ def main(argv):
     results = {"steps": int(steps), "num_seeds": len(seeds), "log_every": first.log_every,
                "swap_every": first.swap_every, "objectives": {}}
     path = os.path.join(FLAGS.out, "results.json")
+    if FLAGS.append and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        same = {k: old.get(k) for k in ("steps", "num_seeds", "log_every", "swap_every")}
+        if same != {k: results[k] for k in same}:
+            raise ConfigError(f"--append to {path} is not allowed: it holds {same}, this run "
+                              f"has {({k: results[k] for k in same})}")
+        results["objectives"] = old["objectives"]
     for name, cfg in configs.items():
         r = run_objective(cfg, seeds)
         results["objectives"][name] = r
