@@ -340,14 +340,21 @@ def server_reachable(client: reverb.Client, timeout_s: int = 1) -> bool:
         return False
 
 
-def _backoff_wait(seconds: float, should_stop: Callable[[], bool]) -> bool:
-    """Sleeps `seconds` in 0.2 s slices; False if a stop was requested."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if should_stop():
-            return False
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    return not should_stop()
+class _Backoff:
+    """Waits of 1 s doubling up to `max_s`, cut short by a stop request."""
+
+    def __init__(self, max_s: float):
+        self.delay, self._max_s = 1.0, max_s
+
+    def wait(self, should_stop: Callable[[], bool]) -> bool:
+        """Sleeps `delay` in 0.2 s slices, then doubles it; False if stopped."""
+        deadline = time.monotonic() + self.delay
+        self.delay = min(2 * self.delay, self._max_s)
+        while time.monotonic() < deadline:
+            if should_stop():
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return not should_stop()
 
 
 def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: Callable[[], bool],
@@ -355,17 +362,16 @@ def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: C
                    max_backoff_s: float = 30.0) -> Optional["TrajectoryWriter"]:
     """`make_writer()`, retried with exponential backoff (1 s doubling to
     `max_backoff_s`) while the server does not answer; None if stopped."""
-    delay, attempt = 1.0, 0
+    backoff, attempt = _Backoff(max_backoff_s), 0
     while not should_stop():
         try:
             return make_writer()
         except ReplayTimeoutError as e:
             attempt += 1
             log(f"[{name}] replay server at {address} unreachable ({e}); "
-                f"retry {attempt} in {delay:.0f} s")
-            if not _backoff_wait(delay, should_stop):
+                f"retry {attempt} in {backoff.delay:.0f} s")
+            if not backoff.wait(should_stop):
                 return None
-            delay = min(2 * delay, max_backoff_s)
     return None
 
 
@@ -382,7 +388,7 @@ def wait_until_taken(writer: "TrajectoryWriter", client: reverb.Client,
     Returns the seconds the server was unreachable (0.0 if never), or None if
     a stop was requested first.
     """
-    delay, down_since = 1.0, None
+    backoff, down_since = _Backoff(max_backoff_s), None
     while not should_stop():
         try:
             writer.flush()
@@ -398,10 +404,9 @@ def wait_until_taken(writer: "TrajectoryWriter", client: reverb.Client,
             if down_since is None:
                 down_since = time.monotonic()
             log(f"[{name}] replay server at {writer.address} unreachable for "
-                f"{time.monotonic() - down_since:.0f} s; retrying in {delay:.0f} s")
-            if not _backoff_wait(delay, should_stop):
+                f"{time.monotonic() - down_since:.0f} s; retrying in {backoff.delay:.0f} s")
+            if not backoff.wait(should_stop):
                 return None
-            delay = min(2 * delay, max_backoff_s)
     return None
 
 
