@@ -5,8 +5,9 @@ RMSProp statistics, step) on the multi-head leaky V-trace loss, whose
 hyper-parameters come from the meta-parameters. MG and BMG differ only in the
 meta-objective they differentiate w.r.t. the meta-parameters:
 
-  MG:  f(x_K(w))                        f = outer loss on the validation batch
-  BMG: mu(x~, x_K(w)),  x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1})))
+  MG:    f(x_K(w))                      f = outer loss on the validation batch
+  mixed: sum_k c_k f_k(x_k(w))          f_k on batch k, the one after x_k
+  BMG:   mu(x~, x_K(w)),  x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1})))
 
 `update(state, batches) -> (state, metrics)` is pure. `batches` is a
 `Trajectory` whose fields have a leading axis of `num_batches` (1 without
@@ -231,7 +232,28 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         mu = matching(target, p_k, eta_outer, val)
         return mu, (p_k, o_k, inner_terms, outer_terms)
 
-    meta_objective = {"mg": mg_objective, "bmg": bmg_objective}.get(meta.objective)
+    mix = meta.mix_coefficients
+
+    def mixed_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
+                        target_params=None):
+        """sum_k c_k f(x_k(w)) on batch k: the c-weighted mixture of the 1..K-step
+        MG meta-gradients (Bonnet et al. 2021). Terms with c_k = 0 are not built,
+        so one-hot weights give exactly the k-step MG objective. `target_params`
+        (K parameter trees; default stop_gradient(x_k)) are f's targets."""
+        p, o, total, outer_terms = params, opt_state, 0.0, {}
+        for k in range(1, K + 1):  # unrolled, as in `unroll`
+            p, o, inner_terms = inner_step(p, o, meta_logits, _index(batches, k - 1))
+            if mix[k - 1] == 0.0:
+                continue
+            val = _index(batches, k)
+            f_k, outer_terms = outer_objective(
+                p, eta_outer, reference_logits(params, eta_outer, val), val,
+                None if target_params is None else target_params[k - 1])
+            total = total + mix[k - 1] * f_k
+        return total, (p, o, inner_terms, outer_terms)
+
+    meta_objective = {"mg": mg_objective, "bmg": bmg_objective,
+                      "mixed": mixed_objective}.get(meta.objective)
 
     # ---------------------------------------------------------------- update
     def init(key) -> TrainingState:

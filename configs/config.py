@@ -183,7 +183,7 @@ class AgentConfig:
 # ----------------------------------------------------------------------------
 # Meta-objective
 # ----------------------------------------------------------------------------
-META_OBJECTIVES = ("none", "mg", "bmg")
+META_OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("l2", "kl", "kl_v")
 TARGET_STEPS = ("sgd", "rms")
 
@@ -195,6 +195,10 @@ class MetaConfig:
     `mg`: meta-gradient through K inner steps of the outer loss.
     `bmg`: bootstrapped target from L - 1 more inner steps plus one grounded
     step of size `target_step_size` on the outer loss, matched by `matching`.
+    `mixed`: sum_k c_k f(x_k(w)) over k = 1..K (Bonnet et al. 2021), each term
+    the k-step MG objective on the batch after x_k; c = `mix_weights` if given,
+    else lambda-style geometric weights from `mix_lambda` (`mix_coefficients`):
+    lambda = 0 is MG with K = 1, lambda = 1 is MG with K.
     The outer loss is the first head's V-trace loss with the fixed `outer_*`
     values plus `kl_weight` * KL(pre-update policy || updated policy).
     """
@@ -214,6 +218,8 @@ class MetaConfig:
     meta_learning_rate: float = 1e-3  # Adam
     meta_adam_eps: float = 1e-4
     meta_max_grad_norm: float = 1.0
+    mix_lambda: float = 0.5  # `mixed`: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
+    mix_weights: Tuple[float, ...] = ()  # `mixed`: explicit c_1..c_K (normalised)
 
     def __post_init__(self):
         _choice(self, "objective", META_OBJECTIVES)
@@ -230,6 +236,20 @@ class MetaConfig:
         _num(self, "meta_learning_rate", 0.0, 10.0, lo_open=True)
         _num(self, "meta_adam_eps", 0.0, lo_open=True)
         _num(self, "meta_max_grad_norm", 0.0, lo_open=True)
+        _num(self, "mix_lambda", 0.0, 1.0)
+        w = self.mix_weights
+        if w and (len(w) != self.K or not all(_is_num(x) and x >= 0 for x in w) or sum(w) <= 0):
+            _fail(self, "mix_weights", w, f"must be empty or K={self.K} numbers >= 0 "
+                                          f"with a positive sum")
+
+    @property
+    def mix_coefficients(self) -> Tuple[float, ...]:
+        """c_1..c_K of the `mixed` estimator, summing to 1."""
+        if self.mix_weights:
+            total = float(sum(self.mix_weights))
+            return tuple(float(x) / total for x in self.mix_weights)
+        lam, K = self.mix_lambda, self.K
+        return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
 
     @property
     def outer_values(self) -> Tuple[float, ...]:

@@ -159,3 +159,56 @@ def test_one_bmg_update_on_atari_shaped_data(preset):
                 "inner/pg/h2", "inner/value/h0", "inner/entropy/h1", "meta/gamma/h0",
                 "meta/alpha/h2", "meta/g_e/h1", "skipped"}
     assert expected <= set(metrics)
+
+
+@pytest.mark.parametrize("lam, k", [(0.0, 1), (1.0, 3)])
+def test_mixed_with_one_hot_weights_is_k_step_mg(lam, k):
+    """lambda = 0 puts all weight on the 1-step term, lambda = 1 on the K-step one."""
+    K = 3
+    with enable_x64():
+        mixed, state, logits, eta_outer, batches = _tiny_setup(
+            MetaConfig(objective="mixed", K=K, mix_lambda=lam))
+        mg = _tiny_learner(MetaConfig(objective="mg", K=k))
+        args = (eta_outer, state.params, state.opt_state)
+        g_mixed = jax.grad(lambda w: mixed.meta_objective(w, *args, batches)[0])(logits)
+        first = jax.tree_util.tree_map(lambda x: x[:k + 1], batches)
+        g_mg = jax.grad(lambda w: mg.meta_objective(w, *args, first)[0])(logits)
+        assert float(jnp.abs(g_mg).max()) > 1e-4
+        np.testing.assert_array_equal(np.asarray(g_mixed), np.asarray(g_mg))
+
+
+def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
+    assert MetaConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (0.5, 0.25, 0.25)
+    assert MetaConfig(objective="mixed", K=2, mix_weights=(1.0, 3.0)).mix_coefficients == (
+        0.25, 0.75)
+    with enable_x64():
+        learner, state, logits, eta_outer, batches = _tiny_setup(
+            MetaConfig(objective="mixed", K=2, mix_lambda=0.4))
+        args = (eta_outer, state.params, state.opt_state, batches)
+        grad = jax.grad(lambda w: learner.meta_objective(w, *args)[0])(logits)
+        # f's targets fixed at x_1(w0), x_2(w0): then the objective is a plain function of w.
+        x1 = learner.inner_step(state.params, state.opt_state, logits,
+                                jax.tree_util.tree_map(lambda x: x[0], batches))
+        x2 = learner.inner_step(x1[0], x1[1], logits,
+                                jax.tree_util.tree_map(lambda x: x[1], batches))
+        f = jax.jit(lambda w: learner.meta_objective(w, *args, target_params=(x1[0], x2[0]))[0])
+        eps = 1e-6
+        fd = np.zeros(logits.shape)
+        for idx in np.ndindex(*logits.shape):
+            e = jnp.zeros_like(logits).at[idx].set(eps)
+            fd[idx] = (f(logits + e) - f(logits - e)) / (2 * eps)
+        assert np.abs(fd).max() > 1e-4
+        assert _rel_err(grad, jnp.asarray(fd)) < 1e-5
+
+
+def test_mixed_update_from_config_overrides():
+    cfg = make_config("test", "stacx", overrides=["meta.objective=mixed", "meta.K=2",
+                                                  "meta.mix_weights=1,2"])
+    network = builders.make_networks(cfg, (12, 12, 1), 3)
+    learner = builders.make_learner(cfg, network)
+    assert learner.num_batches == 3
+    state = learner.init(jax.random.PRNGKey(0))
+    new, metrics = jax.jit(learner.update)(state, fake_batches(3, 5, 2, (12, 12, 1), 3))
+    assert int(new.step) == 1 and int(new.skipped) == 0
+    assert float(jnp.abs(new.meta.logits - state.meta.logits).max()) > 0.0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
