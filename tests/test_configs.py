@@ -61,7 +61,7 @@ def test_unknown_game_suggests_closest():
     (lambda: AgentConfig(learning_rate=-0.1), "AgentConfig.learning_rate", "-0.1", "(0.0, 10.0]"),
     (lambda: AgentConfig(kind="impala", num_heads=3), "AgentConfig.num_heads", "3", "must be 1"),
     (lambda: AgentConfig(gamma=1.2), "AgentConfig.gamma", "1.2", "[0.0, 1.0]"),
-    (lambda: MetaConfig(objective="maml"), "MetaConfig.objective", "'maml'", "['none', 'mg', 'bmg']"),
+    (lambda: MetaConfig(objective="maml"), "MetaConfig.objective", "'maml'", "['none', 'mg', 'bmg', 'mixed']"),
     (lambda: MetaConfig(K=0), "MetaConfig.K", "0", "integer in [1, 64]"),
     (lambda: MetaConfig(L=0), "MetaConfig.L", "0", "integer in [1, 64]"),
     (lambda: MetaConfig(matching="cosine"), "MetaConfig.matching", "'cosine'", "['l2', 'kl', 'kl_v']"),
