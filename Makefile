@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
 PYTEST_ARGS ?=
 DEBUG_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: venv test test-fast debug bench clean
 
@@ -49,8 +50,9 @@ test-fast: venv
 debug: venv
 	$(PY) -m launch.run --preset=debug --game=Pong --agent=bmg $(DEBUG_ARGS)
 
+# All benchmarks (~12 min on 2 cores); JSON in benchmarks/results/, tables into README.md.
 bench: venv
-	$(PY) -m benchmarks.learner
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,24 +1,67 @@
-"""Shared benchmark helpers: machine/version facts and JSON output."""
+"""Shared benchmark helpers: machine/version facts, load average, config dumps, JSON output."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import subprocess
 import time
 from typing import Any, Dict
 
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def machine_facts() -> Dict[str, Any]:
-    import jax
+# Distributions whose versions decide the numbers (read from package metadata,
+# so nothing heavy is imported just to report them).
+PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "ale-py", "gymnasium",
+            "dm-reverb", "tensorflow-cpu", "dm-launchpad")
+
+
+def load_average() -> list:
+    """[1, 5, 15]-minute load averages (other work on the box contaminates timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def versions() -> Dict[str, str]:
+    from importlib import metadata
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
+    """Time, CPU, core count, package versions, git commit, load average and
+    (unless `jax_facts=False`, for processes that must not import jax) the JAX
+    backend and devices."""
     facts = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.local_devices()],
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "load_average": load_average(),
     }
+    if jax_facts:
+        import jax
+        facts.update(jax=jax.__version__, backend=jax.default_backend(),
+                     devices=[str(d) for d in jax.local_devices()])
     try:
         with open("/proc/cpuinfo") as f:
             names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
@@ -28,8 +71,13 @@ def machine_facts() -> Dict[str, Any]:
     return facts
 
 
+def config_dict(cfg) -> Dict[str, Any]:
+    """A RunConfig (or any dataclass) as plain JSON-able values."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
 def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:
-    out_dir = out_dir or os.path.join(os.path.dirname(__file__), "results")
+    out_dir = out_dir or RESULTS_DIR
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.json")
     tmp = path + ".tmp"
@@ -37,3 +85,11 @@ def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:
         json.dump(payload, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
     return path
+
+
+def read_json(name: str, out_dir: str = None):
+    path = os.path.join(out_dir or RESULTS_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

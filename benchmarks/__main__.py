@@ -1,0 +1,75 @@
+"""`make bench`: every benchmark, one subprocess each, then the README tables.
+
+    python -m benchmarks [--only env_actor,learner,pmap_scaling,end_to_end]
+                         [--out DIR] [--no_readme] [--quick]
+
+Writes benchmarks/results/<benchmark>-<backend>.json, bench-run.json (wall
+time and load average of this whole run) and rewrites the generated block of
+README.md's Benchmarks section (`benchmarks.report --write`). `--quick` is a
+smoke test with tiny settings: its results go to --out (default: a new
+temporary folder) and README.md is left alone.
+Timings taken while other work loads the machine are contaminated: check the
+load averages recorded in every JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.common import RESULTS_DIR, load_average, machine_facts, write_json
+
+ORDER = ("env_actor", "learner", "pmap_scaling", "end_to_end")
+QUICK = {
+    "env_actor": ["--envs", "1", "--networks", "small", "--seconds", "1", "--warmup", "5"],
+    "learner": ["--networks", "small", "--reps", "1", "--no_debug_program"],
+    "pmap_scaling": ["--devices", "1,2", "--agents", "impala", "--reps", "1"],
+    "end_to_end": ["--variants", "debug", "--frames", "20000"],
+}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--only", default=",".join(ORDER))
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--no_readme", action="store_true", help="do not rewrite README.md")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
+    args = p.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - set(ORDER)
+    if unknown:
+        raise SystemExit(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {ORDER}")
+    if args.quick and not args.out:
+        import tempfile
+        args.out = tempfile.mkdtemp(prefix="bench-quick-")
+        print(f"quick run: results in {args.out}", flush=True)
+    load_start, t0 = load_average(), time.perf_counter()
+    seconds, failed = {}, []
+    for name in [n for n in ORDER if n in names]:
+        cmd = [sys.executable, "-m", f"benchmarks.{name}"]
+        cmd += QUICK[name] if args.quick else []
+        cmd += ["--out", args.out] if args.out else []
+        print(f"== {' '.join(cmd[1:])} (load {load_average()})", flush=True)
+        t = time.perf_counter()
+        rc = subprocess.call(cmd)
+        seconds[name] = time.perf_counter() - t
+        print(f"== {name}: {seconds[name]:.0f} s, exit {rc}", flush=True)
+        if rc != 0:
+            failed.append(name)
+    wall = time.perf_counter() - t0
+    if not args.quick:
+        write_json("bench-run", {"benchmark": "bench-run", "facts": machine_facts(False),
+                                 "wall_s": wall, "seconds": seconds, "failed": failed,
+                                 "load_average_start": load_start,
+                                 "load_average_end": load_average(), "only": names},
+                   args.out)
+    print(f"== all: {wall / 60:.1f} min, load {load_start} -> {load_average()}", flush=True)
+    if not args.no_readme and not args.quick and (args.out in (None, RESULTS_DIR)):
+        subprocess.call([sys.executable, "-m", "benchmarks.report", "--write"])
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

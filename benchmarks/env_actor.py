@@ -1,0 +1,352 @@
+"""Environment limit and actor throughput, measured in the same run.
+
+    python -m benchmarks.env_actor [--envs 1,4,8] [--networks small,deep] [--seconds 5]
+
+For each env count N (environments stepped together in one actor process):
+
+1. Environment limit: `make_vector_env` (the debug preset's EnvConfig: Pong,
+   84x84 grayscale, frame skip 4 with max-pool, stack 4, no-op starts; ale-py's
+   C++ AtariVectorEnv, `actors.env_threads` threads) stepped with uniformly
+   random actions and nothing else. Measured before and after the actor runs
+   of that N; the limit is their mean (both are kept, to show drift).
+2. Actor: the real `actors.actor.ActorNode` loop (jitted CPU policy from
+   `agents.builders.make_policy`, `replay.TrajectoryWriter` writing T + 1 step
+   unrolls), for the debug (small) and the deep (IMPALA ResNet) network. The
+   Reverb server runs in a separate process, as in the Launchpad program. The
+   learner and counter are in-process stand-ins that answer at once (the real
+   parameter pull is asynchronous courier and does not block the loop).
+   `env.step`, `policy` (act) and `writer.append` are wrapped with timers to
+   split each loop iteration into env / inference / write / other.
+
+Reverb table: the replay module's tables in `queue` mode (MinSize limiter, FIFO
+remover), so an insert never waits for a sampler; nothing samples in this
+benchmark. (The debug preset's `uniform` table has a samples-per-insert
+limiter that would block inserts without a learner.)
+
+Steps/s count agent steps summed over the N environments (frames/s = 4x).
+Writes benchmarks/results/env_actor-<backend>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+from typing import Dict
+
+import numpy as np
+
+GOAL = 0.8  # actor steps/s >= GOAL x environment limit, debug network
+
+
+def _done(value=None) -> concurrent.futures.Future:
+    f = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+class FakeLearner:
+    """Answers `get_params()` and `futures.get_params()` at once with fixed
+    numpy parameters (what courier delivers to a real actor)."""
+
+    def __init__(self, published):
+        self._published = published
+        self.futures = SimpleNamespace(get_params=lambda: _done(self._published))
+
+    def get_params(self):
+        return self._published
+
+
+class FakeCounter:
+    def __init__(self):
+        self.futures = SimpleNamespace(increment=lambda **kw: _done(), record=lambda **kw: _done(),
+                                       set=lambda **kw: _done())
+
+
+class StageTimer:
+    """Accumulates wall seconds per stage; `reset()` starts the measured window."""
+
+    def __init__(self):
+        self.calls: Dict[str, int] = {}
+        self.seconds: Dict[str, float] = {}
+        self.total_calls: Dict[str, int] = {}
+
+    def reset(self):
+        self.calls, self.seconds = {}, {}
+
+    def add(self, stage: str, dt: float):
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        self.total_calls[stage] = self.total_calls.get(stage, 0) + 1
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(stage, time.perf_counter() - t0)
+        return timed
+
+
+# ----------------------------------------------------------------------------
+# Reverb server process
+# ----------------------------------------------------------------------------
+def serve(obs_shape, num_actions: int, T: int, max_size: int) -> None:
+    """Child process: a Reverb server with the replay module's queue table."""
+    from configs import ReplayConfig
+    from replay import make_tables
+    import reverb
+
+    tables = make_tables(ReplayConfig(mode="queue", max_size=max_size), 8, obs_shape,
+                         num_actions, T)
+    # reverb's default checkpointer makes a temp folder; use (and remove) our own.
+    ckpt_dir = tempfile.mkdtemp(prefix="bench-reverb-")
+    try:
+        server = reverb.Server(tables, checkpointer=reverb.checkpointers.DefaultCheckpointer(
+            path=ckpt_dir))
+        print(f"PORT {server.port}", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
+        server.stop()
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def start_server(obs_shape, num_actions: int, T: int, max_size: int):
+    cmd = [sys.executable, "-m", "benchmarks.env_actor", "--serve",
+           "--obs", ",".join(map(str, obs_shape)), "--actions", str(num_actions),
+           "--T", str(T), "--max_size", str(max_size)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the reverb server process exited before it printed its port")
+        if line.startswith("PORT "):
+            return proc, f"localhost:{int(line.split()[1])}"
+    proc.kill()
+    raise RuntimeError("the reverb server did not start within 120 s")
+
+
+def stop_server(proc) -> None:
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def process_cpu_s(pid: int) -> float:
+    import psutil
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+# ----------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------
+def env_limit(env_cfg, num_envs: int, threads: int, seconds: float, warmup: int = 20) -> dict:
+    """Steps/s (summed over envs) of the vector env alone, random actions."""
+    from actors.environments import make_vector_env
+
+    env = make_vector_env(env_cfg, num_envs, seed=1234, num_threads=threads)
+    rng = np.random.default_rng(0)
+    try:
+        env.reset()
+        for _ in range(warmup):
+            env.step(rng.integers(0, env.num_actions, num_envs))
+        steps, cpu0, t0 = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            env.step(rng.integers(0, env.num_actions, num_envs))
+            steps += 1
+        dt = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        env.close()
+    return {"steps_per_s": steps * num_envs / dt, "vector_steps": steps, "seconds": dt,
+            "ms_per_vector_step": 1000 * dt / steps, "process_cpu_cores": cpu / dt}
+
+
+class _StopAfter:
+    """`should_stop` for ActorNode: starts the measured window after `warmup`
+    env steps (the first includes jit compilation), stops `seconds` later."""
+
+    def __init__(self, timer: StageTimer, warmup: int, seconds: float, server_pid: int):
+        self.timer, self.warmup, self.seconds, self.server_pid = timer, warmup, seconds, server_pid
+        self.t0 = self.t1 = None
+
+    def __call__(self) -> bool:
+        n = self.timer.total_calls.get("env", 0)
+        now = time.perf_counter()
+        if self.t0 is None:
+            if n >= self.warmup:
+                self.timer.reset()
+                self.t0, self.cpu0 = now, time.process_time()
+                self.server_cpu0 = process_cpu_s(self.server_pid)
+            return False
+        if self.t1 is None and now - self.t0 >= self.seconds:
+            self.t1, self.cpu1 = now, time.process_time()
+            self.server_cpu1 = process_cpu_s(self.server_pid)
+            self.calls = dict(self.timer.calls)
+            self.stage_s = dict(self.timer.seconds)
+        return self.t1 is not None
+
+
+def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -> dict:
+    """Steps/s of one ActorNode loop with stage timings."""
+    import jax
+    import replay
+    from actors.actor import ActorNode
+    from agents import builders
+    from actors.environments import num_actions
+
+    nets = builders.make_networks(cfg, cfg.env.observation_shape, num_actions(cfg.env))
+    state = builders.make_learner(cfg, nets).init(jax.random.PRNGKey(0))
+    host = jax.device_get(state)
+    published = (0, host.params, np.asarray(host.meta.logits))
+    n_params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(host.params))
+
+    timer = StageTimer()
+    stop = _StopAfter(timer, warmup, seconds, server_pid)
+
+    class TimedWriter(replay.TrajectoryWriter):
+        def append(self, step):
+            t0 = time.perf_counter()
+            try:
+                return super().append(step)
+            finally:
+                timer.add("write", time.perf_counter() - t0)
+
+    original = replay.TrajectoryWriter
+    replay.TrajectoryWriter = TimedWriter  # ActorNode.run imports it from `replay` at call time
+    try:
+        node = ActorNode(cfg, 0, address, FakeLearner(published), FakeCounter(), should_stop=stop)
+        node._env.step = timer.wrap("env", node._env.step)
+        node._runner.act = timer.wrap("inference", node._runner.act)
+        t_build = time.perf_counter()
+        node.run()
+        warmup_s = stop.t0 - t_build if stop.t0 else float("nan")
+    finally:
+        replay.TrajectoryWriter = original
+    N = cfg.actors.envs_per_actor
+    dt = stop.t1 - stop.t0
+    steps = stop.calls.get("env", 0)
+    per_step_ms = {k: 1000 * v / max(steps, 1) for k, v in stop.stage_s.items()}
+    per_step_ms["other"] = 1000 * dt / max(steps, 1) - sum(per_step_ms.values())
+    return {
+        "steps_per_s": steps * N / dt, "vector_steps": steps, "seconds": dt,
+        "ms_per_vector_step": 1000 * dt / max(steps, 1),
+        "stage_ms_per_vector_step": per_step_ms,
+        "stage_share": {k: v / (1000 * dt / max(steps, 1)) for k, v in per_step_ms.items()},
+        "env_steps_per_s_inside_actor": (N * 1000 / per_step_ms["env"]
+                                         if per_step_ms.get("env") else None),
+        "process_cpu_cores": (stop.cpu1 - stop.cpu0) / dt,
+        "reverb_server_cpu_cores": (stop.server_cpu1 - stop.server_cpu0) / dt,
+        "warmup_steps": warmup, "warmup_s_incl_compile": warmup_s,
+        "network_params": n_params,
+    }
+
+
+def actor_config(network: str, agent: str, num_envs: int, root: str):
+    from configs import make_config
+    cfg = make_config("debug", agent, "Pong", name=f"bench-actor-{network}-{num_envs}",
+                      overrides=[f"actors.envs_per_actor={num_envs}", f"root={root}"])
+    if network == "deep":  # the full preset's IMPALA ResNet on the same debug program
+        cfg = dataclasses.replace(cfg, network=make_config("full", agent).network)
+    elif network != "small":
+        raise ValueError(f"--networks: unknown network {network!r} (small, deep)")
+    return cfg
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--envs", default="1,4,8", help="env counts per actor process")
+    p.add_argument("--networks", default="small,deep")
+    p.add_argument("--agent", default="bmg", help="network heads/conditioning of this agent")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured window per figure")
+    p.add_argument("--warmup", type=int, default=30, help="actor loop steps before measuring")
+    p.add_argument("--max_size", type=int, default=200, help="reverb table size (items)")
+    p.add_argument("--out", default=None, help="results folder")
+    # child mode: the reverb server
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--obs", default="84,84,4", help=argparse.SUPPRESS)
+    p.add_argument("--actions", type=int, default=6, help=argparse.SUPPRESS)
+    p.add_argument("--T", type=int, default=20, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(tuple(int(x) for x in args.obs.split(",")), args.actions, args.T, args.max_size)
+        return
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["JAX_PLATFORMS"] = "cpu"  # actors run JAX on CPU (launch.program.process_env)
+    import jax
+    from actors.environments import num_actions
+    from benchmarks.common import config_dict, load_average, machine_facts, write_json
+
+    load_start = load_average()
+    t_start = time.perf_counter()
+    env_counts = [int(x) for x in args.envs.split(",")]
+    networks = args.networks.split(",")
+    base = actor_config("small", args.agent, 1, "/tmp")
+    server, address = start_server(base.env.observation_shape, num_actions(base.env),
+                                   base.agent.unroll_length, args.max_size)
+    root = tempfile.mkdtemp(prefix="bench-env-actor-")
+    results, configs = {}, {}
+    try:
+        for N in env_counts:
+            before = env_limit(base.env, N, base.actors.env_threads, args.seconds)
+            print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
+            actors = {}
+            for network in networks:
+                cfg = actor_config(network, args.agent, N, root)
+                configs[network] = config_dict(cfg)
+                r = actor_run(cfg, address, server.pid, args.seconds, args.warmup)
+                actors[network] = r
+                st = r["stage_ms_per_vector_step"]
+                print(f"N={N:2d} actor {network:5s}    {r['steps_per_s']:7.0f} steps/s  "
+                      + "  ".join(f"{k} {v:.2f}" for k, v in st.items()) + " ms/step", flush=True)
+            after = env_limit(base.env, N, base.actors.env_threads, args.seconds)
+            print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
+            limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
+            for network, r in actors.items():
+                r["ratio_to_env_limit"] = r["steps_per_s"] / limit
+                print(f"N={N:2d} {network:5s} ratio {r['ratio_to_env_limit']:.2f}", flush=True)
+            results[str(N)] = {"env_limit_steps_per_s": limit, "env_before": before,
+                               "env_after": after, "actor": actors}
+    finally:
+        stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+    goal = {}
+    if "small" in networks:
+        for N, r in results.items():
+            goal[N] = r["actor"]["small"]["ratio_to_env_limit"] >= GOAL
+    payload = {
+        "benchmark": "env_actor", "facts": machine_facts(), "args": vars(args),
+        "load_average_start": load_start, "load_average_end": load_average(),
+        "wall_s": time.perf_counter() - t_start,
+        "setup": {
+            "env": "actors.environments.make_vector_env (ale-py AtariVectorEnv), debug preset "
+                   "EnvConfig, random actions",
+            "actor": "actors.actor.ActorNode.run, in this process; learner/counter stand-ins",
+            "reverb": "reverb.Server in a subprocess (replay.make_tables, queue mode: MinSize "
+                      "limiter, inserts never wait; nothing samples)",
+            "steps": "agent steps summed over the N envs (x4 = frames)",
+        },
+        "configs": configs, "goal_ratio": GOAL, "goal_met_small": goal, "results": results,
+    }
+    path = write_json(f"env_actor-{jax.default_backend()}", payload, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
