@@ -1,8 +1,10 @@
 """Actor-critic with a meta-learned entropy weight on two-colors: MG vs BMG.
 
-The agent (DESIGN.md section 4): separate actor and critic MLPs (2 x 256 ReLU),
+The agent (DESIGN.md section 4): separate actor and critic MLPs (2 hidden ReLU
+layers; 128 wide by default, DESIGN says 256, see `TwoColorsConfig.hidden`),
 one environment stream, an update every `rollout_length` (16) steps by one SGD
-step (lr 0.1) on the n-step actor-critic loss (discount 0.99)
+step (lr 0.1, gradients clipped to global norm 5) on the n-step actor-critic
+loss (discount 0.99, bootstrapped from V(s_16))
 
   inner loss = pg + value_weight * 0.5 * mean((G - V)^2) - eps * mean(entropy),
 
@@ -15,6 +17,7 @@ rollout collected by the current parameters x_k; one more rollout, collected
 by x_C, is the validation batch (and the first inner batch of the next cycle,
 so no data is spent on meta-learning alone). After the cycle, w is updated:
 
+  none:         nothing (eps stays at `init_entropy_weight`: the baseline)
   mg  (L = 1):  grad_w f(x_K(w))                       f = outer loss on val
   bmg:          grad_w mu(x~, x_K(w)),
                 x~ = sg(x_{K+L-1} - a * grad f(x_{K+L-1}))
@@ -24,16 +27,20 @@ bootstrap steps of BMG are the agent's own next updates (the meta-learned rule
 with w held fixed, from x_K, on the next rollouts), so x_{K+L-1} is the
 agent's real parameter vector at the end of the cycle: the target costs one
 extra gradient, not L - 1 (`bootstrap_target` is the same thing written as a
-function of x_K; a test checks they agree). The outer loss f is the
-actor-critic loss with a fixed entropy weight `outer_entropy` (default 0: pure
-policy gradient + value error). The matching mu is `kl`:
-mean over the validation states of KL(pi_x~ || pi_x_K(w)) (default), or `l2`:
-0.5 ||x~ - x_K(w)||^2 over all parameters.
+function of x_K; a test checks they agree). So MG updates w once per K inner
+updates and BMG once per K + L - 1. The outer loss f is the actor-critic loss
+with a fixed entropy weight `outer_entropy` (default 0: policy gradient +
+value error, no entropy term); the grounded step is plain SGD with step size
+`target_step_size` (0.1). The matching mu is `kl`: mean over the validation
+states of KL(pi_x~ || pi_x_K(w)) (default), or `l2`: 0.5 ||x~ - x_K(w)||^2
+over all parameters.
 
-Everything is built from function arguments (`make_meta_objectives` takes the
-inner update, the outer loss and the policy), so a mixed K-step estimator or a
-Q(lambda) agent reuses this module: `run(cfg, key)` is one seed's whole
-training as one `lax.scan`; `run_seeds` vmaps it.
+Reuse: `make_meta_objectives(inner_update, outer_loss, policy_logits, ...)`
+takes the inner update and the outer loss as functions, and `unroll` returns
+every x_1..x_K, so a mixture of 1..K-step meta-gradients or another agent
+(Q(lambda): provide an `ActorCritic`-shaped tuple of init / policy_logits /
+inner_grads / outer_loss) needs no change here. `run(cfg, key)` is one seed's
+whole training as one `lax.scan`; `jitted_run` / `run_seeds` vmap it over seeds.
 """
 from __future__ import annotations
 

@@ -4,8 +4,11 @@
 Each objective runs all seeds at once (vmap over seeds, one jitted lax.scan
 over the whole run); objectives run one after another. Writes to --out:
   results.json           per objective: total reward per seed, mean, 95% CI
-                         (t-interval over seeds), runtime, config, and the
-                         logged curves (per --log_every steps, per seed)
+                         (t-interval over seeds), runtime, config, entropy
+                         weight around the swaps, and the logged curves (per
+                         --log_every steps, per seed; ~0.3 MB per objective
+                         for 10 seeds x 1M steps)
+  summary.json           the same without the curves
   cumulative_reward.png  cumulative reward, mean over seeds and min-max band
   reward_rate.png        reward per step (smoothed), mean over seeds
   entropy_weight.png     meta-learned entropy weight, swap points marked
@@ -205,6 +208,16 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     return paths
 
 
+def write_results(results: Dict, out_dir: str) -> None:
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f)
+    summary = dict(results, objectives={
+        name: {k: v for k, v in r.items() if k != "curves"}
+        for name, r in results["objectives"].items()})
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
 def main(argv):
     del argv
     from configs import ConfigError
@@ -252,12 +265,11 @@ def main(argv):
         print(f"{name:>12}: total reward {r['mean']:8.1f}  95% CI [{r['ci95'][0]:.1f}, "
               f"{r['ci95'][1]:.1f}]  per seed {[round(x) for x in r['total_reward']]}  "
               f"run {r['runtime_s']} s (+{r['compile_s']} s compile)", flush=True)
-        with open(path, "w") as f:  # after every objective, so a long run leaves partials
-            json.dump(results, f)
+        write_results(results, FLAGS.out)  # after every objective: a long run leaves partials
     if FLAGS.plots:
         for p in plot(results, FLAGS.out):
             print("wrote", p)
-    print("wrote", path)
+    print("wrote", path, "and summary.json")
 
 
 if __name__ == "__main__":
