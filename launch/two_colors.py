@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Dict, List
 
@@ -219,6 +220,15 @@ def write_results(results: Dict, out_dir: str) -> None:
 
 
 def main(argv):
+    from configs import ConfigError
+    try:
+        _main(argv)
+    except ConfigError as e:  # bad input: one line, exit 2, nothing run
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(argv):
     del argv
     from configs import ConfigError
     try:
