@@ -59,7 +59,8 @@ from configs.config import ConfigError, _choice, _fail, _int, _num
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-OBJECTIVES = ("none", "mg", "bmg")  # none: fixed entropy weight (no meta-learning)
+# none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (issue 10)
+OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("kl", "l2")
 
 
@@ -69,8 +70,9 @@ MATCHINGS = ("kl", "l2")
 @dataclasses.dataclass(frozen=True)
 class TwoColorsConfig:
     """One two-colors run (one seed); every field is checked."""
-    objective: str = "bmg"  # none | mg | bmg
+    objective: str = "bmg"  # none | mg | bmg | mixed
     K: int = 1  # inner updates differentiated through
+    mix_lambda: float = 0.5  # mixed: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
     L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
     matching: str = "kl"  # BMG matching function: kl | l2
     target_step_size: float = 0.1  # a, the grounded SGD step of the BMG target
@@ -108,6 +110,7 @@ class TwoColorsConfig:
         if self.objective == "none" and self.K != 1:
             _fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
         _num(self, "target_step_size", 0.0, lo_open=True)
+        _num(self, "mix_lambda", 0.0, 1.0)
         _num(self, "outer_entropy", 0.0)
         _int(self, "rollout_length", 1)
         _int(self, "steps", self.rollout_length)
@@ -139,6 +142,12 @@ class TwoColorsConfig:
     @property
     def num_rollouts(self) -> int:
         return self.steps // self.rollout_length
+
+    @property
+    def mix_coefficients(self) -> Tuple[float, ...]:
+        """c_1..c_K of the `mixed` estimator (sum 1); same rule as MetaConfig."""
+        lam, K = self.mix_lambda, self.K
+        return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
 
 
 def parse_objective(name: str) -> Dict[str, Any]:
@@ -298,6 +307,7 @@ class MetaObjectives(NamedTuple):
     bootstrap_target: Callable  # (params_K, opt_state_K, meta_params, batches, val) -> x~
     matching: Callable  # (target, params, val) -> mu
     bmg: Callable  # (meta_params, params, opt_state, batches, val, target) -> mu(x~, x_K(w))
+    mixed: Callable  # (meta_params, params, opt_state, batches, vals, c) -> sum_k c_k f(x_k, vals[k-1])
 
 
 def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
@@ -351,7 +361,15 @@ def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
         p_k = unroll(meta_params, params, opt_state, batches)[-1][0]
         return match(sg(target), p_k, val)
 
-    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg)
+    def mixed(meta_params, params, opt_state, batches, vals, coefficients):
+        """sum_k c_k f(x_k(w), vals[k - 1]): the c-weighted mixture of the 1..K-step
+        MG meta-gradients (Bonnet et al. 2021); terms with c_k = 0 are not built,
+        so one-hot weights give exactly the k-step `mg`."""
+        xs = unroll(meta_params, params, opt_state, batches)
+        return sum(c * outer_loss(x, v) for (x, _), v, c in zip(xs, _as_list(vals), coefficients)
+                   if c != 0.0)
+
+    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed)
 
 
 # ----------------------------------------------------------------------------
@@ -428,6 +446,10 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[ActorCritic] = None) -> Sy
         elif cfg.objective == "mg":
             meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
                 state.meta_params, state.params, state.opt_state, batches[:K], val)
+        elif cfg.objective == "mixed":  # the k-step term is judged on the rollout after x_k
+            meta_loss, meta_grad = jax.value_and_grad(meta.mixed)(
+                state.meta_params, state.params, state.opt_state, batches[:K],
+                batches[1:K + 1], cfg.mix_coefficients)
         else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K
             target = meta.grounded_step(p, val)
             meta_loss, meta_grad = jax.value_and_grad(meta.bmg)(

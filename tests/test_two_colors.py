@@ -211,7 +211,8 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
 
 
 # ---------------------------------------------------------------- short runs
-@pytest.mark.parametrize("objective,matching", [("mg", "kl"), ("bmg_l2", "l2")])
+@pytest.mark.parametrize("objective,matching",
+                         [("mg", "kl"), ("bmg_l2", "l2"), ("mixed_k2", "kl")])
 def test_short_run_finite_shapes_deterministic(objective, matching):
     cfg = tca.TwoColorsConfig(**tca.parse_objective(objective), matching=matching, hidden=16,
                               steps=3072, swap_every=1024, log_every=256)
@@ -231,3 +232,34 @@ def test_short_run_finite_shapes_deterministic(objective, matching):
     again = jax.tree_util.tree_map(np.asarray, fn(keys))
     for k in out:
         np.testing.assert_array_equal(out[k], again[k])
+
+
+def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
+    """mixed with c = (1, 0) is MG K = 1 and with (0, 1) MG K = 2, exactly; with
+    c = (0.6, 0.4) its meta-gradient matches a directional finite difference
+    (no clipping: then f's stopped value targets do not depend on w)."""
+    with enable_x64():
+        cfg, system, state, w, batches, _ = _tiny_f64(2, 1, "kl")
+        args = (state.params, state.opt_state, batches[:2])
+        vals = batches[1:3]
+        mixed = lambda c: jax.jit(jax.grad(  # noqa: E731
+            lambda m: system.meta.mixed(m, *args, vals, c)))(w)
+        for c, k in (((1.0, 0.0), 1), ((0.0, 1.0), 2)):
+            g_mg = jax.jit(jax.grad(lambda m: system.meta.mg(m, *args[:2], batches[:k],
+                                                             batches[k])))(w)
+            for a, b in zip(jax.tree_util.tree_leaves(mixed(c)), jax.tree_util.tree_leaves(g_mg)):
+                np.testing.assert_array_equal(a, b)
+        c = (0.6, 0.4)
+        fn = jax.jit(lambda m: system.meta.mixed(m, *args, vals, c))
+        grad = mixed(c)
+        direction = jax.tree_util.tree_map(
+            lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
+        h = 1e-6
+        shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
+        fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
+        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
+                                                       jax.tree_util.tree_leaves(direction)))
+        assert abs(float(analytic)) > 1e-8
+        np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
+    assert tca.TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
+        0.5, 0.25, 0.25)
