@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import RESULTS_DIR, load_average, machine_facts, write_json
+from benchmarks.common import (RESULTS_DIR, children_cpu_seconds, cpu_seconds,
+                               load_average, machine_facts, write_json)
 
 ORDER = ("env_actor", "learner", "pmap_scaling", "end_to_end")
 QUICK = {
@@ -45,22 +46,30 @@ def main(argv=None):
         args.out = tempfile.mkdtemp(prefix="bench-quick-")
         print(f"quick run: results in {args.out}", flush=True)
     load_start, t0 = load_average(), time.perf_counter()
-    seconds, failed = {}, []
+    seconds, foreign, steal, failed = {}, {}, {}, []
     for name in [n for n in ORDER if n in names]:
         cmd = [sys.executable, "-m", f"benchmarks.{name}"]
         cmd += QUICK[name] if args.quick else []
         cmd += ["--out", args.out] if args.out else []
         print(f"== {' '.join(cmd[1:])} (load {load_average()})", flush=True)
-        t = time.perf_counter()
+        t, (busy, stolen), mine = time.perf_counter(), cpu_seconds(), children_cpu_seconds()
         rc = subprocess.call(cmd)
         seconds[name] = time.perf_counter() - t
-        print(f"== {name}: {seconds[name]:.0f} s, exit {rc}", flush=True)
+        # The load average counts the benchmark's own processes; this is what
+        # everything else on the machine used meanwhile (cores, averaged), and
+        # what the hypervisor took (steal).
+        busy1, stolen1 = cpu_seconds()
+        foreign[name] = max(0.0, (busy1 - busy) - (children_cpu_seconds() - mine)) / seconds[name]
+        steal[name] = (stolen1 - stolen) / seconds[name]
+        print(f"== {name}: {seconds[name]:.0f} s, exit {rc}, other processes used "
+              f"{foreign[name]:.2f} cores meanwhile, steal {steal[name]:.2f}", flush=True)
         if rc != 0:
             failed.append(name)
     wall = time.perf_counter() - t0
     if not args.quick:
         write_json("bench-run", {"benchmark": "bench-run", "facts": machine_facts(False),
                                  "wall_s": wall, "seconds": seconds, "failed": failed,
+                                 "foreign_cpu_cores": foreign, "steal_cores": steal,
                                  "load_average_start": load_start,
                                  "load_average_end": load_average(), "only": names},
                    args.out)

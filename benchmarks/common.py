@@ -26,6 +26,27 @@ def load_average() -> list:
         return []
 
 
+def cpu_seconds() -> tuple:
+    """(busy, steal): CPU seconds the whole machine spent running processes
+    (user, nice, system, irq, softirq) and seconds the hypervisor took
+    (steal), since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    v += [0] * (8 - len(v))
+    tick = os.sysconf("SC_CLK_TCK")
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / tick, v[7] / tick
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished (waited-for) descendants."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def versions() -> Dict[str, str]:
     from importlib import metadata
     out = {}

@@ -87,7 +87,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--T", type=int, default=20)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--networks", default="small,deep")
     p.add_argument("--no_debug_program", action="store_true",
                    help="skip the debug program's own learner (small, B=8, L=2)")

@@ -188,9 +188,17 @@ def end_to_end_section(d: dict) -> List[str]:
 def bench_run_line(d: Optional[dict]) -> List[str]:
     if not d:
         return []
-    return [f"`make bench` took {d['wall_s'] / 60:.1f} min (load average {_load(d.get('load_average_start'))}"
-            f" at the start, {_load(d.get('load_average_end'))} at the end; "
-            f"{', '.join(f'{k} {v:.0f} s' for k, v in d.get('seconds', {}).items())})."]
+    foreign, steal = d.get("foreign_cpu_cores", {}), d.get("steal_cores", {})
+    secs = d.get("seconds", {})
+    order = ("env_actor", "learner", "pmap_scaling", "end_to_end")
+    parts = ", ".join(
+        f"{k} {secs[k]:.0f} s" + (f" ({foreign[k]:.2f} / {steal.get(k, float('nan')):.2f})"
+                                  if k in foreign else "")
+        for k in sorted(secs, key=lambda k: order.index(k) if k in order else 9))
+    return [f"`make bench` took {d['wall_s'] / 60:.1f} min: {parts}. In brackets: cores "
+            f"that other processes on the machine / the hypervisor (steal) used meanwhile "
+            f"(from /proc/stat, less the benchmark's own CPU time; the load averages quoted "
+            f"below include the benchmarks themselves)."]
 
 
 def render(backend: str = "cpu", out_dir: str = None) -> str:
