@@ -152,6 +152,20 @@ def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient():
             assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(g_mg)) > 0
 
 
+def _check_directional_derivative(fn, w):
+    """grad fn . d == (fn(w + h d) - fn(w - h d)) / 2h for a random direction d."""
+    grad = jax.jit(jax.grad(fn))(w)
+    direction = jax.tree_util.tree_map(
+        lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
+    h = 1e-6
+    shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
+    fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
+                                                   jax.tree_util.tree_leaves(direction)))
+    assert abs(float(analytic)) > 1e-8
+    np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
+
+
 @pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.5)])
 def test_k_step_meta_gradient_matches_finite_differences(objective, clip):
     """Through 2 inner steps, in float64. (MG's f stops the gradient through its
@@ -167,17 +181,7 @@ def test_k_step_meta_gradient_matches_finite_differences(objective, clip):
             x_k = jax.jit(system.meta.unroll)(w, *args)[-1]
             target = jax.jit(system.meta.bootstrap_target)(x_k[0], x_k[1], w, batches[2:3], val)
             fn = lambda m: system.meta.bmg(m, *args, val, target)  # noqa: E731
-        fn = jax.jit(fn)
-        grad = jax.jit(jax.grad(fn))(w)
-        direction = jax.tree_util.tree_map(
-            lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
-        h = 1e-6
-        shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
-        fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
-        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
-                                                       jax.tree_util.tree_leaves(direction)))
-        assert abs(float(analytic)) > 1e-8
-        np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
+        _check_directional_derivative(jax.jit(fn), w)
 
 
 def test_no_gradient_flows_into_the_target():
@@ -249,17 +253,7 @@ def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
                                                              batches[k])))(w)
             for a, b in zip(jax.tree_util.tree_leaves(mixed(c)), jax.tree_util.tree_leaves(g_mg)):
                 np.testing.assert_array_equal(a, b)
-        c = (0.6, 0.4)
-        fn = jax.jit(lambda m: system.meta.mixed(m, *args, vals, c))
-        grad = mixed(c)
-        direction = jax.tree_util.tree_map(
-            lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
-        h = 1e-6
-        shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
-        fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
-        analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
-                                                       jax.tree_util.tree_leaves(direction)))
-        assert abs(float(analytic)) > 1e-8
-        np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
+        _check_directional_derivative(
+            jax.jit(lambda m: system.meta.mixed(m, *args, vals, (0.6, 0.4))), w)
     assert tca.TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
         0.5, 0.25, 0.25)
