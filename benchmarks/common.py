@@ -40,6 +40,11 @@ def cpu_seconds() -> tuple:
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / tick, v[7] / tick
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor has taken from this VM since boot (0 on bare metal)."""
+    return cpu_seconds()[1]
+
+
 def children_cpu_seconds() -> float:
     """CPU seconds of this process's finished (waited-for) descendants."""
     import resource

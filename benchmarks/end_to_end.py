@@ -37,7 +37,7 @@ import time
 from typing import Dict, List
 
 from benchmarks.common import (config_dict, load_average, machine_facts, read_json,
-                               write_json)
+                               steal_seconds, write_json)
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
 
@@ -80,6 +80,7 @@ class CpuSampler:
         for pid, s in self.cpu.items():
             g = self.group.get(pid, "other")
             totals[g] = totals.get(g, 0.0) + s
+        totals["steal"] = steal_seconds()  # the hypervisor's share, not a process group
         self.samples.append((time.time(), totals))
 
     def between(self, t0: float, t1: float) -> Dict[str, float]:
@@ -254,6 +255,7 @@ def measure(args, root: str, variant: str) -> dict:
     row_times = run["row_times"]
     cores = (sampler.between(window["t0"], window["t1"])
              if window.get("t0") and window.get("t1") else {})
+    steal = cores.pop("steal", None)
     # CPU time per 1,000 frames inside the program: the learner per frame it
     # consumed, everything else per frame the actors produced.
     cpu_ms = {}
@@ -272,8 +274,10 @@ def measure(args, root: str, variant: str) -> dict:
                    "total_s": run["t_end"] - run["t_start"]},
         "steady": window,
         "cores_used_steady": cores, "cores_used_steady_total": sum(cores.values()),
+        "steal_cores_steady": steal,
         "cpu_ms_per_1000_frames_steady": cpu_ms,
-        "cpu_seconds_total": sampler.samples[-1][1] if sampler.samples else {},
+        "cpu_seconds_total": ({g: c for g, c in sampler.samples[-1][1].items() if g != "steal"}
+                              if sampler.samples else {}),
         "learner_rows": [{k: r.get(k) for k in ("actor_frames", "learner_steps",
                                                 "learner_fps", "steps_per_s")} for r in rows],
     }

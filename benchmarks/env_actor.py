@@ -42,6 +42,8 @@ from typing import Dict
 
 import numpy as np
 
+from benchmarks.common import steal_seconds
+
 GOAL = 0.8  # actor steps/s >= GOAL x environment limit, debug network
 
 
@@ -164,16 +166,36 @@ def env_limit(env_cfg, num_envs: int, threads: int, seconds: float, warmup: int 
         env.reset()
         for _ in range(warmup):
             env.step(rng.integers(0, env.num_actions, num_envs))
+        steal0 = steal_seconds()
         steps, cpu0, t0 = 0, time.process_time(), time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             env.step(rng.integers(0, env.num_actions, num_envs))
             steps += 1
         dt = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        steal = steal_seconds() - steal0
     finally:
         env.close()
     return {"steps_per_s": steps * num_envs / dt, "vector_steps": steps, "seconds": dt,
-            "ms_per_vector_step": 1000 * dt / steps, "process_cpu_cores": cpu / dt}
+            "ms_per_vector_step": 1000 * dt / steps, "process_cpu_cores": cpu / dt,
+            "steal_cores": steal / dt}
+
+
+def least_stolen(measure, max_steal: float, tries: int, label: str) -> dict:
+    """`measure()` until a window's steal (CPU the hypervisor took from this VM,
+    which slows everything here) is at most `max_steal` cores, at most `tries`
+    times; returns the least-stolen result, with `tries` recorded."""
+    best = None
+    for i in range(tries):
+        r = measure()
+        r["tries"] = i + 1
+        if best is None or r["steal_cores"] < best["steal_cores"]:
+            best = r
+        if r["steal_cores"] <= max_steal:
+            break
+        print(f"  {label}: steal {r['steal_cores']:.2f} cores > {max_steal}; measuring again",
+              flush=True)
+    return best
 
 
 class _StopAfter:
@@ -192,10 +214,12 @@ class _StopAfter:
                 self.timer.reset()
                 self.t0, self.cpu0 = now, time.process_time()
                 self.server_cpu0 = process_cpu_s(self.server_pid)
+                self.steal0 = steal_seconds()
             return False
         if self.t1 is None and now - self.t0 >= self.seconds:
             self.t1, self.cpu1 = now, time.process_time()
             self.server_cpu1 = process_cpu_s(self.server_pid)
+            self.steal1 = steal_seconds()
             self.calls = dict(self.timer.calls)
             self.stage_s = dict(self.timer.seconds)
         return self.t1 is not None
@@ -251,6 +275,7 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
                                          if per_step_ms.get("env") else None),
         "process_cpu_cores": (stop.cpu1 - stop.cpu0) / dt,
         "reverb_server_cpu_cores": (stop.server_cpu1 - stop.server_cpu0) / dt,
+        "steal_cores": (stop.steal1 - stop.steal0) / dt,
         "warmup_steps": warmup, "warmup_s_incl_compile": warmup_s,
         "network_params": n_params,
     }
@@ -275,6 +300,9 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=5.0, help="measured window per figure")
     p.add_argument("--warmup", type=int, default=30, help="actor loop steps before measuring")
     p.add_argument("--max_size", type=int, default=200, help="reverb table size (items)")
+    p.add_argument("--max_steal", type=float, default=0.1,
+                   help="measure a figure again when the hypervisor took more CPU than this")
+    p.add_argument("--tries", type=int, default=3, help="at most this many measurements per figure")
     p.add_argument("--out", default=None, help="results folder")
     # child mode: the reverb server
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -303,18 +331,23 @@ def main(argv=None):
     results, configs = {}, {}
     try:
         for N in env_counts:
-            before = env_limit(base.env, N, base.actors.env_threads, args.seconds)
+            def limit_once():
+                return env_limit(base.env, N, base.actors.env_threads, args.seconds)
+
+            before = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
             actors = {}
             for network in networks:
                 cfg = actor_config(network, args.agent, N, root)
                 configs[network] = config_dict(cfg)
-                r = actor_run(cfg, address, server.pid, args.seconds, args.warmup)
+                r = least_stolen(lambda: actor_run(cfg, address, server.pid, args.seconds,
+                                                   args.warmup),
+                                 args.max_steal, args.tries, f"N={N} actor {network}")
                 actors[network] = r
                 st = r["stage_ms_per_vector_step"]
                 print(f"N={N:2d} actor {network:5s}    {r['steps_per_s']:7.0f} steps/s  "
                       + "  ".join(f"{k} {v:.2f}" for k, v in st.items()) + " ms/step", flush=True)
-            after = env_limit(base.env, N, base.actors.env_threads, args.seconds)
+            after = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
             limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
             for network, r in actors.items():

@@ -23,7 +23,8 @@ import numpy as np
 
 from agents import builders
 from agents.types import Trajectory
-from benchmarks.common import config_dict, load_average, machine_facts, write_json
+from benchmarks.common import (config_dict, load_average, machine_facts, steal_seconds,
+                               write_json)
 from configs import make_config
 
 VARIANTS = [("impala", "impala", []), ("stacx", "stacx", ["meta.K=1"]),
@@ -63,16 +64,17 @@ def time_config(cfg, reps: int) -> dict:
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
     times = []
-    cpu0 = time.process_time()
+    cpu0, steal0 = time.process_time(), steal_seconds()
     for _ in range(reps):
         t0 = time.perf_counter()
         state, _ = update(state, data)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t0)
     cores = (time.process_time() - cpu0) / sum(times)  # XLA:CPU runs ops on a thread pool
+    steal = (steal_seconds() - steal0) / sum(times)
     sec = float(np.median(times))
     return {"seconds_per_update": sec, "samples_per_s": batch * T / sec,
-            "process_cpu_cores": cores,
+            "process_cpu_cores": cores, "steal_cores": steal,
             "frames_per_s": batch * T * cfg.env.frame_skip / sec,
             "first_call_s": compile_s, "reps": reps, "times": times, "batch": batch, "T": T,
             "batches_per_update": learner.num_batches, "network": cfg.network.kind,

@@ -32,7 +32,7 @@ def child(args) -> None:
     import jax
     import numpy as np
     from agents import builders, parallel
-    from benchmarks.common import config_dict
+    from benchmarks.common import config_dict, steal_seconds
     from benchmarks.learner import fake
     from configs import make_config
 
@@ -54,16 +54,18 @@ def child(args) -> None:
         state, _ = pl.update(state, data)
         jax.block_until_ready(state)
         first = time.perf_counter() - t0
-        times = []
+        times, steal0 = [], steal_seconds()
         for _ in range(args.reps):
             t0 = time.perf_counter()
             state, _ = pl.update(state, data)
             jax.block_until_ready(state)
             times.append(time.perf_counter() - t0)
         sec = float(np.median(times))
+        steal = (steal_seconds() - steal0) / sum(times)
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         out["agents"][agent] = {
             "seconds_per_update": sec, "samples_per_s": B * T / sec, "first_call_s": first,
+            "steal_cores": steal,
             "times": times, "global_batch": B, "per_device_batch": B // n, "T": T,
             "batches_per_update": pl.learner.num_batches, "config": config_dict(cfg)}
     print("RESULT " + json.dumps(out), flush=True)
@@ -128,7 +130,8 @@ def main(argv=None):
             for agent, a in res["agents"].items():
                 a["relative_to_1_device"] = (a["seconds_per_update"]
                                              / runs["1"]["agents"][agent]["seconds_per_update"])
-    payload = {"benchmark": "pmap_scaling", "facts": machine_facts(jax_facts=False), "args": vars(args),
+    payload = {"benchmark": "pmap_scaling", "facts": machine_facts(jax_facts=False),
+               "args": vars(args),
                "load_average_start": load_start, "load_average_end": load_average(),
                "wall_s": time.perf_counter() - t_start,
                "backend": backend, "forced_host_devices": forced,
