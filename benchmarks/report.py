@@ -110,9 +110,9 @@ def learner_section(d: dict) -> List[str]:
             if r is None:
                 continue
             ratio = f"{r['ratio_to_stacx']:.2f}" if "ratio_to_stacx" in r else ""
+            fps = r.get("frames_per_s", 4 * r["samples_per_s"])
             out.append(f"| {net} | {label} | {r['seconds_per_update']:.3f}{_mark(r)} | "
-                       f"{r['samples_per_s']:.0f} | {r.get('frames_per_s', 4 * r['samples_per_s']):.0f}"
-                       f" | {ratio} |")
+                       f"{r['samples_per_s']:.0f} | {fps:.0f} | {ratio} |")
     r = res.get("small/debug_program")
     if r:
         out.append(f"| small | bmg L{r['L']}, B = {r['batch']} (debug program) | "
