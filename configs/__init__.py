@@ -6,11 +6,11 @@ from configs.config import (ActorConfig, AgentConfig, ConfigError, EnvConfig, HY
                             LearnerConfig, MetaConfig, NetworkConfig, ReplayConfig, RunConfig)
 from configs.games import (aggregate_hns, all_games, get_game, hns, mean_hns, median_hns,
                            reference_table, suggest_game)
-from configs.presets import AGENTS, PRESETS, apply_overrides, make_config
+from configs.presets import AGENTS, PRESETS, apply_overrides, make_config, parse_count
 
 __all__ = [
     "ActorConfig", "AgentConfig", "ConfigError", "EnvConfig", "HYPER_NAMES", "LearnerConfig",
     "MetaConfig", "NetworkConfig", "ReplayConfig", "RunConfig", "aggregate_hns", "all_games",
     "get_game", "hns", "mean_hns", "median_hns", "reference_table", "suggest_game", "AGENTS",
-    "PRESETS", "apply_overrides", "make_config",
+    "PRESETS", "apply_overrides", "make_config", "parse_count",
 ]

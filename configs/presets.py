@@ -76,6 +76,18 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
     return apply_overrides(cfg, overrides)
 
 
+def parse_count(flag: str, text: str, example: str, minimum: int = 1) -> int:
+    """A whole number >= `minimum` from a command-line string such as '2e5'."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value != int(value):
+        what = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ConfigError(f"{flag}={text!r} is not allowed: must be {what}, e.g. {example}")
+    return int(value)
+
+
 def _coerce(text: str, annotation: Any, where: str) -> Any:
     """Parse a command-line string into the type of a dataclass field."""
     t = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing))

@@ -125,15 +125,16 @@ def plot(stats, path):
 
 def main(argv):
     del argv
+    from configs import ConfigError, parse_count
     try:
-        warmup = float(FLAGS.warmup)
-        if FLAGS.samples < 2 or FLAGS.reference_k < 8 or not warmup >= 0:
+        warmup = parse_count("--warmup", FLAGS.warmup, "2e5", minimum=0)
+        if FLAGS.samples < 2 or FLAGS.reference_k < 8:
             raise ValueError(f"--samples={FLAGS.samples} (>= 2), --reference_k="
-                             f"{FLAGS.reference_k} (>= 8), --warmup={FLAGS.warmup} (>= 0)")
-    except ValueError as e:
+                             f"{FLAGS.reference_k} (>= 8)")
+    except (ConfigError, ValueError) as e:
         print(f"error: bad flag value: {e}", file=sys.stderr)
         sys.exit(2)
-    stats, facts = measure(FLAGS.samples, int(warmup), FLAGS.reference_k, FLAGS.mix_lambda,
+    stats, facts = measure(FLAGS.samples, warmup, FLAGS.reference_k, FLAGS.mix_lambda,
                            FLAGS.hidden, FLAGS.seed)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "stats.json"), "w") as f:

@@ -42,7 +42,7 @@ CATCH_OVERRIDES = ("env.kind=catch", "env.frame_size=10", "env.frame_stack=1",
 
 def build_config(argv_flags=None):
     """RunConfig from the flags; ConfigError on any bad value."""
-    from configs import ConfigError, make_config
+    from configs import make_config, parse_count
     f = argv_flags or FLAGS
     overrides = list(f.override)
     game, env_overrides = f.game, []
@@ -50,15 +50,8 @@ def build_config(argv_flags=None):
         game = "Pong"  # unused by the catch env
         env_overrides = list(CATCH_OVERRIDES)
     if f.max_frames is not None:
-        try:
-            frames = float(f.max_frames)
-        except ValueError:
-            raise ConfigError(f"--max_frames={f.max_frames!r} is not allowed: must be a "
-                              f"positive number of frames, e.g. 2e5") from None
-        if not frames >= 1 or frames != int(frames):
-            raise ConfigError(f"--max_frames={f.max_frames!r} is not allowed: must be a "
-                              f"positive whole number of frames, e.g. 2e5")
-        overrides.append(f"max_frames={int(frames)}")
+        frames = parse_count("--max_frames", f.max_frames, "2e5")
+        overrides.append(f"max_frames={frames}")
     if f.max_learner_steps is not None:
         overrides.append(f"max_learner_steps={f.max_learner_steps}")
     if f.num_actors is not None:
