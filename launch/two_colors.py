@@ -134,6 +134,13 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     def x_axis(n):
         return (np.arange(n) + 1) * log_every
 
+    def save(fig, name):
+        fig.tight_layout()
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     def label(name, r):
         c = r["config"]
         extra = "" if c["objective"] == "none" else f", meta lr {c['meta_learning_rate']:g}"
@@ -157,10 +164,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     ax.set_title(f"Two-colors: cumulative reward (mean, min-max over {results['num_seeds']} "
                  f"seeds)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "cumulative_reward.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save(fig, "cumulative_reward.png"))
 
     # Reward rate (smoothed means, one panel).
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -175,10 +179,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     ax.set_title(f"Two-colors: reward per step (mean over seeds, {log_every}-step points, "
                  f"5-point smoothing)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "reward_rate.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save(fig, "reward_rate.png"))
 
     # Entropy weight: one panel per meta-learning objective, reward rate behind it.
     meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
@@ -202,10 +203,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
         fig.suptitle(f"Two-colors: meta-learned entropy weight (blue) and reward per step "
                      f"(green), {results['num_seeds']} seeds", fontsize=10)
-        fig.tight_layout()
-        paths.append(os.path.join(out_dir, "entropy_weight.png"))
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(save(fig, "entropy_weight.png"))
     return paths
 
 
@@ -230,15 +228,8 @@ def main(argv):
 
 def _main(argv):
     del argv
-    from configs import ConfigError
-    try:
-        steps = float(FLAGS.steps)
-    except ValueError:
-        raise ConfigError(f"--steps={FLAGS.steps!r} is not allowed: must be a number, "
-                          f"e.g. 1e6") from None
-    if not steps >= 1 or steps != int(steps):
-        raise ConfigError(f"--steps={FLAGS.steps!r} is not allowed: must be a positive "
-                          f"whole number")
+    from configs import ConfigError, parse_count
+    steps = parse_count("--steps", FLAGS.steps, "1e6")
     if FLAGS.seeds < 1:
         raise ConfigError(f"--seeds={FLAGS.seeds} is not allowed: must be >= 1")
     common: Dict = {"matching": FLAGS.matching}
