@@ -127,7 +127,7 @@ class ActorNode:
                     # The step is recorded. Wait until Reverb takes the pending
                     # items: a rate limiter throttles this actor; an unreachable
                     # server is retried with backoff and a log line.
-                    outage = wait_until_taken(writer, writer.client, self._should_stop, name)
+                    outage = wait_until_taken(writer, self._should_stop, name)
                     if outage:
                         self._counter.futures.increment(replay_outages=1)
                 obs, first = res.observation, res.first.astype(np.float32)

@@ -35,6 +35,7 @@ KNOWN_LISTENERS: Dict[str, str] = {
 }
 
 MODES = ("auto", "isolated", "host")
+NODE_ENV = "STACX_NODE"  # set in each node's environment to its group (launch.program)
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
@@ -177,7 +178,7 @@ def descendants(pid: int) -> List[int]:
     return out
 
 
-def node_group(pid: int, env_name: str = "STACX_NODE") -> str:
+def node_group(pid: int, env_name: str = NODE_ENV) -> str:
     """The node group a program process was started for ('' if none)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:

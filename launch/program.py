@@ -17,6 +17,7 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 from configs import RunConfig
+from launch.network import NODE_ENV  # names a process's node group (socket checks, tests)
 from learner import checkpoint as ckpt_lib
 
 
@@ -39,7 +40,6 @@ def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
 
 
 CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice
-NODE_ENV = "STACX_NODE"  # names a process's node group (supervisor, socket checks)
 
 
 def process_env(group: str, jax_platform: Optional[str]) -> Dict[str, str]:

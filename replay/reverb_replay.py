@@ -375,8 +375,7 @@ def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: C
     return None
 
 
-def wait_until_taken(writer: "TrajectoryWriter", client: reverb.Client,
-                     should_stop: Callable[[], bool], name: str,
+def wait_until_taken(writer: "TrajectoryWriter", should_stop: Callable[[], bool], name: str,
                      log: Callable[[str], None] = print,
                      max_backoff_s: float = 30.0) -> Optional[float]:
     """After an insert timed out: flush until Reverb holds every pending item.
@@ -399,7 +398,7 @@ def wait_until_taken(writer: "TrajectoryWriter", client: reverb.Client,
                 return outage
             return 0.0
         except ReplayTimeoutError:
-            if server_reachable(client):
+            if server_reachable(writer.client):
                 continue  # rate limited: keep waiting for the learner
             if down_since is None:
                 down_since = time.monotonic()

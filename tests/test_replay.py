@@ -292,7 +292,7 @@ def test_actor_inserts_survive_a_replay_outage(tmp_path):
             try:
                 writer.append(_step(steps[0]))
             except ReplayTimeoutError:
-                outage = wait_until_taken(writer, writer.client, stop.is_set, "actor-0", log)
+                outage = wait_until_taken(writer, stop.is_set, "actor-0", log)
                 if outage:
                     outages.append(outage)
             steps[0] += 1
