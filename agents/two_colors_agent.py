@@ -37,10 +37,12 @@ over all parameters.
 
 Reuse: `make_meta_objectives(inner_update, outer_loss, policy_logits, ...)`
 takes the inner update and the outer loss as functions, and `unroll` returns
-every x_1..x_K, so a mixture of 1..K-step meta-gradients or another agent
-(Q(lambda): provide an `ActorCritic`-shaped tuple of init / policy_logits /
-inner_grads / outer_loss) needs no change here. `run(cfg, key)` is one seed's
-whole training as one `lax.scan`; `jitted_run` / `run_seeds` vmap it over seeds.
+every x_1..x_K, so the mixture of 1..K-step meta-gradients (`mixed`) and a
+second agent need no change there. `agent="q_lambda"` (issue 11) is an
+epsilon-greedy Peng's Q(lambda) learner whose epsilon is the meta-network's
+output (`make_q_lambda`); it provides the same `Agent` functions, so MG, BMG
+and mixed run through the same code. `run(cfg, key)` is one seed's whole
+training as one `lax.scan`; `jitted_run` / `run_seeds` vmap it over seeds.
 """
 from __future__ import annotations
 
@@ -48,9 +50,11 @@ import dataclasses
 import math
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
+import rlax
 
 from agents import losses
 from agents import two_colors as env
@@ -62,6 +66,9 @@ sg = jax.lax.stop_gradient
 # none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (issue 10)
 OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("kl", "l2")
+# actor_critic: the meta-network sets the entropy weight; q_lambda: epsilon of an
+# epsilon-greedy Peng's Q(lambda) learner (issue 11)
+AGENTS = ("actor_critic", "q_lambda")
 
 
 # ----------------------------------------------------------------------------
@@ -70,6 +77,7 @@ MATCHINGS = ("kl", "l2")
 @dataclasses.dataclass(frozen=True)
 class TwoColorsConfig:
     """One two-colors run (one seed); every field is checked."""
+    agent: str = "actor_critic"  # actor_critic | q_lambda
     objective: str = "bmg"  # none | mg | bmg | mixed
     K: int = 1  # inner updates differentiated through
     mix_lambda: float = 0.5  # mixed: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
@@ -94,12 +102,15 @@ class TwoColorsConfig:
     value_weight: float = 1.0
     meta_inputs: int = 10  # mean reward of each of the last `meta_inputs` rollouts
     meta_hidden: int = 32
-    init_entropy_weight: float = 0.1  # sets the meta-network's output bias at init
+    init_entropy_weight: float = 0.1  # actor_critic: meta-network output at init
+    init_epsilon: float = 0.1  # q_lambda: meta-network output (epsilon) at init
+    q_lambda: float = 0.8  # q_lambda: lambda of Peng's Q(lambda) returns
     meta_learning_rate: float = 1e-4
     meta_adam_eps: float = 1e-4
     log_every: int = 1024  # environment steps per logged point (multiple of rollout_length)
 
     def __post_init__(self):
+        _choice(self, "agent", AGENTS)
         _choice(self, "objective", OBJECTIVES)
         _choice(self, "matching", MATCHINGS)
         _int(self, "K", 1, 64)
@@ -127,6 +138,8 @@ class TwoColorsConfig:
         _int(self, "meta_inputs", 1)
         _int(self, "meta_hidden", 1)
         _num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
+        _num(self, "init_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+        _num(self, "q_lambda", 0.0, 1.0)
         _num(self, "meta_learning_rate", 0.0, lo_open=True)
         _num(self, "meta_adam_eps", 0.0, lo_open=True)
         _int(self, "log_every", self.rollout_length)
@@ -140,6 +153,15 @@ class TwoColorsConfig:
         return self.K + self.L - 1
 
     @property
+    def init_meta_output(self) -> float:
+        """The meta-network's output at init: entropy weight or epsilon."""
+        return self.init_epsilon if self.agent == "q_lambda" else self.init_entropy_weight
+
+    @property
+    def meta_output_name(self) -> str:
+        return "epsilon" if self.agent == "q_lambda" else "entropy weight"
+
+    @property
     def num_rollouts(self) -> int:
         return self.steps // self.rollout_length
 
@@ -150,12 +172,24 @@ class TwoColorsConfig:
         return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
 
 
-def parse_objective(name: str) -> Dict[str, Any]:
-    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' -> TwoColorsConfig fields."""
+def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
+    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' | 'mixed_k8' -> TwoColorsConfig
+    fields; 'fixed_0.05' is objective none with the meta output (entropy weight,
+    or epsilon for agent q_lambda) held at 0.05."""
+    if name.lower().startswith("fixed_"):
+        text = name[len("fixed_"):]
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"objective {name!r} is not allowed: fixed_<value> needs a "
+                              f"number in (0, 1), e.g. fixed_0.05") from None
+        field = "init_epsilon" if agent == "q_lambda" else "init_entropy_weight"
+        return {"objective": "none", field: value}
     parts = name.lower().split("_")
     if parts[0] not in OBJECTIVES:
         raise ConfigError(f"objective {name!r} is not allowed: must start with one of "
-                          f"{list(OBJECTIVES)}, e.g. mg, mg_k4, bmg_l8, bmg_k2_l4")
+                          f"{list(OBJECTIVES)} or be fixed_<value>, e.g. mg, mg_k4, bmg_l8, "
+                          f"bmg_k2_l4, mixed_k8, fixed_0.05")
     fields: Dict[str, Any] = {"objective": parts[0]}
     for p in parts[1:]:
         if len(p) < 2 or p[0] not in "kl" or not p[1:].isdigit():
@@ -192,15 +226,19 @@ class Rollout(NamedTuple):
     meta_input: Array  # [meta_inputs]: mean reward of the last rollouts, this one last
 
 
-class ActorCritic(NamedTuple):
-    """The agent's pure functions; a Q(lambda) agent provides the same four."""
+class Agent(NamedTuple):
+    """An agent's pure functions: the actor-critic and the Q(lambda) agent."""
     init: Callable[[Array], Any]  # key -> params
     policy_logits: Callable[[Any, Array], Array]  # (params, obs [..., 30]) -> [..., A]
+    # (params, batch, meta output) -> (grads, terms with an "entropy" entry)
     inner_grads: Callable[[Any, Rollout, Array], Tuple[Any, Dict[str, Array]]]
     outer_loss: Callable[[Any, Rollout], Array]  # f(x) on a batch; targets stopped
+    # (params, meta output) -> params: where the meta output is part of the agent's
+    # state (Q(lambda): its epsilon), the inner update writes it there; None: not.
+    set_meta_output: Optional[Callable[[Any, Array], Any]] = None
 
 
-def make_actor_critic(cfg: TwoColorsConfig) -> ActorCritic:
+def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
     sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers
 
     def init(key):
@@ -250,21 +288,119 @@ def make_actor_critic(cfg: TwoColorsConfig) -> ActorCritic:
         logits, v = outputs(params, batch.observation)
         return loss_of_outputs(logits, v, sg(v), batch, cfg.outer_entropy)[0]
 
-    return ActorCritic(init, policy_logits, inner_grads, outer_loss)
+    return Agent(init, policy_logits, inner_grads, outer_loss)
+
+
+def peng_q_lambda_returns(reward: Array, next_max_q: Array, discount: float,
+                          lambda_: Array | float) -> Array:
+    """Peng's Q(lambda) returns of one rollout (no terminal states in two-colors).
+
+      G_t = r_t + discount * ((1 - lambda) * max_a Q(s_{t+1}, a) + lambda * G_{t+1}),
+      G_{T-1} = r_{T-1} + discount * max_a Q(s_T, a).
+
+    Peng's form: traces are not cut after exploratory actions (Watkins' would
+    set lambda to 0 there). reward, next_max_q: [T] -> [T]."""
+    chex.assert_equal_shape([reward, next_max_q])
+    chex.assert_rank(reward, 1)
+    return rlax.lambda_returns(reward, jnp.full_like(reward, discount), next_max_q,
+                               jnp.asarray(lambda_, reward.dtype))
+
+
+def epsilon_greedy_log_probs(q: Array, epsilon: Array) -> Array:
+    """log of (1 - eps) * onehot(argmax q) + eps / A; q [..., A], eps scalar.
+
+    Differentiable in epsilon, constant in q (the argmax has no gradient)."""
+    num_actions = q.shape[-1]
+    greedy = jax.nn.one_hot(jnp.argmax(q, axis=-1), num_actions, dtype=q.dtype)
+    return jnp.log((1.0 - epsilon) * greedy + epsilon / num_actions)
+
+
+def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
+    """Epsilon-greedy Peng's Q(lambda) agent; epsilon comes from the meta-network.
+
+    params = {"q": MLP 30 -> hidden x num_layers -> 4, "eps_logit": []}. The
+    policy is epsilon-greedy over Q with eps = sigmoid(eps_logit), and the inner
+    update writes the meta-network's output into eps_logit (`set_meta_output`),
+    so x_K(w) depends on w through the exploration it will act with.
+
+    inner loss (Q only): 0.5 * mean((G_t - Q(s_t, a_t))^2), G Peng's Q(lambda)
+    returns (`q_lambda`, discount `discount`) held fixed for the gradient.
+
+    outer loss f (what MG descends and BMG's grounded step takes):
+      0.5 * mean((G - Q(s, a))^2) + mean(-log pi_eps(a_t | s_t) * sg(G_t - max_a Q(s_t, a)))
+    The second term is the policy gradient of the epsilon-greedy policy: Q gets
+    no gradient from it (argmax) and epsilon gets the REINFORCE signal - raise
+    epsilon when greedy actions do worse than Q predicts (after a colour
+    swap), lower it when exploratory actions do worse than greedy ones. MG
+    descends it for x_K(w); BMG matches KL(pi_x~ || pi_x_K(w)) where x~ is a
+    step on f from the agent's parameters L - 1 updates later, so epsilon also
+    rises where the greedy action of the target differs from today's."""
+    sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers + [env.NUM_ACTIONS]
+    p0 = cfg.init_epsilon
+
+    def init(key):
+        return {"q": mlp_init(key, sizes), "eps_logit": jnp.asarray(math.log(p0 / (1 - p0)))}
+
+    def q_values(params, obs):
+        return mlp_apply(params["q"], obs)
+
+    def policy_logits(params, obs):
+        return epsilon_greedy_log_probs(q_values(params, obs),
+                                        jax.nn.sigmoid(params["eps_logit"]))
+
+    def td_terms(q, batch: Rollout):
+        """q: [T + 1, A] -> (Q(s_t, a_t) [T], returns G [T], max_a Q(s_t, a) [T])."""
+        q_sa = jnp.take_along_axis(q[:-1], batch.action[:, None], axis=-1)[:, 0]
+        max_q = jnp.max(q, axis=-1)
+        returns = peng_q_lambda_returns(batch.reward.astype(q.dtype), sg(max_q[1:]),
+                                        cfg.discount, cfg.q_lambda)
+        return q_sa, sg(returns), sg(max_q[:-1])
+
+    def inner_grads(params, batch: Rollout, epsilon):
+        def td_loss(q_params):
+            q_sa, returns, _ = td_terms(mlp_apply(q_params, batch.observation), batch)
+            return 0.5 * jnp.mean(jnp.square(returns - q_sa))
+        loss, g_q = jax.value_and_grad(td_loss)(params["q"])
+        entropy = losses.entropy(epsilon_greedy_log_probs(
+            jnp.zeros((env.NUM_ACTIONS,)).at[0].set(1.0), epsilon))
+        return ({"q": g_q, "eps_logit": jnp.zeros_like(params["eps_logit"])},
+                {"td": loss, "entropy": entropy})
+
+    def outer_loss(params, batch: Rollout):
+        q = q_values(params, batch.observation)
+        q_sa, returns, max_q = td_terms(q, batch)
+        log_pi = epsilon_greedy_log_probs(q[:-1], jax.nn.sigmoid(params["eps_logit"]))
+        log_pi_a = jnp.take_along_axis(log_pi, batch.action[:, None], axis=-1)[:, 0]
+        pg = -jnp.mean(log_pi_a * (returns - max_q))
+        return 0.5 * jnp.mean(jnp.square(returns - q_sa)) + pg
+
+    def set_meta_output(params, epsilon):
+        return dict(params, eps_logit=jnp.log(epsilon) - jnp.log1p(-epsilon))
+
+    return Agent(init, policy_logits, inner_grads, outer_loss, set_meta_output)
+
+
+def make_agent(cfg: TwoColorsConfig) -> Agent:
+    return make_q_lambda(cfg) if cfg.agent == "q_lambda" else make_actor_critic(cfg)
 
 
 # ----------------------------------------------------------------------------
 # Meta-network: recent rewards -> entropy weight
 # ----------------------------------------------------------------------------
 def meta_init(key, cfg: TwoColorsConfig, dtype=jnp.float32):
+    """Output sigmoid(bias) = `init_meta_output` at zero input; for objective
+    none the output layer's weights are zero, so the output stays there."""
     layers = mlp_init(key, [cfg.meta_inputs, cfg.meta_hidden, 1], dtype)
-    p = cfg.init_entropy_weight
+    p = cfg.init_meta_output
     layers[-1]["b"] = jnp.full((1,), math.log(p / (1.0 - p)), dtype)
+    if cfg.objective == "none":
+        layers[-1]["w"] = jnp.zeros_like(layers[-1]["w"])
     return layers
 
 
 def entropy_weight(meta_params, meta_input: Array) -> Array:
-    """sigmoid(MLP(meta_input)): a scalar in (0, 1)."""
+    """sigmoid(MLP(meta_input)): a scalar in (0, 1), the entropy weight of the
+    actor-critic or the epsilon of the Q(lambda) agent."""
     return jax.nn.sigmoid(mlp_apply(meta_params, meta_input)[..., 0])
 
 
@@ -282,7 +418,7 @@ def make_inner_optimizer(cfg: TwoColorsConfig) -> optax.GradientTransformation:
 InnerUpdate = Callable[[Any, Any, Any, Rollout], Tuple[Any, Any, Dict[str, Array]]]
 
 
-def make_inner_update(agent: ActorCritic, cfg: TwoColorsConfig,
+def make_inner_update(agent: Agent, cfg: TwoColorsConfig,
                       optimizer: Optional[optax.GradientTransformation] = None) -> InnerUpdate:
     """(params, opt_state, meta_params, batch) -> (params', opt_state', terms).
 
@@ -295,7 +431,10 @@ def make_inner_update(agent: ActorCritic, cfg: TwoColorsConfig,
         eps = entropy_weight(meta_params, batch.meta_input)
         grads, terms = agent.inner_grads(params, batch, eps)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, dict(terms, eps=eps)
+        params = optax.apply_updates(params, updates)
+        if agent.set_meta_output is not None:
+            params = agent.set_meta_output(params, eps)
+        return params, opt_state, dict(terms, eps=eps)
 
     return inner_update
 
@@ -388,7 +527,7 @@ class TrainState(NamedTuple):
 class System(NamedTuple):
     """Everything `run` needs, built once per config."""
     cfg: TwoColorsConfig
-    agent: ActorCritic
+    agent: Agent
     inner_update: InnerUpdate
     meta: MetaObjectives
     inner_opt: optax.GradientTransformation
@@ -398,8 +537,8 @@ class System(NamedTuple):
     cycle: Callable  # TrainState -> (TrainState, logs)
 
 
-def make_system(cfg: TwoColorsConfig, agent: Optional[ActorCritic] = None) -> System:
-    agent = agent or make_actor_critic(cfg)
+def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
+    agent = agent or make_agent(cfg)
     inner_opt = make_inner_optimizer(cfg)
     meta_opt = optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps)
     inner_update = make_inner_update(agent, cfg, inner_opt)

@@ -1,6 +1,10 @@
 """Two-colors MG vs BMG: `python -m launch.two_colors --steps=1e6 --seeds=5
 --objectives=mg,bmg_l1,bmg_l4,bmg_l8 --out=runs/two_colors`.
 
+`--agent=q_lambda` runs the epsilon-greedy Peng's Q(lambda) agent whose epsilon
+is meta-learned (issue 11) instead of the actor-critic's entropy weight, e.g.
+`--agent=q_lambda --objectives=mg,bmg_l1,fixed_0.05`.
+
 Each objective runs all seeds at once (vmap over seeds, one jitted lax.scan
 over the whole run); objectives run one after another. Writes to --out:
   results.json           per objective: total reward per seed, mean, 95% CI
@@ -12,7 +16,9 @@ over the whole run); objectives run one after another. Writes to --out:
   cumulative_reward.png  cumulative reward, mean over seeds and min-max band
   reward_rate.png        reward per step (smoothed), mean over seeds
   entropy_weight.png     meta-learned entropy weight, swap points marked
-Objective names: mg, mg_k<K>, bmg_l<L>, bmg_k<K>_l<L>.
+                         (epsilon.png for --agent=q_lambda)
+Objective names: mg, mg_k<K>, bmg_l<L>, bmg_k<K>_l<L>, mixed_k<K>, and
+fixed_<value> (no meta-learning, the meta output held at value), e.g. fixed_0.05.
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ flags.DEFINE_string("steps", "1e6", "environment steps per seed (e.g. 1e6)")
 flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
 flags.DEFINE_integer("seed_offset", 0, "first seed")
 flags.DEFINE_list("objectives", ["mg", "bmg_l1", "bmg_l4", "bmg_l8"], "objectives to compare")
+flags.DEFINE_enum("agent", "actor_critic", ["actor_critic", "q_lambda"],
+                  "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
+                  "of an epsilon-greedy Peng's Q(lambda) agent")
 flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
 flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
 flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
@@ -53,7 +62,8 @@ def _parse_value(text: str):
 
 def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
     from agents.two_colors_agent import TwoColorsConfig, parse_objective
-    return {name: TwoColorsConfig(**{**common, **parse_objective(name), "steps": steps})
+    agent = common.get("agent", "actor_critic")
+    return {name: TwoColorsConfig(**{**common, **parse_objective(name, agent), "steps": steps})
             for name in objectives}
 
 
@@ -130,6 +140,9 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     objs = results["objectives"]
     log_every, swap, steps = results["log_every"], results["swap_every"], results["steps"]
     swaps = np.arange(swap, steps, swap)
+    q_agent = results.get("agent") == "q_lambda"
+    what = "epsilon" if q_agent else "entropy weight"
+    title = "Two-colors Q(lambda)" if q_agent else "Two-colors"
 
     def x_axis(n):
         return (np.arange(n) + 1) * log_every
@@ -161,7 +174,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("cumulative reward")
-    ax.set_title(f"Two-colors: cumulative reward (mean, min-max over {results['num_seeds']} "
+    ax.set_title(f"{title}: cumulative reward (mean, min-max over {results['num_seeds']} "
                  f"seeds)")
     ax.legend(fontsize=8)
     paths.append(save(fig, "cumulative_reward.png"))
@@ -176,12 +189,12 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("reward per step")
-    ax.set_title(f"Two-colors: reward per step (mean over seeds, {log_every}-step points, "
+    ax.set_title(f"{title}: reward per step (mean over seeds, {log_every}-step points, "
                  f"5-point smoothing)")
     ax.legend(fontsize=7)
     paths.append(save(fig, "reward_rate.png"))
 
-    # Entropy weight: one panel per meta-learning objective, reward rate behind it.
+    # Meta output: one panel per meta-learning objective, reward rate behind it.
     meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
     if meta:
         fig, axes = plt.subplots(len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6),
@@ -190,8 +203,8 @@ def plot(results: Dict, out_dir: str) -> List[str]:
             eps = np.asarray(r["curves"]["eps"])
             x = x_axis(eps.shape[1])
             ax.fill_between(x, eps.min(0), eps.max(0), alpha=0.2, color="C0")
-            ax.plot(x, eps.mean(0), color="C0", lw=1.0, label="entropy weight (mean, min-max)")
-            ax.set_ylabel("entropy weight", color="C0")
+            ax.plot(x, eps.mean(0), color="C0", lw=1.0, label=f"{what} (mean, min-max)")
+            ax.set_ylabel(what, color="C0")
             twin = ax.twinx()
             rew = np.asarray(r["curves"]["reward"]).mean(0)
             twin.plot(x, np.convolve(rew, np.ones(5) / 5, mode="same"), color="C2", lw=0.7,
@@ -201,9 +214,9 @@ def plot(results: Dict, out_dir: str) -> List[str]:
                 ax.axvline(s, color="red", lw=0.8, ls="--")
             ax.set_title(label(name, r), fontsize=9)
         axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
-        fig.suptitle(f"Two-colors: meta-learned entropy weight (blue) and reward per step "
-                     f"(green), {results['num_seeds']} seeds", fontsize=10)
-        paths.append(save(fig, "entropy_weight.png"))
+        fig.suptitle(f"{title}: meta-learned {what} (blue)"
+                     f" and reward per step (green), {results['num_seeds']} seeds", fontsize=10)
+        paths.append(save(fig, "epsilon.png" if q_agent else "entropy_weight.png"))
     return paths
 
 
@@ -232,7 +245,7 @@ def _main(argv):
     steps = parse_count("--steps", FLAGS.steps, "1e6")
     if FLAGS.seeds < 1:
         raise ConfigError(f"--seeds={FLAGS.seeds} is not allowed: must be >= 1")
-    common: Dict = {"matching": FLAGS.matching}
+    common: Dict = {"matching": FLAGS.matching, "agent": FLAGS.agent}
     if FLAGS.hidden is not None:
         common["hidden"] = FLAGS.hidden
     if FLAGS.swap_every is not None:
@@ -249,13 +262,14 @@ def _main(argv):
     seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     os.makedirs(FLAGS.out, exist_ok=True)
     first = next(iter(configs.values()))
-    results = {"steps": int(steps), "num_seeds": len(seeds), "log_every": first.log_every,
-               "swap_every": first.swap_every, "objectives": {}}
+    results = {"agent": first.agent, "steps": int(steps), "num_seeds": len(seeds),
+               "log_every": first.log_every, "swap_every": first.swap_every, "objectives": {}}
     path = os.path.join(FLAGS.out, "results.json")
     if FLAGS.append and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        same = {k: old.get(k) for k in ("steps", "num_seeds", "log_every", "swap_every")}
+        same = {k: old.get(k, "actor_critic" if k == "agent" else None)
+                for k in ("agent", "steps", "num_seeds", "log_every", "swap_every")}
         if same != {k: results[k] for k in same}:
             raise ConfigError(f"--append to {path} is not allowed: it holds {same}, this run "
                               f"has {({k: results[k] for k in same})}")

@@ -103,14 +103,14 @@ def test_config_validation():
 
 # ---------------------------------------------------------------- meta-gradients
 @functools.lru_cache(maxsize=None)
-def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0):
+def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
     """float64 system on a tiny network (weights scaled up so the policy is not
     uniform), meta-parameters away from init, and K + L rollouts collected by
     the agent as in training. Call inside `enable_x64()`. The meta-objectives
     take any number of inner batches, so one setup serves several K."""
-    cfg = tca.TwoColorsConfig(objective="bmg", K=K, L=L, matching=matching, hidden=8,
-                              steps=4096, max_grad_norm=max_grad_norm,
-                              init_entropy_weight=0.3)
+    cfg = tca.TwoColorsConfig(agent=agent, objective="bmg", K=K, L=L, matching=matching,
+                              hidden=8, steps=4096, max_grad_norm=max_grad_norm,
+                              init_entropy_weight=0.3, init_epsilon=0.3)
     system = tca.make_system(cfg)
     to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
         lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
@@ -131,12 +131,13 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0):
     return cfg, system, state, meta_params, batches, p
 
 
-def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient():
+@pytest.mark.parametrize("agent", tca.AGENTS)
+def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient(agent):
     """With L = 1, L2 matching and an SGD grounded step, the BMG meta-gradient is
     a * (dx_K/dw)^T grad f(x_K) = a * the MG meta-gradient (DESIGN.md, section 3)."""
     with enable_x64():
         for K in (1,):  # (K = 2 holds too; left out to keep the file fast)
-            cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl")
+            cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", agent=agent)
             meta = tca.make_meta_objectives(system.inner_update, system.agent.outer_loss,
                                             system.agent.policy_logits, "l2",
                                             cfg.target_step_size)
@@ -166,13 +167,15 @@ def _check_directional_derivative(fn, w):
     np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
 
 
+@pytest.mark.parametrize("agent", tca.AGENTS)
 @pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.5)])
-def test_k_step_meta_gradient_matches_finite_differences(objective, clip):
+def test_k_step_meta_gradient_matches_finite_differences(objective, clip, agent):
     """Through 2 inner steps, in float64. (MG's f stops the gradient through its
     value targets; they depend on w only when the global-norm clip couples the
     critic's step to the actor's, so MG is checked without clipping.)"""
     with enable_x64():
-        cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", max_grad_norm=clip)
+        cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", max_grad_norm=clip,
+                                                      agent=agent)
         args = (state.params, state.opt_state, batches[:2])
         val = batches[3]
         if objective == "mg":
@@ -215,11 +218,14 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
 
 
 # ---------------------------------------------------------------- short runs
-@pytest.mark.parametrize("objective,matching",
-                         [("mg", "kl"), ("bmg_l2", "l2"), ("mixed_k2", "kl")])
-def test_short_run_finite_shapes_deterministic(objective, matching):
-    cfg = tca.TwoColorsConfig(**tca.parse_objective(objective), matching=matching, hidden=16,
-                              steps=3072, swap_every=1024, log_every=256)
+@pytest.mark.parametrize("agent,objective,matching",
+                         [("actor_critic", "mg", "kl"), ("actor_critic", "bmg_l2", "l2"),
+                          ("actor_critic", "mixed_k2", "kl"), ("q_lambda", "mg", "kl"),
+                          ("q_lambda", "bmg_l2", "kl")])
+def test_short_run_finite_shapes_deterministic(agent, objective, matching):
+    cfg = tca.TwoColorsConfig(**tca.parse_objective(objective, agent), agent=agent,
+                              matching=matching, hidden=16, steps=3072, swap_every=1024,
+                              log_every=256)
     fn = tca.jitted_run(cfg)
     keys = tca.seed_keys([0, 1])
     out = jax.tree_util.tree_map(np.asarray, fn(keys))
@@ -232,6 +238,7 @@ def test_short_run_finite_shapes_deterministic(objective, matching):
     np.testing.assert_allclose(out["reward"].sum(1) * cfg.log_every, out["total_reward"],
                                rtol=1e-5)
     assert np.all((out["eps"] > 0) & (out["eps"] < 1))
+    assert np.ptp(out["eps"]) > 0  # meta-learning moves the meta output
     assert not np.array_equal(out["reward"][0], out["reward"][1])  # seeds differ
     again = jax.tree_util.tree_map(np.asarray, fn(keys))
     for k in out:
@@ -257,3 +264,91 @@ def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
             jax.jit(lambda m: system.meta.mixed(m, *args, vals, (0.6, 0.4))), w)
     assert tca.TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
         0.5, 0.25, 0.25)
+
+
+# ---------------------------------------------------------------- Q(lambda) agent (issue 11)
+def test_peng_q_lambda_returns_by_hand():
+    r = jnp.array([1.0, 0.0, 2.0])
+    next_max_q = jnp.array([0.5, 1.0, 3.0])  # max_a Q(s_1..s_3, a)
+    # G_2 = 2 + .9 * 3 = 4.7; G_1 = .9 * (.5 * 1 + .5 * 4.7) = 2.565;
+    # G_0 = 1 + .9 * (.5 * .5 + .5 * 2.565) = 2.37925
+    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.5),
+                               [2.37925, 2.565, 4.7], rtol=1e-6)
+    # lambda = 0: one-step Q-learning targets; lambda = 1: discounted rewards + final bootstrap
+    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.0),
+                               [1.45, 0.9, 4.7], rtol=1e-6)
+    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 1.0),
+                               [4.807, 4.23, 4.7], rtol=1e-6)
+
+
+def test_epsilon_greedy_log_probs_and_their_epsilon_gradient():
+    q = jnp.array([1.0, 3.0, 2.0, 0.0])
+    np.testing.assert_allclose(jnp.exp(tca.epsilon_greedy_log_probs(q, 0.2)),
+                               [0.05, 0.85, 0.05, 0.05], rtol=1e-6)
+    # d log p / d eps: greedy (1/A - 1) / p = -0.75 / 0.85; others (1/A) / p = 5.
+    jac = jax.jacobian(lambda e: tca.epsilon_greedy_log_probs(q, e))(0.2)
+    np.testing.assert_allclose(jac, [5.0, -0.75 / 0.85, 5.0, 5.0], rtol=1e-5)
+    g_q = jax.grad(lambda x: tca.epsilon_greedy_log_probs(x, 0.2)[1])(q)
+    np.testing.assert_array_equal(g_q, np.zeros(4))  # argmax: no gradient into Q
+
+
+def test_q_inner_update_descends_peng_td_loss_and_writes_epsilon():
+    """The inner loss is 0.5 mean((G - Q(s, a))^2) with G written out as a loop;
+    the update leaves eps_logit to the meta-network: sigmoid(eps_logit) = eps(w)."""
+    with enable_x64():
+        cfg, system, state, w, batches, _ = _tiny_f64(1, 1, agent="q_lambda")
+        b = batches[0]
+        q = np.asarray(tca.mlp_apply(state.params["q"], b.observation))
+        T = b.reward.shape[0]
+        g, returns = q[T].max(), np.zeros(T)
+        for t in reversed(range(T)):
+            boot = q[t + 1].max() if t == T - 1 else ((1 - cfg.q_lambda) * q[t + 1].max()
+                                                      + cfg.q_lambda * g)
+            g = returns[t] = float(b.reward[t]) + cfg.discount * boot
+        q_sa = q[np.arange(T), np.asarray(b.action)]
+        p, _, terms = system.inner_update(state.params, state.opt_state, w, b)
+        np.testing.assert_allclose(terms["td"], 0.5 * np.mean((returns - q_sa) ** 2), rtol=1e-10)
+        eps = tca.entropy_weight(w, b.meta_input)
+        np.testing.assert_allclose(jax.nn.sigmoid(p["eps_logit"]), eps, rtol=1e-10)
+        np.testing.assert_allclose(terms["eps"], eps, rtol=1e-10)
+
+
+def test_q_mg_meta_gradient_is_reinforce_on_epsilon():
+    """For the Q agent, x_K(w) depends on w only through its epsilon, so the MG
+    meta-gradient is the policy gradient of the epsilon-greedy policy on the
+    validation rollout: grad_w -mean(log pi_eps(w)(a|s) * (G - max_a Q(s, a)))."""
+    with enable_x64():
+        cfg, system, state, w, batches, _ = _tiny_f64(1, 1, agent="q_lambda")
+        args = (state.params, state.opt_state, batches[:1])
+        val = batches[1]
+        g_mg = jax.grad(system.meta.mg)(w, *args, val)
+        x_k = system.meta.unroll(w, *args)[-1][0]
+        q = tca.mlp_apply(x_k["q"], val.observation)
+        max_q = jnp.max(q, axis=-1)
+        adv = tca.peng_q_lambda_returns(val.reward, max_q[1:], cfg.discount,
+                                        cfg.q_lambda) - max_q[:-1]
+
+        def reinforce(m):
+            log_pi = tca.epsilon_greedy_log_probs(
+                q[:-1], tca.entropy_weight(m, batches[0].meta_input))
+            return -jnp.mean(log_pi[jnp.arange(adv.shape[0]), val.action] * adv)
+
+        g_ref = jax.grad(reinforce)(w)
+        for a, b in zip(jax.tree_util.tree_leaves(g_mg), jax.tree_util.tree_leaves(g_ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-14)
+        assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(g_mg)) > 0
+
+
+def test_fixed_epsilon_objective_holds_epsilon():
+    assert tca.parse_objective("fixed_0.05", "q_lambda") == {"objective": "none",
+                                                              "init_epsilon": 0.05}
+    assert tca.parse_objective("fixed_0.2") == {"objective": "none", "init_entropy_weight": 0.2}
+    with pytest.raises(ConfigError, match="fixed_<value>"):
+        tca.parse_objective("fixed_x")
+    with pytest.raises(ConfigError, match="init_epsilon=1.5 is not allowed"):
+        tca.TwoColorsConfig(agent="q_lambda", **tca.parse_objective("fixed_1.5", "q_lambda"))
+    cfg = tca.TwoColorsConfig(agent="q_lambda", **tca.parse_objective("fixed_0.05", "q_lambda"),
+                              hidden=16, steps=1024, log_every=256)
+    out = tca.run_seeds(cfg, [0])
+    np.testing.assert_allclose(out["eps"], 0.05, rtol=1e-5)
+    assert np.isfinite(float(out["total_reward"][0]))
