@@ -13,6 +13,7 @@ over the whole run); objectives run one after another. Writes to --out:
                          --log_every steps, per seed; ~0.3 MB per objective
                          for 10 seeds x 1M steps)
   summary.json           the same without the curves
+  total_reward.png       total reward per objective, mean, 95% CI and seeds
   cumulative_reward.png  cumulative reward, mean over seeds and min-max band
   reward_rate.png        reward per step (smoothed), mean over seeds
   entropy_weight.png     meta-learned entropy weight, swap points marked
@@ -154,12 +155,41 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         plt.close(fig)
         return path
 
+    def smooth(y, width=5):
+        """Centred moving average, same length as y (shorter windows at the ends)."""
+        width = min(width, y.size)
+        return np.convolve(y, np.ones(width), "same") / np.convolve(np.ones_like(y),
+                                                                   np.ones(width), "same")
+
+    def finish(fig, ax, ylabel, ax_title, legend_size, name):
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ax_title)
+        ax.legend(fontsize=legend_size)
+        return save(fig, name)
+
     def label(name, r):
         c = r["config"]
         extra = "" if c["objective"] == "none" else f", meta lr {c['meta_learning_rate']:g}"
         if c["objective"] == "bmg":
             extra += f", {c['matching']}"
         return f"{name}{extra}"
+
+    # Total reward per objective with its 95% CI (works from summaries too).
+    fig, ax = plt.subplots(figsize=(1.2 * len(objs) + 2.5, 4))
+    names = list(objs)
+    means = np.array([objs[n]["mean"] for n in names])
+    err = np.abs(np.array([objs[n]["ci95"] for n in names]).T - means)
+    ax.bar(range(len(names)), means, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(names))])
+    for i, n in enumerate(names):
+        ax.plot([i] * len(objs[n]["total_reward"]), objs[n]["total_reward"], "k.", ms=3)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([label(n, objs[n]).replace(", ", "\n", 1) for n in names], fontsize=7)
+    ax.set_ylabel(f"total reward over {steps:,} steps")
+    ax.set_title(f"{title}: total reward, mean and 95% CI ({results['num_seeds']} seeds, dots)",
+                 fontsize=9)
+    paths.append(save(fig, "total_reward.png"))
+    objs = {n: r for n, r in objs.items() if "curves" in r}  # curves: runs made here
 
     # Cumulative reward.
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -172,27 +202,20 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         ax.fill_between(x, cum.min(0), cum.max(0), alpha=0.2)
     for s in swaps:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("cumulative reward")
-    ax.set_title(f"{title}: cumulative reward (mean, min-max over {results['num_seeds']} "
-                 f"seeds)")
-    ax.legend(fontsize=8)
-    paths.append(save(fig, "cumulative_reward.png"))
+    paths.append(finish(fig, ax, "cumulative reward", f"{title}: cumulative reward (mean, "
+                        f"min-max over {results['num_seeds']} seeds)", 8, "cumulative_reward.png"))
 
     # Reward rate (smoothed means, one panel).
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for name, r in objs.items():
         y = np.asarray(r["curves"]["reward"]).mean(0)
-        ax.plot(x_axis(y.size), np.convolve(y, np.ones(5) / 5, mode="same"), lw=1.0,
+        ax.plot(x_axis(y.size), smooth(y), lw=1.0,
                 label=label(name, r))
     for i, s in enumerate(swaps):
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("reward per step")
-    ax.set_title(f"{title}: reward per step (mean over seeds, {log_every}-step points, "
-                 f"5-point smoothing)")
-    ax.legend(fontsize=7)
-    paths.append(save(fig, "reward_rate.png"))
+    paths.append(finish(fig, ax, "reward per step", f"{title}: reward per step (mean over "
+                        f"seeds, {log_every}-step points, 5-point smoothing)", 7,
+                        "reward_rate.png"))
 
     # Meta output: one panel per meta-learning objective, reward rate behind it.
     meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
@@ -207,7 +230,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
             ax.set_ylabel(what, color="C0")
             twin = ax.twinx()
             rew = np.asarray(r["curves"]["reward"]).mean(0)
-            twin.plot(x, np.convolve(rew, np.ones(5) / 5, mode="same"), color="C2", lw=0.7,
+            twin.plot(x, smooth(rew), color="C2", lw=0.7,
                       alpha=0.8)
             twin.set_ylabel("reward / step", color="C2")
             for s in swaps:

@@ -352,3 +352,30 @@ def test_fixed_epsilon_objective_holds_epsilon():
     out = tca.run_seeds(cfg, [0])
     np.testing.assert_allclose(out["eps"], 0.05, rtol=1e-5)
     assert np.isfinite(float(out["total_reward"][0]))
+
+
+# ---------------------------------------------------------------- runner
+def _runner(tmp_path, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "launch.two_colors", "--steps=2048", "--seeds=2",
+                           "--hidden=8", "--swap_every=1024", f"--out={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_path):
+    import json
+    done = _runner(tmp_path, "--agent=q_lambda", "--objectives=fixed_0.1,mg")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["agent"] == "q_lambda" and set(results["objectives"]) == {"fixed_0.1", "mg"}
+    fixed = results["objectives"]["fixed_0.1"]
+    assert fixed["config"]["init_epsilon"] == 0.1 and fixed["config"]["objective"] == "none"
+    assert len(fixed["total_reward"]) == 2 and np.allclose(fixed["curves"]["eps"], 0.1, rtol=1e-5)
+    for png in ("total_reward.png", "cumulative_reward.png", "reward_rate.png", "epsilon.png"):
+        assert (tmp_path / png).stat().st_size > 0, png
+    # Appending actor-critic runs to a Q(lambda) results file is refused, file unchanged.
+    before = (tmp_path / "results.json").read_text()
+    done = _runner(tmp_path, "--objectives=mg", "--append")
+    assert done.returncode == 2 and "--append" in done.stderr and "q_lambda" in done.stderr
+    assert (tmp_path / "results.json").read_text() == before
