@@ -54,7 +54,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-import rlax
 
 from agents import losses
 from agents import two_colors as env
@@ -302,8 +301,16 @@ def peng_q_lambda_returns(reward: Array, next_max_q: Array, discount: float,
     set lambda to 0 there). reward, next_max_q: [T] -> [T]."""
     chex.assert_equal_shape([reward, next_max_q])
     chex.assert_rank(reward, 1)
-    return rlax.lambda_returns(reward, jnp.full_like(reward, discount), next_max_q,
-                               jnp.asarray(lambda_, reward.dtype))
+    lambda_ = jnp.asarray(lambda_, reward.dtype)
+
+    def backward(g_next, r_v):
+        r, v = r_v
+        g = r + discount * ((1.0 - lambda_) * v + lambda_ * g_next)
+        return g, g
+
+    # Starting from g_T = max_a Q(s_T, a) makes the last step r + discount * max_a Q(s_T, a).
+    _, returns = jax.lax.scan(backward, next_max_q[-1], (reward, next_max_q), reverse=True)
+    return returns
 
 
 def epsilon_greedy_log_probs(q: Array, epsilon: Array) -> Array:
