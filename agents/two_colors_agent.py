@@ -339,9 +339,11 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
     no gradient from it (argmax) and epsilon gets the REINFORCE signal - raise
     epsilon when greedy actions do worse than Q predicts (after a colour
     swap), lower it when exploratory actions do worse than greedy ones. MG
-    descends it for x_K(w); BMG matches KL(pi_x~ || pi_x_K(w)) where x~ is a
-    step on f from the agent's parameters L - 1 updates later, so epsilon also
-    rises where the greedy action of the target differs from today's."""
+    descends it for x_K(w). BMG's target x~ is a step on f from the agent's
+    parameters L - 1 updates later; with `matching="l2"` (used in the README's
+    comparison) only the eps_logit leaf of x_K(w) depends on w, so BMG pulls
+    epsilon toward the target's; with "kl", KL(pi_x~ || pi_x_K(w)) also raises
+    epsilon wherever the target's greedy action differs from today's."""
     sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers + [env.NUM_ACTIONS]
     p0 = cfg.init_epsilon
 
@@ -368,8 +370,8 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
             q_sa, returns, _ = td_terms(mlp_apply(q_params, batch.observation), batch)
             return 0.5 * jnp.mean(jnp.square(returns - q_sa))
         loss, g_q = jax.value_and_grad(td_loss)(params["q"])
-        entropy = losses.entropy(epsilon_greedy_log_probs(
-            jnp.zeros((env.NUM_ACTIONS,)).at[0].set(1.0), epsilon))
+        # Entropy of the epsilon-greedy policy: the same in every state.
+        entropy = losses.entropy(epsilon_greedy_log_probs(jnp.eye(env.NUM_ACTIONS)[0], epsilon))
         return ({"q": g_q, "eps_logit": jnp.zeros_like(params["eps_logit"])},
                 {"td": loss, "entropy": entropy})
 
