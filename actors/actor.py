@@ -92,12 +92,13 @@ class ActorNode:
         self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
 
     def run(self) -> None:
-        from replay import ReplayTimeoutError, TrajectoryWriter, connect_writer, wait_until_taken
+        from replay import (ReplayTimeoutError, TrajectoryWriter, address_of, connect_writer,
+                            wait_until_taken)
 
         cfg, env = self._cfg, self._env
         n = env.num_envs
         name = f"actor-{self._id}"
-        address = getattr(self._replay, "server_address", str(self._replay))
+        address = address_of(self._replay)
         # Short waits: a rate-limited insert must not keep the actor from
         # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
         writer = connect_writer(

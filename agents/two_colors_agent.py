@@ -57,7 +57,7 @@ import optax
 
 from agents import losses
 from agents import two_colors as env
-from configs.config import ConfigError, _choice, _fail, _int, _num
+from configs.config import ConfigError, _choice, _fail, _int, _num, geometric_mix
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -68,6 +68,8 @@ MATCHINGS = ("kl", "l2")
 # actor_critic: the meta-network sets the entropy weight; q_lambda: epsilon of an
 # epsilon-greedy Peng's Q(lambda) learner (issue 11)
 AGENTS = ("actor_critic", "q_lambda")
+# The config field that holds each agent's meta-network output at init.
+META_OUTPUT_FIELD = {"actor_critic": "init_entropy_weight", "q_lambda": "init_epsilon"}
 
 
 # ----------------------------------------------------------------------------
@@ -154,11 +156,7 @@ class TwoColorsConfig:
     @property
     def init_meta_output(self) -> float:
         """The meta-network's output at init: entropy weight or epsilon."""
-        return self.init_epsilon if self.agent == "q_lambda" else self.init_entropy_weight
-
-    @property
-    def meta_output_name(self) -> str:
-        return "epsilon" if self.agent == "q_lambda" else "entropy weight"
+        return getattr(self, META_OUTPUT_FIELD[self.agent])
 
     @property
     def num_rollouts(self) -> int:
@@ -166,9 +164,8 @@ class TwoColorsConfig:
 
     @property
     def mix_coefficients(self) -> Tuple[float, ...]:
-        """c_1..c_K of the `mixed` estimator (sum 1); same rule as MetaConfig."""
-        lam, K = self.mix_lambda, self.K
-        return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
+        """c_1..c_K of the `mixed` estimator (sum 1), as MetaConfig's."""
+        return geometric_mix(self.mix_lambda, self.K)
 
 
 def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
@@ -182,8 +179,7 @@ def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
         except ValueError:
             raise ConfigError(f"objective {name!r} is not allowed: fixed_<value> needs a "
                               f"number in (0, 1), e.g. fixed_0.05") from None
-        field = "init_epsilon" if agent == "q_lambda" else "init_entropy_weight"
-        return {"objective": "none", field: value}
+        return {"objective": "none", META_OUTPUT_FIELD[agent]: value}
     parts = name.lower().split("_")
     if parts[0] not in OBJECTIVES:
         raise ConfigError(f"objective {name!r} is not allowed: must start with one of "
@@ -201,6 +197,11 @@ def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
 # ----------------------------------------------------------------------------
 # Networks (plain JAX pytrees)
 # ----------------------------------------------------------------------------
+def _logit(p: float) -> float:
+    """log(p / (1 - p)): the pre-sigmoid value whose sigmoid is p."""
+    return math.log(p / (1.0 - p))
+
+
 def mlp_init(key, sizes: Sequence[int], dtype=jnp.float32) -> List[Dict[str, Array]]:
     """Layers {'w': [in, out], 'b': [out]}; truncated-normal weights, std 1/sqrt(fan_in)."""
     layers = []
@@ -345,10 +346,9 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
     epsilon toward the target's; with "kl", KL(pi_x~ || pi_x_K(w)) also raises
     epsilon wherever the target's greedy action differs from today's."""
     sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers + [env.NUM_ACTIONS]
-    p0 = cfg.init_epsilon
 
     def init(key):
-        return {"q": mlp_init(key, sizes), "eps_logit": jnp.asarray(math.log(p0 / (1 - p0)))}
+        return {"q": mlp_init(key, sizes), "eps_logit": jnp.asarray(_logit(cfg.init_epsilon))}
 
     def q_values(params, obs):
         return mlp_apply(params["q"], obs)
@@ -400,8 +400,7 @@ def meta_init(key, cfg: TwoColorsConfig, dtype=jnp.float32):
     """Output sigmoid(bias) = `init_meta_output` at zero input; for objective
     none the output layer's weights are zero, so the output stays there."""
     layers = mlp_init(key, [cfg.meta_inputs, cfg.meta_hidden, 1], dtype)
-    p = cfg.init_meta_output
-    layers[-1]["b"] = jnp.full((1,), math.log(p / (1.0 - p)), dtype)
+    layers[-1]["b"] = jnp.full((1,), _logit(cfg.init_meta_output), dtype)
     if cfg.objective == "none":
         layers[-1]["w"] = jnp.zeros_like(layers[-1]["w"])
     return layers
@@ -455,7 +454,8 @@ class MetaObjectives(NamedTuple):
     bootstrap_target: Callable  # (params_K, opt_state_K, meta_params, batches, val) -> x~
     matching: Callable  # (target, params, val) -> mu
     bmg: Callable  # (meta_params, params, opt_state, batches, val, target) -> mu(x~, x_K(w))
-    mixed: Callable  # (meta_params, params, opt_state, batches, vals, c) -> sum_k c_k f(x_k, vals[k-1])
+    # (meta_params, params, opt_state, batches, vals, c) -> sum_k c_k f(x_k, vals[k-1])
+    mixed: Callable
 
 
 def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,

@@ -37,6 +37,12 @@ def _int(owner: Any, field: str, lo: int = 1, hi: Optional[int] = None) -> None:
         _fail(owner, field, v, f"must be an integer {rng}")
 
 
+def geometric_mix(lam: float, K: int) -> Tuple[float, ...]:
+    """Lambda-style weights of the 1..K-step meta-gradients (sum 1):
+    c_k = (1 - lam) lam^(k-1) for k < K, c_K = lam^(K-1)."""
+    return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
+
+
 def _num(owner: Any, field: str, lo: float = 0.0, hi: float = math.inf,
          lo_open: bool = False, hi_open: bool = False) -> None:
     v = getattr(owner, field)
@@ -248,8 +254,7 @@ class MetaConfig:
         if self.mix_weights:
             total = float(sum(self.mix_weights))
             return tuple(float(x) / total for x in self.mix_weights)
-        lam, K = self.mix_lambda, self.K
-        return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
+        return geometric_mix(self.mix_lambda, self.K)
 
     @property
     def outer_values(self) -> Tuple[float, ...]:

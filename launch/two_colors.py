@@ -180,7 +180,8 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     names = list(objs)
     means = np.array([objs[n]["mean"] for n in names])
     err = np.abs(np.array([objs[n]["ci95"] for n in names]).T - means)
-    ax.bar(range(len(names)), means, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(names))])
+    ax.bar(range(len(names)), means, yerr=err, capsize=4,
+           color=[f"C{i}" for i in range(len(names))])
     for i, n in enumerate(names):
         ax.plot([i] * len(objs[n]["total_reward"]), objs[n]["total_reward"], "k.", ms=3)
     ax.set_xticks(range(len(names)))
@@ -209,8 +210,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for name, r in objs.items():
         y = np.asarray(r["curves"]["reward"]).mean(0)
-        ax.plot(x_axis(y.size), smooth(y), lw=1.0,
-                label=label(name, r))
+        ax.plot(x_axis(y.size), smooth(y), lw=1.0, label=label(name, r))
     for i, s in enumerate(swaps):
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
     paths.append(finish(fig, ax, "reward per step", f"{title}: reward per step (mean over "
@@ -230,8 +230,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
             ax.set_ylabel(what, color="C0")
             twin = ax.twinx()
             rew = np.asarray(r["curves"]["reward"]).mean(0)
-            twin.plot(x, smooth(rew), color="C2", lw=0.7,
-                      alpha=0.8)
+            twin.plot(x, smooth(rew), color="C2", lw=0.7, alpha=0.8)
             twin.set_ylabel("reward / step", color="C2")
             for s in swaps:
                 ax.axvline(s, color="red", lw=0.8, ls="--")

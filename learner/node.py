@@ -110,12 +110,12 @@ class LearnerNode:
         return bool(cfg.max_learner_steps) and step >= cfg.max_learner_steps
 
     def run(self) -> None:
-        from replay import ReplayTimeoutError, make_dataset
+        from replay import ReplayTimeoutError, address_of, make_dataset
 
         cfg = self._cfg
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         num_batches = self._parallel.learner.num_batches
-        address = getattr(self._replay_address, "server_address", self._replay_address)
+        address = address_of(self._replay_address)
         # Wait for data in 1 s slices so a stop request is seen at once;
         # complain only after the configured replay timeout.
         data = make_dataset(address, B, cfg.replay, next_timeout_ms=1_000)

@@ -148,6 +148,12 @@ def server_address(server: reverb.Server) -> str:
     return f"localhost:{server.port}"
 
 
+def address_of(server: Union[str, reverb.Client]) -> str:
+    """'host:port' of a `reverb.Client` (what a Launchpad replay handle
+    dereferences to) or of an address string."""
+    return server.server_address if isinstance(server, reverb.Client) else str(server)
+
+
 def table_size(address_or_client: Union[str, reverb.Client], table: str = TABLE,
                timeout_s: int = 10) -> int:
     """Current number of items in `table` (bounded by `timeout_s`)."""
@@ -550,8 +556,7 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    if isinstance(server_address, reverb.Client):
-        server_address = server_address.server_address
+    server_address = address_of(server_address)
     in_flight = max_in_flight_samples_per_worker or 2 * batch_size
     timeout_s = max(1, math.ceil(cfg.timeout_ms / 1000))
     # Checks the server and table with a bounded wait (from_table_signature's own
@@ -584,6 +589,6 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
 
 __all__ = [
     "TABLE", "ReplayError", "ReplayTimeoutError", "TrajectoryIterator", "TrajectoryWriter",
-    "connect_writer", "make_dataset", "server_reachable", "wait_until_taken", "make_tables", "resolve_max_size", "server_address", "table_signature",
-    "table_size",
+    "address_of", "connect_writer", "make_dataset", "make_tables", "resolve_max_size",
+    "server_address", "server_reachable", "table_signature", "table_size", "wait_until_taken",
 ]
