@@ -20,6 +20,14 @@ over the whole run); objectives run one after another. Writes to --out:
                          (epsilon.png for --agent=q_lambda)
 Objective names: mg, mg_k<K>, bmg_l<L>, bmg_k<K>_l<L>, mixed_k<K>, and
 fixed_<value> (no meta-learning, the meta output held at value), e.g. fixed_0.05.
+
+Long comparisons run in seed chunks: `--append` with new seeds (e.g.
+`--seeds=10 --seed_offset=10`) adds them to an objective already in --out
+(same config required; the same seeds replace it; partly overlapping seeds
+are refused before anything runs), and `--merge=DIR,DIR,...` combines the
+results.json of chunks run side by side into --out without running anything.
+Seed s always starts from PRNGKey(s), so a chunked objective is the same
+experiment as one run over all its seeds.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from absl import app, flags
 
@@ -48,6 +56,8 @@ flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatab
                           "applied to every objective, e.g. meta_learning_rate=3e-4")
 flags.DEFINE_string("out", "runs/two_colors", "output folder")
 flags.DEFINE_boolean("plots", True, "write PNG plots")
+flags.DEFINE_list("merge", [], "result folders to combine into --out (no runs): their "
+                  "objectives' seed chunks are joined")
 flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
                      "--out/results.json, e.g. to give objectives different overrides")
 
@@ -132,6 +142,92 @@ def run_objective(cfg, seeds: List[int]) -> Dict:
     }
 
 
+HEADER = ("agent", "steps", "log_every", "swap_every")
+
+
+def _header(results: Dict) -> Dict:
+    # Files written before issue 11 have no "agent": they are actor-critic runs.
+    return {k: results.get(k, "actor_critic" if k == "agent" else None) for k in HEADER}
+
+
+def check_chunk(old: Optional[Dict], name: str, config: Dict, seeds: List[int],
+                where: str) -> None:
+    """Raise ConfigError unless a run of `name` with `config` over `seeds` can
+    join `old` (the objective's entry in `where`, None if absent): the same
+    config, and seeds either all new (a chunk) or exactly old's (a rerun)."""
+    from configs import ConfigError
+    if old is None:
+        return
+    # Fields added since `old` was written (absent there) kept their old behaviour.
+    diff = {k: (old["config"][k], config[k]) for k in sorted(set(old["config"]) & set(config))
+            if old["config"][k] != config[k]}
+    if diff:
+        raise ConfigError(f"{name} in {where} has a different config, (there, here) = {diff}; "
+                          "chunks of one objective must share its config")
+    both = sorted(set(old["seeds"]) & set(seeds))
+    if both and set(old["seeds"]) != set(seeds):
+        raise ConfigError(f"{name} seeds {seeds} overlap the seeds {old['seeds']} in {where} "
+                          f"at {both}: allowed are new seeds only (a chunk) or exactly those "
+                          "(a rerun, which replaces them)")
+
+
+def _chunks(r: Dict) -> List[Dict]:
+    return r.get("chunks") or [{k: r[k] for k in ("seeds", "runtime_s", "compile_s")}]
+
+
+def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
+    """`new` (one run) added to `old` (the same objective, earlier seeds):
+    per-seed values and curves joined in seed order, mean, CI and swap stats
+    recomputed over all seeds, runtimes summed with the chunks listed. A rerun
+    of old's seeds, or no old, gives `new`."""
+    if old is None or set(old["seeds"]) == set(new["seeds"]):
+        return new
+    seeds = old["seeds"] + new["seeds"]
+    order = sorted(range(len(seeds)), key=seeds.__getitem__)
+    pick = lambda a, b: [(a + b)[i] for i in order]  # noqa: E731
+    total = pick(old["total_reward"], new["total_reward"])
+    curves = {k: pick(old["curves"][k], new["curves"][k]) for k in old["curves"]}
+    mean, lo, hi = confidence_interval(total)
+    chunks = _chunks(old) + _chunks(new)
+    runtime = round(sum(c["runtime_s"] for c in chunks), 1)
+    cfg = new["config"]
+    return dict(new, seeds=sorted(seeds), total_reward=total, mean=mean, ci95=[lo, hi],
+                compile_s=round(sum(c["compile_s"] for c in chunks), 1), runtime_s=runtime,
+                steps_per_s=round(cfg["steps"] * len(seeds) / max(runtime, 1e-9)),
+                swap_stats=swap_stats(curves, cfg["log_every"], cfg["swap_every"], cfg["steps"]),
+                curves=curves, chunks=chunks)
+
+
+def merge_results(into: Optional[Dict], other: Dict, where: str) -> Dict:
+    """Objectives of `other` (read from `where`) joined into `into`."""
+    from configs import ConfigError
+    if into is None:
+        return other
+    if _header(into) != _header(other):
+        raise ConfigError(f"cannot combine {where}: it holds {_header(other)}, "
+                          f"the results so far hold {_header(into)}")
+    objectives = dict(into["objectives"])
+    for name, r in other["objectives"].items():
+        check_chunk(objectives.get(name), name, r["config"], r["seeds"], where)
+        objectives[name] = merge_objective(objectives.get(name), r)
+    return dict(into, objectives=objectives)
+
+
+def seed_count(results: Dict) -> str:
+    """Seeds per objective for plot titles: "10", or "10-50" if they differ."""
+    counts = sorted({len(r["seeds"]) for r in results["objectives"].values()})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def _load(path: str) -> Dict:
+    from configs import ConfigError
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read two-colors results {path}: {e}") from None
+
+
 def plot(results: Dict, out_dir: str) -> List[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -187,7 +283,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([label(n, objs[n]).replace(", ", "\n", 1) for n in names], fontsize=7)
     ax.set_ylabel(f"total reward over {steps:,} steps")
-    ax.set_title(f"{title}: total reward, mean and 95% CI ({results['num_seeds']} seeds, dots)",
+    ax.set_title(f"{title}: total reward, mean and 95% CI ({seed_count(results)} seeds, dots)",
                  fontsize=9)
     paths.append(save(fig, "total_reward.png"))
     objs = {n: r for n, r in objs.items() if "curves" in r}  # curves: runs made here
@@ -204,7 +300,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     for s in swaps:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
     paths.append(finish(fig, ax, "cumulative reward", f"{title}: cumulative reward (mean, "
-                        f"min-max over {results['num_seeds']} seeds)", 8, "cumulative_reward.png"))
+                        f"min-max over {seed_count(results)} seeds)", 8, "cumulative_reward.png"))
 
     # Reward rate (smoothed means, one panel).
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -237,7 +333,7 @@ def plot(results: Dict, out_dir: str) -> List[str]:
             ax.set_title(label(name, r), fontsize=9)
         axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
         fig.suptitle(f"{title}: meta-learned {what} (blue)"
-                     f" and reward per step (green), {results['num_seeds']} seeds", fontsize=10)
+                     f" and reward per step (green), {seed_count(results)} seeds", fontsize=10)
         paths.append(save(fig, "epsilon.png" if q_agent else "entropy_weight.png"))
     return paths
 
@@ -264,6 +360,18 @@ def main(argv):
 def _main(argv):
     del argv
     from configs import ConfigError, parse_count
+    if FLAGS.merge:
+        results = None
+        for folder in FLAGS.merge:
+            where = os.path.join(folder, "results.json")
+            results = merge_results(results, _load(where), where)
+        os.makedirs(FLAGS.out, exist_ok=True)
+        write_results(results, FLAGS.out)
+        for name, r in results["objectives"].items():
+            print(f"{name:>12}: {len(r['seeds'])} seeds, total reward {r['mean']:8.1f}  "
+                  f"95% CI [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]")
+        _finish(results)
+        return
     steps = parse_count("--steps", FLAGS.steps, "1e6")
     if FLAGS.seeds < 1:
         raise ConfigError(f"--seeds={FLAGS.seeds} is not allowed: must be >= 1")
@@ -284,29 +392,32 @@ def _main(argv):
     seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     os.makedirs(FLAGS.out, exist_ok=True)
     first = next(iter(configs.values()))
-    results = {"agent": first.agent, "steps": int(steps), "num_seeds": len(seeds),
-               "log_every": first.log_every, "swap_every": first.swap_every, "objectives": {}}
+    results = {"agent": first.agent, "steps": int(steps), "log_every": first.log_every,
+               "swap_every": first.swap_every, "objectives": {}}
     path = os.path.join(FLAGS.out, "results.json")
     if FLAGS.append and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        same = {k: old.get(k, "actor_critic" if k == "agent" else None)
-                for k in ("agent", "steps", "num_seeds", "log_every", "swap_every")}
-        if same != {k: results[k] for k in same}:
-            raise ConfigError(f"--append to {path} is not allowed: it holds {same}, this run "
-                              f"has {({k: results[k] for k in same})}")
+        old = _load(path)
+        if _header(old) != _header(results):
+            raise ConfigError(f"--append to {path} is not allowed: it holds {_header(old)}, "
+                              f"this run has {_header(results)}")
+        for name, cfg in configs.items():  # refuse before hours of running, not after
+            check_chunk(old["objectives"].get(name), name, dataclasses.asdict(cfg), seeds, path)
         results["objectives"] = old["objectives"]
     for name, cfg in configs.items():
         r = run_objective(cfg, seeds)
-        results["objectives"][name] = r
         print(f"{name:>12}: total reward {r['mean']:8.1f}  95% CI [{r['ci95'][0]:.1f}, "
               f"{r['ci95'][1]:.1f}]  per seed {[round(x) for x in r['total_reward']]}  "
               f"run {r['runtime_s']} s (+{r['compile_s']} s compile)", flush=True)
+        results["objectives"][name] = merge_objective(results["objectives"].get(name), r)
         write_results(results, FLAGS.out)  # after every objective: a long run leaves partials
+    _finish(results)
+
+
+def _finish(results: Dict) -> None:
     if FLAGS.plots:
         for p in plot(results, FLAGS.out):
             print("wrote", p)
-    print("wrote", path, "and summary.json")
+    print("wrote", os.path.join(FLAGS.out, "results.json"), "and summary.json")
 
 
 if __name__ == "__main__":

@@ -379,3 +379,68 @@ def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_pa
     done = _runner(tmp_path, "--objectives=mg", "--append")
     assert done.returncode == 2 and "--append" in done.stderr and "q_lambda" in done.stderr
     assert (tmp_path / "results.json").read_text() == before
+
+
+def _fake_result(seeds, total, cfg=None):
+    cfg = cfg or {"steps": 4, "log_every": 1, "swap_every": 2, "objective": "mg", "K": 1}
+    return {"config": cfg, "seeds": list(seeds), "total_reward": list(total),
+            "runtime_s": 10.0, "compile_s": 1.0, "steps_per_s": 0,
+            "curves": {k: [[float(s)] * 4 for s in seeds] for k in ("reward", "eps", "entropy")}}
+
+
+def test_merge_objective_joins_seed_chunks_in_seed_order():
+    from launch import two_colors as tc
+    merged = tc.merge_objective(_fake_result([2, 3], [20.0, 30.0]), _fake_result([0, 1], [0.0, 10.0]))
+    assert merged["seeds"] == [0, 1, 2, 3] and merged["total_reward"] == [0.0, 10.0, 20.0, 30.0]
+    assert merged["curves"]["eps"] == [[float(s)] * 4 for s in range(4)]
+    # t-interval over all four: mean 15, sd 12.91, t(0.975, 3) = 3.182 -> half width 20.54.
+    assert merged["mean"] == 15.0
+    np.testing.assert_allclose(merged["ci95"], [15 - 20.5424, 15 + 20.5424], rtol=1e-4)
+    assert merged["runtime_s"] == 20.0 and merged["compile_s"] == 2.0
+    assert [c["seeds"] for c in merged["chunks"]] == [[2, 3], [0, 1]]
+    assert merged["steps_per_s"] == round(4 * 4 / 20.0)
+    # A third chunk keeps the chunk list; a rerun of the same seeds replaces.
+    three = tc.merge_objective(merged, _fake_result([4], [40.0]))
+    assert three["seeds"] == [0, 1, 2, 3, 4] and len(three["chunks"]) == 3
+    rerun = _fake_result([0, 1], [5.0, 6.0])
+    assert tc.merge_objective(_fake_result([1, 0], [0.0, 1.0]), rerun) is rerun
+
+
+def test_check_chunk_refuses_other_config_and_overlapping_seeds():
+    from launch import two_colors as tc
+    old = _fake_result([0, 1], [0.0, 1.0])
+    tc.check_chunk(None, "mg", {"K": 2}, [0], "x")
+    tc.check_chunk(old, "mg", dict(old["config"]), [2, 3], "x")  # a chunk
+    tc.check_chunk(old, "mg", dict(old["config"]), [1, 0], "x")  # a rerun
+    tc.check_chunk(old, "mg", dict(old["config"], added_field=1), [2], "x")  # newer field
+    with pytest.raises(ConfigError, match=r"different config.*'K': \(1, 4\)"):
+        tc.check_chunk(old, "mg", dict(old["config"], K=4), [2], "x")
+    with pytest.raises(ConfigError, match=r"overlap.*at \[1\]"):
+        tc.check_chunk(old, "mg", dict(old["config"]), [1, 2], "x")
+    with pytest.raises(ConfigError, match="cannot combine b"):
+        tc.merge_results({"steps": 4, "objectives": {}}, {"steps": 8, "objectives": {}}, "b")
+
+
+def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
+    import json
+    dirs = {n: tmp_path / n for n in ("full", "a", "b", "m")}
+    for name, args in (("full", ["--seeds=2"]), ("a", ["--seeds=1", "--seed_offset=1"]),
+                       ("b", ["--seeds=1"])):
+        done = _runner(dirs[name], "--objectives=mg", "--plots=false", *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+    done = _runner(dirs["m"], f"--merge={dirs['a']},{dirs['b']}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (dirs["m"] / "total_reward.png").stat().st_size > 0
+    before = (dirs["a"] / "results.json").read_text()
+    done = _runner(dirs["a"], "--objectives=mg", "--seeds=2", "--append")  # seeds 0, 1
+    assert done.returncode == 2 and "overlap" in done.stderr and "at [1]" in done.stderr
+    assert (dirs["a"] / "results.json").read_text() == before  # refused before running
+    done = _runner(dirs["a"], "--objectives=mg", "--seeds=1", "--append", "--plots=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = json.loads((dirs["full"] / "results.json").read_text())["objectives"]["mg"]
+    for name in ("a", "m"):
+        r = json.loads((dirs[name] / "results.json").read_text())["objectives"]["mg"]
+        assert r["seeds"] == [0, 1] and len(r["chunks"]) == 2, name
+        # Seed s starts from PRNGKey(s) whatever else is vmapped beside it.
+        assert r["total_reward"] == full["total_reward"] and r["mean"] == full["mean"], name
+        np.testing.assert_allclose(r["curves"]["eps"], full["curves"]["eps"], rtol=1e-6)
