@@ -25,13 +25,15 @@ Long comparisons run in seed chunks: `--append` with new seeds (e.g.
 `--seeds=10 --seed_offset=10`) adds them to an objective already in --out
 (same config required; the same seeds replace it; partly overlapping seeds
 are refused before anything runs), and `--merge=DIR,DIR,...` combines the
-results.json of chunks run side by side into --out without running anything.
+results.json (or .json.gz) of chunks run side by side into --out without
+running anything.
 Seed s always starts from PRNGKey(s), so a chunked objective is the same
 experiment as one run over all its seeds.
 """
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import math
 import os
@@ -56,8 +58,8 @@ flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatab
                           "applied to every objective, e.g. meta_learning_rate=3e-4")
 flags.DEFINE_string("out", "runs/two_colors", "output folder")
 flags.DEFINE_boolean("plots", True, "write PNG plots")
-flags.DEFINE_list("merge", [], "result folders to combine into --out (no runs): their "
-                  "objectives' seed chunks are joined")
+flags.DEFINE_list("merge", [], "result folders or files (results.json, .json.gz) to "
+                  "combine into --out (no runs): their objectives' seed chunks are joined")
 flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
                      "--out/results.json, e.g. to give objectives different overrides")
 
@@ -220,9 +222,13 @@ def seed_count(results: Dict) -> str:
 
 
 def _load(path: str) -> Dict:
+    """results.json of a folder, or a results file (.json, or .json.gz as kept
+    in benchmarks/results for chunks of long runs)."""
     from configs import ConfigError
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
     try:
-        with open(path) as f:
+        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read two-colors results {path}: {e}") from None
@@ -362,8 +368,7 @@ def _main(argv):
     from configs import ConfigError, parse_count
     if FLAGS.merge:
         results = None
-        for folder in FLAGS.merge:
-            where = os.path.join(folder, "results.json")
+        for where in FLAGS.merge:
             results = merge_results(results, _load(where), where)
         os.makedirs(FLAGS.out, exist_ok=True)
         write_results(results, FLAGS.out)

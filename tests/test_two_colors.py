@@ -428,7 +428,12 @@ def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
                        ("b", ["--seeds=1"])):
         done = _runner(dirs[name], "--objectives=mg", "--plots=false", *args)
         assert done.returncode == 0, done.stderr[-2000:]
-    done = _runner(dirs["m"], f"--merge={dirs['a']},{dirs['b']}")
+    import gzip
+    kept = tmp_path / "b.json.gz"  # how chunks are kept in benchmarks/results
+    kept.write_bytes(gzip.compress((dirs["b"] / "results.json").read_bytes()))
+    done = _runner(dirs["m"], f"--merge={dirs['a']},{tmp_path / 'nothing.json'}")
+    assert done.returncode == 2 and "nothing.json" in done.stderr
+    done = _runner(dirs["m"], f"--merge={dirs['a']},{kept}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (dirs["m"] / "total_reward.png").stat().st_size > 0
     before = (dirs["a"] / "results.json").read_text()
