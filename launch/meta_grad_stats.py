@@ -1,6 +1,6 @@
 """Bias and variance of meta-gradient estimators on two-colors (issue 10).
 
-`python -m launch.meta_grad_stats --samples=256 --out=runs/meta_grad_stats`
+`python -m launch.meta_grad_stats --samples=256 --out=runs/meta_grad_stats [--append]`
 
 At fixed parameters (an agent trained for `--warmup` steps with the `none`
 objective, so its meta-network is at its initial value), every sample draws
@@ -14,6 +14,9 @@ to a long-horizon reference (MG with K = `--reference_k`, averaged over the
 same samples) as a bias proxy. BMG's gradient has another scale (it matches a
 target rather than descending f), so compare it by cosine and by the
 normalised variance `trace(Cov) / |mean|^2` (also reported).
+The per-estimator sums are kept in stats.json, so `--append` adds more
+samples (the next indices) across runs until the cosines mean something: the
+`se_over_norm` column says how far each mean is from that.
 Writes stats.json and stats.png into --out.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import sys
 import time
+from typing import Dict
 
 from absl import app, flags
 
@@ -33,12 +37,19 @@ flags.DEFINE_float("mix_lambda", 0.5, "lambda of the mixed estimator (K = 8)")
 flags.DEFINE_integer("hidden", 64, "hidden width of actor and critic")
 flags.DEFINE_integer("seed", 0, "seed")
 flags.DEFINE_string("out", "runs/meta_grad_stats", "output folder")
+flags.DEFINE_integer("batch", 32, "samples vmapped at once (larger on an accelerator)")
+flags.DEFINE_boolean("append", False, "add this run's samples (the next sample indices) to "
+                     "--out/stats.json measured with the same setup")
 
 ESTIMATORS = ("mg_k1", "mg_k2", "mg_k4", "mg_k8", "mixed_k8", "bmg_l1", "bmg_l4")
 
 
-def measure(samples: int, warmup_steps: int, reference_k: int, mix_lambda: float,
-            hidden: int, seed: int):
+def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
+                 mix_lambda: float, hidden: int, seed: int, batch: int = 32):
+    """Meta-gradients of every estimator (and the reference) on samples
+    start .. start + samples - 1: {name: [samples, P] float32}. Sample i's data
+    comes from fold_in(PRNGKey(seed + 1), i), so chunks of samples measured in
+    different runs are the same draws as one long run."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -56,7 +67,8 @@ def measure(samples: int, warmup_steps: int, reference_k: int, mix_lambda: float
     def flat(tree):
         return jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(tree)])
 
-    def one_sample(key):
+    def one_sample(index):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), index)
         # `horizon` + 1 rollouts, each collected by the agent after the updates so far.
         batches, p, o, es = [state.pending], state.params, state.opt_state, state.env_state
         for k, kk in enumerate(jax.random.split(key, horizon)):
@@ -77,30 +89,47 @@ def measure(samples: int, warmup_steps: int, reference_k: int, mix_lambda: float
                                                     batches[reference_k]))
         return grads
 
-    t0 = time.time()
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), samples)
     run = jax.jit(jax.vmap(one_sample))
-    chunks = [jax.device_get(run(keys[i:i + 32])) for i in range(0, samples, 32)]
-    g = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    seconds = time.time() - t0
-    ref = g["reference"].mean(0)
+    index = np.arange(start, start + samples, dtype=np.int32)
+    chunks = [jax.device_get(run(index[i:i + batch])) for i in range(0, samples, batch)]
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def sums_of(grads) -> Dict:
+    """Sufficient statistics per estimator: n, sum of the vectors, sum of their
+    squared norms (float64); chunks add up with add_sums."""
+    import numpy as np
+    return {k: {"n": len(g), "sum": g.astype(np.float64).sum(0).tolist(),
+                "sumsq": float((g.astype(np.float64) ** 2).sum())} for k, g in grads.items()}
+
+
+def add_sums(a: Dict, b: Dict) -> Dict:
+    import numpy as np
+    return {k: {"n": a[k]["n"] + b[k]["n"],
+                "sum": (np.asarray(a[k]["sum"]) + np.asarray(b[k]["sum"])).tolist(),
+                "sumsq": a[k]["sumsq"] + b[k]["sumsq"]} for k in a}
+
+
+def stats_from_sums(sums: Dict) -> Dict:
+    """Per estimator: |mean|, trace(Cov) (unbiased), trace(Cov) / |mean|^2,
+    the standard error of the mean relative to its norm (sqrt(trace(Cov) / n)
+    / |mean|: the cosine below means something only where this is well below
+    1 for the estimator and the reference), and cos(mean, reference mean)."""
+    import numpy as np
+    ref = np.asarray(sums["reference"]["sum"]) / sums["reference"]["n"]
     stats = {}
     for name in ESTIMATORS + ("reference",):
-        x = g[name].astype(np.float64)
-        mean = x.mean(0)
-        var = float(((x - mean) ** 2).sum(1).mean() * len(x) / (len(x) - 1))
+        n, mean = sums[name]["n"], np.asarray(sums[name]["sum"]) / sums[name]["n"]
         norm2 = float(mean @ mean)
+        var = max(sums[name]["sumsq"] - n * norm2, 0.0) / (n - 1)
         stats[name] = {
             "mean_norm": norm2 ** 0.5,
             "variance_trace": var,
             "normalised_variance": var / norm2 if norm2 > 0 else float("inf"),
+            "se_over_norm": (var / n) ** 0.5 / norm2 ** 0.5 if norm2 > 0 else float("inf"),
             "cosine_to_reference": float(mean @ ref / ((norm2 * float(ref @ ref)) ** 0.5 + 1e-30)),
         }
-    facts = {"samples": samples, "warmup_steps": warmup_steps, "reference_k": reference_k,
-             "mix_lambda": mix_lambda, "mix_coefficients": list(mix), "hidden": hidden,
-             "seed": seed, "seconds": seconds, "jax": jax.__version__,
-             "backend": jax.default_backend()}
-    return stats, facts
+    return stats
 
 
 def plot(stats, path):
@@ -123,28 +152,67 @@ def plot(stats, path):
     plt.close(fig)
 
 
+SETUP = ("warmup_steps", "reference_k", "mix_lambda", "hidden", "seed", "backend")
+
+
 def main(argv):
     del argv
     from configs import ConfigError, parse_count
     try:
         warmup = parse_count("--warmup", FLAGS.warmup, "2e5", minimum=0)
-        if FLAGS.samples < 2 or FLAGS.reference_k < 8:
+        if FLAGS.samples < 2 or FLAGS.reference_k < 8 or FLAGS.batch < 1:
             raise ValueError(f"--samples={FLAGS.samples} (>= 2), --reference_k="
-                             f"{FLAGS.reference_k} (>= 8)")
+                             f"{FLAGS.reference_k} (>= 8), --batch={FLAGS.batch} (>= 1)")
+        _main(warmup)
     except (ConfigError, ValueError) as e:
         print(f"error: bad flag value: {e}", file=sys.stderr)
         sys.exit(2)
-    stats, facts = measure(FLAGS.samples, warmup, FLAGS.reference_k, FLAGS.mix_lambda,
-                           FLAGS.hidden, FLAGS.seed)
+
+
+def _main(warmup: int) -> None:
+    import jax
+    from configs import ConfigError
+    facts = {"warmup_steps": warmup, "reference_k": FLAGS.reference_k,
+             "mix_lambda": FLAGS.mix_lambda, "hidden": FLAGS.hidden, "seed": FLAGS.seed,
+             "backend": jax.default_backend(), "jax": jax.__version__, "chunks": []}
+    path = os.path.join(FLAGS.out, "stats.json")
+    old, start = None, 0
+    if FLAGS.append and os.path.exists(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+            old_setup = {k: old["facts"][k] for k in SETUP}
+            start, facts["chunks"] = old["sums"]["reference"]["n"], old["facts"]["chunks"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"--append to {path} is not allowed: not a stats file of this "
+                              f"version ({e!r}); measure into another --out") from None
+        if old_setup != {k: facts[k] for k in SETUP}:
+            raise ConfigError(f"--append to {path} is not allowed: it was measured with "
+                              f"{old_setup}, this run has {({k: facts[k] for k in SETUP})}")
+    t0 = time.time()
+    sums = sums_of(sample_grads(FLAGS.samples, start, warmup, FLAGS.reference_k,
+                                FLAGS.mix_lambda, FLAGS.hidden, FLAGS.seed, FLAGS.batch))
+    facts["chunks"].append({"start": start, "samples": FLAGS.samples,
+                            "seconds": round(time.time() - t0, 1)})
+    if old:
+        sums = add_sums(old["sums"], sums)
+    facts["samples"] = sums["reference"]["n"]
+    facts["seconds"] = round(sum(c["seconds"] for c in facts["chunks"]), 1)
+    stats = stats_from_sums(sums)
     os.makedirs(FLAGS.out, exist_ok=True)
-    with open(os.path.join(FLAGS.out, "stats.json"), "w") as f:
-        json.dump({"facts": facts, "stats": stats}, f, indent=2)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"facts": facts, "stats": stats, "sums": sums}, f, indent=1)
+    os.replace(tmp, path)  # a long measurement is never left half-written
     plot(stats, os.path.join(FLAGS.out, "stats.png"))
-    print(f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} {'cos(ref)':>9s}")
+    print(f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} "
+          f"{'se/|m|':>8s} {'cos(ref)':>9s}")
     for name, s in stats.items():
         print(f"{name:10s} {s['mean_norm']:10.3e} {s['variance_trace']:10.3e} "
-              f"{s['normalised_variance']:10.3e} {s['cosine_to_reference']:9.3f}")
-    print(f"{facts['samples']} samples in {facts['seconds']:.0f} s; wrote {FLAGS.out}")
+              f"{s['normalised_variance']:10.3e} {s['se_over_norm']:8.3f} "
+              f"{s['cosine_to_reference']:9.3f}")
+    print(f"{facts['samples']} samples ({FLAGS.samples} this run) in {facts['seconds']:.0f} s; "
+          f"wrote {path}")
 
 
 if __name__ == "__main__":
