@@ -30,16 +30,22 @@ from typing import Dict
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("samples", 256, "independent batches (keys) per estimator")
-flags.DEFINE_string("warmup", "2e5", "training steps before the measurement")
-flags.DEFINE_integer("reference_k", 16, "inner steps of the reference MG meta-gradient")
-flags.DEFINE_float("mix_lambda", 0.5, "lambda of the mixed estimator (K = 8)")
-flags.DEFINE_integer("hidden", 64, "hidden width of actor and critic")
-flags.DEFINE_integer("seed", 0, "seed")
-flags.DEFINE_string("out", "runs/meta_grad_stats", "output folder")
-flags.DEFINE_integer("batch", 32, "samples vmapped at once (larger on an accelerator)")
-flags.DEFINE_boolean("append", False, "add this run's samples (the next sample indices) to "
-                     "--out/stats.json measured with the same setup")
+
+
+def define_flags() -> None:
+    """The absl flags of `python -m launch.meta_grad_stats`, defined only when it runs
+    as a script: importing the module defines nothing (launch modules share
+    flag names such as --seed and --override)."""
+    flags.DEFINE_integer("samples", 256, "independent batches (keys) per estimator")
+    flags.DEFINE_string("warmup", "2e5", "training steps before the measurement")
+    flags.DEFINE_integer("reference_k", 16, "inner steps of the reference MG meta-gradient")
+    flags.DEFINE_float("mix_lambda", 0.5, "lambda of the mixed estimator (K = 8)")
+    flags.DEFINE_integer("hidden", 64, "hidden width of actor and critic")
+    flags.DEFINE_integer("seed", 0, "seed")
+    flags.DEFINE_string("out", "runs/meta_grad_stats", "output folder")
+    flags.DEFINE_integer("batch", 32, "samples vmapped at once (larger on an accelerator)")
+    flags.DEFINE_boolean("append", False, "add this run's samples (the next sample indices) to "
+                         "--out/stats.json measured with the same setup")
 
 ESTIMATORS = ("mg_k1", "mg_k2", "mg_k4", "mg_k8", "mixed_k8", "bmg_l1", "bmg_l4")
 
@@ -216,4 +222,5 @@ def _main(warmup: int) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -15,21 +15,29 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "debug", "debug | full | test")
-flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'")
-flags.DEFINE_string("agent", "impala", "impala | stacx | bmg")
-flags.DEFINE_string("name", None, "run name (folder under --root); default <game>-<agent>-<preset>")
-flags.DEFINE_string("root", "runs", "folder holding run folders")
-flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from")
-flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset")
-flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)")
-flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset")
-flags.DEFINE_integer("seed", None, "seed")
-flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4")
-flags.DEFINE_string("network", "auto", "isolated: run the program in a private network namespace "
-                    "(loopback only); host: listen on this host's interfaces; auto: isolated "
-                    "when the kernel allows it (README 'Network exposure')")
-flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process")
+
+
+def define_flags() -> None:
+    """The absl flags of `python -m launch.run`, defined only when it runs
+    as a script: importing the module defines nothing (launch modules share
+    flag names such as --seed and --override)."""
+    flags.DEFINE_string("preset", "debug", "debug | full | test")
+    flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'")
+    flags.DEFINE_string("agent", "impala", "impala | stacx | bmg")
+    flags.DEFINE_string("name", None,
+                        "run name (folder under --root); default <game>-<agent>-<preset>")
+    flags.DEFINE_string("root", "runs", "folder holding run folders")
+    flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from")
+    flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset")
+    flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)")
+    flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset")
+    flags.DEFINE_integer("seed", None, "seed")
+    flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4")
+    flags.DEFINE_string("network", "auto",
+                        "isolated: run the program in a private network namespace (loopback "
+                        "only); host: listen on this host's interfaces; auto: isolated when the "
+                        "kernel allows it (README 'Network exposure')")
+    flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process")
 
 
 # The built-in Catch game (10x5 grid rendered at 10x10, one frame): a tiny
@@ -195,4 +203,5 @@ def follow(path: str, done: threading.Event, prefix: str = "[learner]") -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -44,24 +44,30 @@ from typing import Dict, List, Optional
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("steps", "1e6", "environment steps per seed (e.g. 1e6)")
-flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
-flags.DEFINE_integer("seed_offset", 0, "first seed")
-flags.DEFINE_list("objectives", ["mg", "bmg_l1", "bmg_l4", "bmg_l8"], "objectives to compare")
-flags.DEFINE_enum("agent", "actor_critic", ["actor_critic", "q_lambda"],
-                  "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
-                  "of an epsilon-greedy Peng's Q(lambda) agent")
-flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
-flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
-flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
-flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatable), "
-                          "applied to every objective, e.g. meta_learning_rate=3e-4")
-flags.DEFINE_string("out", "runs/two_colors", "output folder")
-flags.DEFINE_boolean("plots", True, "write PNG plots")
-flags.DEFINE_list("merge", [], "result folders or files (results.json, .json.gz) to "
-                  "combine into --out (no runs): their objectives' seed chunks are joined")
-flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
-                     "--out/results.json, e.g. to give objectives different overrides")
+
+
+def define_flags() -> None:
+    """The absl flags of `python -m launch.two_colors`, defined only when it runs
+    as a script: importing the module defines nothing (launch modules share
+    flag names such as --seed and --override)."""
+    flags.DEFINE_string("steps", "1e6", "environment steps per seed (e.g. 1e6)")
+    flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
+    flags.DEFINE_integer("seed_offset", 0, "first seed")
+    flags.DEFINE_list("objectives", ["mg", "bmg_l1", "bmg_l4", "bmg_l8"], "objectives to compare")
+    flags.DEFINE_enum("agent", "actor_critic", ["actor_critic", "q_lambda"],
+                      "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
+                      "of an epsilon-greedy Peng's Q(lambda) agent")
+    flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
+    flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
+    flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
+    flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatable), "
+                              "applied to every objective, e.g. meta_learning_rate=3e-4")
+    flags.DEFINE_string("out", "runs/two_colors", "output folder")
+    flags.DEFINE_boolean("plots", True, "write PNG plots")
+    flags.DEFINE_list("merge", [], "result folders or files (results.json, .json.gz) to "
+                      "combine into --out (no runs): their objectives' seed chunks are joined")
+    flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
+                         "--out/results.json, e.g. to give objectives different overrides")
 
 
 def _parse_value(text: str):
@@ -426,4 +432,5 @@ def _finish(results: Dict) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
