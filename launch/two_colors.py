@@ -192,9 +192,13 @@ def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
         return new
     seeds = old["seeds"] + new["seeds"]
     order = sorted(range(len(seeds)), key=seeds.__getitem__)
-    pick = lambda a, b: [(a + b)[i] for i in order]  # noqa: E731
-    total = pick(old["total_reward"], new["total_reward"])
-    curves = {k: pick(old["curves"][k], new["curves"][k]) for k in old["curves"]}
+
+    def in_seed_order(a: List, b: List) -> List:
+        both = a + b
+        return [both[i] for i in order]
+
+    total = in_seed_order(old["total_reward"], new["total_reward"])
+    curves = {k: in_seed_order(old["curves"][k], new["curves"][k]) for k in old["curves"]}
     mean, lo, hi = confidence_interval(total)
     chunks = _chunks(old) + _chunks(new)
     runtime = round(sum(c["runtime_s"] for c in chunks), 1)
