@@ -21,6 +21,7 @@ Writes stats.json and stats.png into --out.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -66,6 +67,10 @@ def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
     state = system.init(jax.random.PRNGKey(seed))
     state, _ = jax.jit(lambda s: jax.lax.scan(lambda c, _: system.cycle(c), s, None,
                                               length=tca.num_cycles(cfg)))(state)
+    # The warmup (objective none) holds the meta-network with its output weights
+    # at zero; measure at the initial value a meta-learner starts from.
+    meta_start = tca.make_system(dataclasses.replace(cfg, objective="mg"))
+    state = state._replace(meta_params=meta_start.init(jax.random.PRNGKey(seed)).meta_params)
     meta, upd = system.meta, system.inner_update
     horizon = max(reference_k, 8)
     mix = tca.TwoColorsConfig(objective="mixed", K=8, mix_lambda=mix_lambda).mix_coefficients
