@@ -110,8 +110,11 @@ def sums_of(grads) -> Dict:
     """Sufficient statistics per estimator: n, sum of the vectors, sum of their
     squared norms (float64); chunks add up with add_sums."""
     import numpy as np
-    return {k: {"n": len(g), "sum": g.astype(np.float64).sum(0).tolist(),
-                "sumsq": float((g.astype(np.float64) ** 2).sum())} for k, g in grads.items()}
+    sums = {}
+    for k, g in grads.items():
+        g = g.astype(np.float64)
+        sums[k] = {"n": len(g), "sum": g.sum(0).tolist(), "sumsq": float((g ** 2).sum())}
+    return sums
 
 
 def add_sums(a: Dict, b: Dict) -> Dict:

@@ -158,6 +158,14 @@ def _header(results: Dict) -> Dict:
     return {k: results.get(k, "actor_critic" if k == "agent" else None) for k in HEADER}
 
 
+def check_header(old: Dict, new: Dict, refusal: str) -> None:
+    """Raise ConfigError(refusal ...) unless `new` results can join `old`'s:
+    same agent, steps, log interval and swap interval."""
+    from configs import ConfigError
+    if _header(old) != _header(new):
+        raise ConfigError(f"{refusal}: it holds {_header(old)}, this one has {_header(new)}")
+
+
 def check_chunk(old: Optional[Dict], name: str, config: Dict, seeds: List[int],
                 where: str) -> None:
     """Raise ConfigError unless a run of `name` with `config` over `seeds` can
@@ -212,12 +220,9 @@ def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
 
 def merge_results(into: Optional[Dict], other: Dict, where: str) -> Dict:
     """Objectives of `other` (read from `where`) joined into `into`."""
-    from configs import ConfigError
     if into is None:
         return other
-    if _header(into) != _header(other):
-        raise ConfigError(f"cannot combine {where}: it holds {_header(other)}, "
-                          f"the results so far hold {_header(into)}")
+    check_header(other, into, f"cannot combine {where} with the results so far")
     objectives = dict(into["objectives"])
     for name, r in other["objectives"].items():
         check_chunk(objectives.get(name), name, r["config"], r["seeds"], where)
@@ -412,9 +417,7 @@ def _main(argv):
     path = os.path.join(FLAGS.out, "results.json")
     if FLAGS.append and os.path.exists(path):
         old = _load(path)
-        if _header(old) != _header(results):
-            raise ConfigError(f"--append to {path} is not allowed: it holds {_header(old)}, "
-                              f"this run has {_header(results)}")
+        check_header(old, results, f"--append to {path} is not allowed")
         for name, cfg in configs.items():  # refuse before hours of running, not after
             check_chunk(old["objectives"].get(name), name, dataclasses.asdict(cfg), seeds, path)
         results["objectives"] = old["objectives"]
