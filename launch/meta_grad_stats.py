@@ -108,12 +108,15 @@ def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
 
 def sums_of(grads) -> Dict:
     """Sufficient statistics per estimator: n, sum of the vectors, sum of their
-    squared norms (float64); chunks add up with add_sums."""
+    squared norms (float64), and each sample's norm (for the median and the
+    tail, which the moments hide); chunks add up with add_sums."""
     import numpy as np
     sums = {}
     for k, g in grads.items():
         g = g.astype(np.float64)
-        sums[k] = {"n": len(g), "sum": g.sum(0).tolist(), "sumsq": float((g ** 2).sum())}
+        sq = (g ** 2).sum(1)
+        sums[k] = {"n": len(g), "sum": g.sum(0).tolist(), "sumsq": float(sq.sum()),
+                   "norms": np.sqrt(sq).tolist()}
     return sums
 
 
@@ -121,14 +124,16 @@ def add_sums(a: Dict, b: Dict) -> Dict:
     import numpy as np
     return {k: {"n": a[k]["n"] + b[k]["n"],
                 "sum": (np.asarray(a[k]["sum"]) + np.asarray(b[k]["sum"])).tolist(),
-                "sumsq": a[k]["sumsq"] + b[k]["sumsq"]} for k in a}
+                "sumsq": a[k]["sumsq"] + b[k]["sumsq"],
+                "norms": a[k]["norms"] + b[k]["norms"]} for k in a}
 
 
 def stats_from_sums(sums: Dict) -> Dict:
     """Per estimator: |mean|, trace(Cov) (unbiased), trace(Cov) / |mean|^2,
     the standard error of the mean relative to its norm (sqrt(trace(Cov) / n)
     / |mean|: the cosine below means something only where this is well below
-    1 for the estimator and the reference), and cos(mean, reference mean)."""
+    1 for the estimator and the reference), cos(mean, reference mean), and the
+    median and largest per-sample norm (heavy tails show as max >> median)."""
     import numpy as np
     ref = np.asarray(sums["reference"]["sum"]) / sums["reference"]["n"]
     stats = {}
@@ -142,6 +147,8 @@ def stats_from_sums(sums: Dict) -> Dict:
             "normalised_variance": var / norm2 if norm2 > 0 else float("inf"),
             "se_over_norm": (var / n) ** 0.5 / norm2 ** 0.5 if norm2 > 0 else float("inf"),
             "cosine_to_reference": float(mean @ ref / ((norm2 * float(ref @ ref)) ** 0.5 + 1e-30)),
+            "median_norm": float(np.median(sums[name]["norms"])),
+            "max_norm": float(np.max(sums[name]["norms"])),
         }
     return stats
 
@@ -151,10 +158,11 @@ def plot(stats, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(ESTIMATORS)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, title in zip(axes, ("variance_trace", "normalised_variance", "cosine_to_reference"),
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for ax, key, title in zip(axes, ("variance_trace", "normalised_variance", "median_norm",
+                                     "cosine_to_reference"),
                               ("variance: trace(Cov)", "trace(Cov) / |mean|^2",
-                               "cosine(mean, reference)")):
+                               "median per-sample norm", "cosine(mean, reference)")):
         ax.bar(names, [stats[n][key] for n in names], color=[
             "C0" if n.startswith("mg") else "C1" if n.startswith("mixed") else "C2" for n in names])
         ax.set_title(title)
@@ -197,6 +205,7 @@ def _main(warmup: int) -> None:
                 old = json.load(f)
             old_setup = {k: old["facts"][k] for k in SETUP}
             start, facts["chunks"] = old["sums"]["reference"]["n"], old["facts"]["chunks"]
+            len(old["sums"]["reference"]["norms"])  # files before the per-sample norms
         except (OSError, ValueError, KeyError) as e:
             raise ConfigError(f"--append to {path} is not allowed: not a stats file of this "
                               f"version ({e!r}); measure into another --out") from None
@@ -220,11 +229,11 @@ def _main(warmup: int) -> None:
     os.replace(tmp, path)  # a long measurement is never left half-written
     plot(stats, os.path.join(FLAGS.out, "stats.png"))
     print(f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} "
-          f"{'se/|m|':>8s} {'cos(ref)':>9s}")
+          f"{'se/|m|':>8s} {'cos(ref)':>9s} {'median|g|':>10s} {'max|g|':>10s}")
     for name, s in stats.items():
         print(f"{name:10s} {s['mean_norm']:10.3e} {s['variance_trace']:10.3e} "
               f"{s['normalised_variance']:10.3e} {s['se_over_norm']:8.3f} "
-              f"{s['cosine_to_reference']:9.3f}")
+              f"{s['cosine_to_reference']:9.3f} {s['median_norm']:10.3e} {s['max_norm']:10.3e}")
     print(f"{facts['samples']} samples ({FLAGS.samples} this run) in {facts['seconds']:.0f} s; "
           f"wrote {path}")
 

@@ -37,6 +37,9 @@ def test_stats_from_sums_match_numpy():
         np.testing.assert_allclose(
             s["cosine_to_reference"],
             mean @ ref / (np.linalg.norm(mean) * np.linalg.norm(ref)), rtol=1e-10)
+        norms = np.linalg.norm(x, axis=1)
+        np.testing.assert_allclose(s["median_norm"], np.median(norms), rtol=1e-12)
+        np.testing.assert_allclose(s["max_norm"], norms.max(), rtol=1e-12)
     np.testing.assert_allclose(stats["reference"]["cosine_to_reference"], 1.0, rtol=1e-12)
 
 
@@ -49,6 +52,7 @@ def test_sums_of_chunks_add_up_to_the_whole():
         assert joined[k]["n"] == 30
         np.testing.assert_allclose(joined[k]["sum"], whole[k]["sum"], rtol=1e-12)
         np.testing.assert_allclose(joined[k]["sumsq"], whole[k]["sumsq"], rtol=1e-12)
+        np.testing.assert_allclose(joined[k]["norms"], whole[k]["norms"], rtol=1e-12)
 
 
 def _cli(tmp_path, *args):
@@ -66,8 +70,11 @@ def test_append_refuses_other_setup_and_old_files(tmp_path):
     done = _cli(tmp_path, "--append", "--hidden=8")
     assert done.returncode == 2 and "'hidden': 64" in done.stderr and "'hidden': 8" in done.stderr
     assert stats_file.read_text() == before
-    stats_file.write_text(json.dumps({"facts": dict(facts, samples=2), "stats": {}}))  # pre-sums
-    done = _cli(tmp_path, "--append", "--hidden=64")
-    assert done.returncode == 2 and "not a stats file of this version" in done.stderr
+    for old in ({"facts": dict(facts, samples=2), "stats": {}},  # before the sums
+                {"facts": facts, "sums": {k: {kk: vv for kk, vv in v.items() if kk != "norms"}
+                                          for k, v in mgs.sums_of(_fake_grads(n=2)).items()}}):
+        stats_file.write_text(json.dumps(old))
+        done = _cli(tmp_path, "--append", "--hidden=64")
+        assert done.returncode == 2 and "not a stats file of this version" in done.stderr
     done = _cli(tmp_path, "--batch=0")
     assert done.returncode == 2 and "--batch=0" in done.stderr
