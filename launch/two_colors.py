@@ -360,13 +360,16 @@ def plot(results: Dict, out_dir: str) -> List[str]:
 
 
 def write_results(results: Dict, out_dir: str) -> None:
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f)
+    """results.json (with the curves) and summary.json (without), each written
+    atomically: a run stopped mid-write leaves the previous complete file."""
     summary = dict(results, objectives={
         name: {k: v for k, v in r.items() if k != "curves"}
         for name, r in results["objectives"].items()})
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    for name, data, indent in (("results.json", results, None), ("summary.json", summary, 1)):
+        path = os.path.join(out_dir, name)
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f, indent=indent)
+        os.replace(path + ".tmp", path)
 
 
 def main(argv):

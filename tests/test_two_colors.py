@@ -406,6 +406,19 @@ def test_merge_objective_joins_seed_chunks_in_seed_order():
     assert tc.merge_objective(_fake_result([1, 0], [0.0, 1.0]), rerun) is rerun
 
 
+def test_write_results_is_atomic(tmp_path):
+    from launch import two_colors as tc
+    good = {"agent": "actor_critic", "objectives": {"mg": _fake_result([0], [1.0])}}
+    tc.write_results(good, str(tmp_path))
+    before = {n: (tmp_path / n).read_text() for n in ("results.json", "summary.json")}
+    assert "curves" in before["results.json"] and "curves" not in before["summary.json"]
+    bad = {"agent": "actor_critic", "objectives": {"mg": dict(good["objectives"]["mg"],
+                                                              mean=object())}}
+    with pytest.raises(TypeError):  # fails mid-write: the complete files stay
+        tc.write_results(bad, str(tmp_path))
+    assert {n: (tmp_path / n).read_text() for n in before} == before
+
+
 def test_check_chunk_refuses_other_config_and_overlapping_seeds():
     from launch import two_colors as tc
     old = _fake_result([0, 1], [0.0, 1.0])
