@@ -163,12 +163,14 @@ def plot(stats, path):
                                      "cosine_to_reference"),
                               ("variance: trace(Cov)", "trace(Cov) / |mean|^2",
                                "median per-sample norm", "cosine(mean, reference)")):
-        ax.bar(names, [stats[n][key] for n in names], color=[
+        values = [stats[n][key] for n in names]
+        ax.bar(names, values, color=[
             "C0" if n.startswith("mg") else "C1" if n.startswith("mixed") else "C2" for n in names])
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=45)
-        if key != "cosine_to_reference":
+        if key != "cosine_to_reference":  # bars from well below the smallest, so each shows
             ax.set_yscale("log")
+            ax.set_ylim(bottom=min(v for v in values if v > 0) / 10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
