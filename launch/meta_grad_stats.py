@@ -16,7 +16,9 @@ target rather than descending f), so compare it by cosine and by the
 normalised variance `trace(Cov) / |mean|^2` (also reported).
 The per-estimator sums are kept in stats.json, so `--append` adds more
 samples (the next indices) across runs until the cosines mean something: the
-`se_over_norm` column says how far each mean is from that.
+`se_over_norm` column says how far each mean is from that. The scale of
+every estimator depends strongly on the point (the warmup seed): compare
+estimators at one point and measure at several `--seed`s.
 Writes stats.json and stats.png into --out.
 """
 from __future__ import annotations
