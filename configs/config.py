@@ -52,6 +52,11 @@ def _num(owner: Any, field: str, lo: float = 0.0, hi: float = math.inf,
         _fail(owner, field, v, f"must be a finite number in {left}{lo}, {hi}{right}")
 
 
+def _bool(owner: Any, field: str) -> None:
+    if not isinstance(getattr(owner, field), bool):
+        _fail(owner, field, getattr(owner, field), "must be True or False")
+
+
 def _choice(owner: Any, field: str, allowed: Sequence[str]) -> None:
     v = getattr(owner, field)
     if v not in allowed:
@@ -92,8 +97,7 @@ class EnvConfig:
         _int(self, "noop_max", 0, 1000)
         _int(self, "max_episode_frames", 1)
         _num(self, "sticky_action_prob", 0.0, 1.0)
-        if not isinstance(self.full_action_space, bool):
-            _fail(self, "full_action_space", self.full_action_space, "must be True or False")
+        _bool(self, "full_action_space")
         _num(self, "clip_reward", 0.0, lo_open=True)
 
     @property
@@ -327,8 +331,7 @@ class ActorConfig:
         _int(self, "envs_per_actor", 1, 1024)
         _int(self, "param_refresh_steps", 1)
         _int(self, "env_threads", 1, 256)
-        if not isinstance(self.evaluator, bool):
-            _fail(self, "evaluator", self.evaluator, "must be True or False")
+        _bool(self, "evaluator")
         _int(self, "eval_episodes_per_round", 1)
         _num(self, "eval_pause_seconds", 0.0, 86_400.0)
 

@@ -70,6 +70,8 @@ def test_unknown_game_suggests_closest():
     (lambda: ReplayConfig(timeout_ms=0), "ReplayConfig.timeout_ms", "0", ">= 1"),
     (lambda: LearnerConfig(batch_size=0), "LearnerConfig.batch_size", "0", ">= 1"),
     (lambda: ActorConfig(num_actors=0), "ActorConfig.num_actors", "0", "[1, 4096]"),
+    (lambda: ActorConfig(evaluator="yes"), "ActorConfig.evaluator", "'yes'", "True or False"),
+    (lambda: EnvConfig(full_action_space=1), "EnvConfig.full_action_space", "1", "True or False"),
     (lambda: RunConfig(max_frames=-5), "RunConfig.max_frames", "-5", ">= 1"),
     (lambda: RunConfig(name="a/b"), "RunConfig.name", "'a/b'", "without '/'"),
     (lambda: RunConfig(meta=MetaConfig(objective="bmg")), "RunConfig.meta.objective", "'bmg'",
