@@ -219,15 +219,17 @@ def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
 
 
 def merge_results(into: Optional[Dict], other: Dict, where: str) -> Dict:
-    """Objectives of `other` (read from `where`) joined into `into`."""
+    """Objectives of `other` (read from `where`) joined into `into`: the
+    header fields and the objectives (fields of older files, such as the
+    number of seeds of one run, do not describe a merge and are dropped)."""
     if into is None:
-        return other
+        return dict(_header(other), objectives=other["objectives"])
     check_header(other, into, f"cannot combine {where} with the results so far")
     objectives = dict(into["objectives"])
     for name, r in other["objectives"].items():
         check_chunk(objectives.get(name), name, r["config"], r["seeds"], where)
         objectives[name] = merge_objective(objectives.get(name), r)
-    return dict(into, objectives=objectives)
+    return dict(_header(into), objectives=objectives)
 
 
 def seed_count(results: Dict) -> str:

@@ -434,6 +434,16 @@ def test_check_chunk_refuses_other_config_and_overlapping_seeds():
         tc.merge_results({"steps": 4, "objectives": {}}, {"steps": 8, "objectives": {}}, "b")
 
 
+def test_merge_results_keeps_header_and_objectives_only():
+    from launch import two_colors as tc
+    # An older file's per-run field (its number of seeds) does not survive a merge.
+    head = {"agent": "actor_critic", "steps": 4, "log_every": 1, "swap_every": 2}
+    merged = tc.merge_results(dict(head, num_seeds=10, objectives={}),
+                              dict(head, objectives={}), "b")
+    assert merged == dict(head, objectives={})
+    assert tc.merge_results(None, dict(head, num_seeds=10, objectives={}), "a") == merged
+
+
 def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
     import json
     dirs = {n: tmp_path / n for n in ("full", "a", "b", "m")}
