@@ -23,7 +23,8 @@ def make_networks(cfg: RunConfig, observation_shape: Sequence[int],
 
 def make_learner(cfg: RunConfig, networks: networks_lib.Networks,
                  axis_name: Optional[str] = None) -> learning.Learner:
-    return learning.make_learner(networks, cfg.agent, cfg.meta, cfg.env.clip_reward, axis_name)
+    return learning.make_learner(networks, cfg.agent, cfg.meta, cfg.env.clip_reward, axis_name,
+                                 decay_steps=cfg.inner_steps_budget)
 
 
 def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callable:

@@ -12,8 +12,12 @@ meta-objective they differentiate w.r.t. the meta-parameters:
 `update(state, batches) -> (state, metrics)` is pure. `batches` is a
 `Trajectory` whose fields have a leading axis of `num_batches` (1 without
 meta-learning, K + 1 with it: K inner batches, then the validation batch), then
-time T + 1, then batch B. Under `jax.pmap` pass `axis_name` so gradients are
-averaged over devices with `lax.pmean`; pmap wraps `update`, it is not inside it.
+time T + 1, then batch B. pmap wraps `update`, it is not inside it.
+
+Devices: every loss is a sum over the batch (`agents.losses`), so a device's
+loss is its shard's part of the global loss, and under `jax.pmap` (pass
+`axis_name`) gradients and meta-gradients are summed over devices with
+`lax.psum`: the update on D shards is the update on the whole batch, for any D.
 """
 from __future__ import annotations
 
@@ -57,11 +61,70 @@ class Learner(NamedTuple):
     eta: Callable  # meta_logits -> network conditioning vector
 
 
-def make_inner_optimizer(cfg: AgentConfig) -> optax.GradientTransformation:
-    """RMSProp (eps inside the square root, so it is smooth) after global-norm clipping."""
+def learning_rate_schedule(cfg: AgentConfig, decay_steps: Optional[int]) -> optax.Schedule:
+    """`cfg.learning_rate`, constant or decayed linearly to 0 over `decay_steps`
+    inner steps (IMPALA; cleanba's `linear_schedule`)."""
+    if cfg.lr_schedule == "constant":
+        return optax.constant_schedule(cfg.learning_rate)
+    if not isinstance(decay_steps, int) or decay_steps < 1:
+        raise ValueError(f"decay_steps={decay_steps!r} is not allowed with "
+                         f"AgentConfig.lr_schedule='linear': it must be the number of inner "
+                         f"steps (>= 1) over which the learning rate decays to 0 "
+                         f"(RunConfig.inner_steps_budget)")
+    return optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps)
+
+
+@jax.custom_jvp
+def _sqrt(x):
+    """sqrt with derivative 0 at 0 (jnp.sqrt's is inf there)."""
+    return jnp.sqrt(x)
+
+
+@_sqrt.defjvp
+def _sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    positive = x > 0
+    return jnp.sqrt(x), jnp.where(positive, 0.5 / jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0) * dx
+
+
+def scale_by_rms(decay: float, eps: float) -> optax.GradientTransformation:
+    """g / (sqrt(nu) + eps), nu <- decay * nu + (1 - decay) * g^2, nu_0 = 0.
+
+    PyTorch's RMSProp (eps outside the square root, no bias correction), as
+    cleanba's JAX IMPALA uses it (`cleanba_impala.py`, `rmsprop_pytorch_style`).
+    optax's `scale_by_rms(eps_in_sqrt=False)` computes the same values, but
+    its derivative is NaN wherever nu = 0 (a parameter whose gradient is
+    exactly 0, e.g. a dead ReLU's weights), and the meta-gradient
+    differentiates through this step; here the derivative there is its limit
+    0 (nu and everything it feeds are constant in w at that point)."""
+    def init(params):
+        return optax.ScaleByRmsState(nu=jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        nu = jax.tree_util.tree_map(lambda n, g: decay * n + (1.0 - decay) * jnp.square(g),
+                                    state.nu, updates)
+        updates = jax.tree_util.tree_map(lambda g, n: g / (_sqrt(n) + eps), updates, nu)
+        return updates, optax.ScaleByRmsState(nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """clip -> RMSProp -> step, with `schedule(count)` as the step size.
+
+    IMPALA's optimiser in the form of cleanba's JAX IMPALA: global-norm
+    clipping (40), then `scale_by_rms` (decay 0.99, eps 0.01), then
+    -lr(count) times that (lr 6e-4 decayed linearly to 0)."""
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps),
-                       optax.scale(-cfg.learning_rate))
+                       scale_by_rms(cfg.rms_decay, cfg.rms_eps),
+                       optax.scale_by_schedule(lambda count: -schedule(count)))
+
+
+def make_inner_optimizer(cfg: AgentConfig,
+                         decay_steps: Optional[int] = None) -> optax.GradientTransformation:
+    """The inner optimiser (see `_rmsprop`) with the config's learning-rate schedule."""
+    return _rmsprop(cfg, learning_rate_schedule(cfg, decay_steps))
 
 
 def make_meta_optimizer(cfg: MetaConfig) -> optax.GradientTransformation:
@@ -80,8 +143,12 @@ def _index(batches: Trajectory, i) -> Trajectory:
 
 
 def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
-                 reward_clip: float = 1.0, axis_name: Optional[str] = None) -> Learner:
-    """Build the pure learner functions for an agent and a meta-objective."""
+                 reward_clip: float = 1.0, axis_name: Optional[str] = None,
+                 decay_steps: Optional[int] = None) -> Learner:
+    """Build the pure learner functions for an agent and a meta-objective.
+
+    `decay_steps`: inner steps over which a linear learning-rate schedule
+    decays to 0 (`RunConfig.inner_steps_budget`); unused when constant."""
     stacx = agent.kind == "stacx"
     learn_meta = meta.objective != "none"
     if learn_meta and not stacx:
@@ -95,9 +162,15 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
     if networks.meta_dim != expected_meta_dim:
         raise ValueError(f"network meta_dim={networks.meta_dim}, expected {expected_meta_dim}")
     K, L = meta.K, meta.L
-    inner_opt = make_inner_optimizer(agent)
+    schedule = learning_rate_schedule(agent, decay_steps)
+    inner_opt = _rmsprop(agent, schedule)
     meta_opt = make_meta_optimizer(meta)
     pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name else (lambda t: t)
+    psum = (lambda t: jax.lax.psum(t, axis_name)) if axis_name else (lambda t: t)
+    # Devices holding shards of the batch: a quantity every device computes
+    # identically (the L2 distance) enters each device's objective as 1/D of
+    # itself, so that psum of the per-device meta-gradients is its gradient.
+    num_shards = (lambda: jax.lax.psum(1, axis_name)) if axis_name else (lambda: 1)
 
     def hyperparams(meta_logits) -> losses.HyperParams:
         if stacx:
@@ -137,11 +210,13 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         return grads, terms
 
     def inner_step(params, opt_state, meta_logits, traj: Trajectory):
-        """x' = x + phi(x, traj, w): one clipped RMSProp step on the inner loss."""
+        """x' = x + phi(x, traj, w): one clipped RMSProp step on the inner loss
+        (gradients summed over devices: the global batch's gradient)."""
         grads, terms = inner_grads(params, meta_logits, traj)
-        grads = pmean(grads)
+        grads = psum(grads)
+        learning_rate = schedule(opt_state[-1].count)
         updates, opt_state = inner_opt.update(grads, opt_state, params)
-        terms = dict(terms, grad_norm=optax.global_norm(grads))
+        terms = dict(terms, grad_norm=optax.global_norm(grads), learning_rate=learning_rate)
         return optax.apply_updates(params, updates), opt_state, terms
 
     def unroll(meta_logits, params, opt_state, inner_batches: Trajectory):
@@ -162,7 +237,9 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
 
     def outer_objective(params, eta_outer, reference_logits, traj: Trajectory,
                         target_params=None):
-        """f(x): main head's V-trace loss with the fixed outer values + KL to x_0.
+        """f(x): main head's V-trace loss with the fixed outer values + KL to
+        the reference policy (`reference_logits`; None: x's own policy, whose
+        KL term then has value and gradient 0).
 
         Targets come from `target_params` (default: stop_gradient(params)), so
         grad f is the usual semi-gradient."""
@@ -171,6 +248,8 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
             t_logits, t_values = sg(logits), sg(values)
         else:
             t_logits, t_values = main_head(target_params, traj, eta_outer)
+        if reference_logits is None:
+            reference_logits = sg(logits[:-1])
         return losses.outer_loss(logits[:-1], values, reference_logits, ac_batch(traj),
                                  outer_hp, meta.kl_weight, agent.rho_bar, agent.c_bar,
                                  t_logits[:-1], t_values)
@@ -191,31 +270,40 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         f, outer_terms = outer_objective(p_k, eta_outer, ref, val, target_params)
         return f, (p_k, o_k, inner_terms, outer_terms)
 
-    grounded_rms = optax.chain(optax.clip_by_global_norm(agent.max_grad_norm),
-                               optax.scale_by_rms(decay=agent.rms_decay, eps=agent.rms_eps),
-                               optax.scale(-meta.target_step_size))
+    step_size = meta.grounded_step_size
+    # The inner optimiser with a constant step a: same clip and RMSProp
+    # statistics (its state is the inner optimiser's state), no schedule.
+    grounded_rms = _rmsprop(agent, optax.constant_schedule(step_size))
 
-    def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, ref, val: Trajectory):
+    def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, val: Trajectory):
         """x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1}))); the L - 1 steps use the
-        meta-learned rule (current w, no graph) on the validation batch."""
+        meta-learned rule (current w, no graph) on the validation batch.
+
+        G is the identity (`sgd`) or the inner RMSProp preconditioner with its
+        statistics carried through the L - 1 steps (`rms`). f's KL reference is
+        the policy at x_{K+L-1} itself, where the step starts: its gradient there
+        is 0, so the grounded step follows the outer V-trace loss and is not
+        pulled back towards the policy at x_0, L steps older.
+        Returns x~ and f's terms plus the step's norm ||x~ - x_{K+L-1}||."""
         p, o = sg(params_k), sg(opt_state_k)
         w = sg(meta_logits)
 
         for _ in range(L - 1):  # unrolled, as in `unroll`
             p, o, _ = inner_step(p, o, w, val)
         (f, outer_terms), g = jax.value_and_grad(outer_objective, has_aux=True)(
-            p, eta_outer, ref, val)
-        g = pmean(g)
+            p, eta_outer, None, val)
+        g = psum(g)
         if meta.target_step == "sgd":
-            p = jax.tree_util.tree_map(lambda x, gx: x - meta.target_step_size * gx, p, g)
-        else:  # RMSProp-preconditioned step with the inner optimiser's statistics
+            updates = jax.tree_util.tree_map(lambda gx: -step_size * gx, g)
+        else:
             updates, _ = grounded_rms.update(g, o, p)
-            p = optax.apply_updates(p, updates)
-        return sg(p), outer_terms
+        target = sg(optax.apply_updates(p, updates))
+        return target, dict(outer_terms, grounded_step_norm=optax.global_norm(updates))
 
     def matching(target, params_k, eta_outer, val: Trajectory):
+        """mu(x~, x_K) on this device's part of the validation batch."""
         if meta.matching == "l2":
-            return losses.l2_matching(target, params_k)
+            return losses.l2_matching(target, params_k) / num_shards()
         t_logits, t_values = main_head(target, val, eta_outer)
         logits, values = main_head(params_k, val, eta_outer)
         if meta.matching == "kl":
@@ -227,10 +315,10 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         inner = jax.tree_util.tree_map(lambda x: x[:K], batches)
         val = _index(batches, K)
         p_k, o_k, inner_terms = unroll(meta_logits, params, opt_state, inner)
-        ref = reference_logits(params, eta_outer, val)
-        target, outer_terms = bootstrap_target(p_k, o_k, meta_logits, eta_outer, ref, val)
+        target, outer_terms = bootstrap_target(p_k, o_k, meta_logits, eta_outer, val)
         mu = matching(target, p_k, eta_outer, val)
-        return mu, (p_k, o_k, inner_terms, outer_terms)
+        distance = optax.global_norm(jax.tree_util.tree_map(lambda t, x: t - sg(x), target, p_k))
+        return mu, (p_k, o_k, inner_terms, dict(outer_terms, target_distance=distance))
 
     mix = meta.mix_coefficients
 
@@ -276,11 +364,11 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
             (meta_loss, (params, opt_state, inner_terms, outer_terms)), meta_grad = (
                 jax.value_and_grad(meta_objective, has_aux=True)(
                     state.meta.logits, eta_outer, state.params, state.opt_state, batches))
-            meta_grad = pmean(meta_grad)
+            meta_grad = psum(meta_grad)
             meta_updates, meta_opt_state = meta_opt.update(meta_grad, state.meta.opt_state)
             new_meta = MetaState(optax.apply_updates(state.meta.logits, meta_updates),
                                  meta_opt_state)
-            metrics["meta/loss"] = meta_loss
+            metrics["meta/loss"] = psum(meta_loss)  # each device holds its part of the sum
             metrics["meta/grad_norm"] = optax.global_norm(meta_grad)
             metrics.update({f"outer/{k}": v for k, v in outer_terms.items()})
             check = (params, new_meta.logits, meta_loss)
@@ -290,6 +378,7 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
 
         metrics["inner/grad_norm"] = inner_terms.pop("grad_norm")
+        metrics["inner/learning_rate"] = inner_terms.pop("learning_rate")
         for k, v in inner_terms.items():
             for h in range(num_heads):
                 metrics[f"inner/{k}/h{h}"] = v[h]

@@ -121,12 +121,22 @@ def actor_critic_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperPar
                       rho_bar: float = 1.0, c_bar: float = 1.0,
                       target_logits: Optional[Array] = None,
                       target_values: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
-    """Leaky V-trace actor-critic loss of one head.
+    """Leaky V-trace actor-critic loss of one head, summed over time and batch.
 
     logits: [T, B, A] of the learner policy at x_0..x_{T-1};
     values: [T + 1, B] at x_0..x_T; hp: scalars for this head.
-    loss = g_p * pg + g_v * 0.5 * mean((vs - V)^2) - g_e * mean(entropy), where
-    pg = -mean(log pi(a|x) * adv).
+
+      loss = g_p * pg + g_v * value - g_e * ent,
+      pg = -sum_{t,b} log pi(a_t|x_t) * adv_t,  value = 0.5 * sum_{t,b} (vs_t - V(x_t))^2,
+      ent = sum_{t,b} H(pi(.|x_t)).
+
+    Sums, not means: IMPALA's reference implementation (scalable_agent
+    `experiment.py`: `tf.reduce_sum` in every loss term) and cleanba's JAX
+    IMPALA (`cleanba_impala.py`: "rlax.policy_gradient_loss, but with
+    sum(loss)", `0.5 * jnp.sum(errors**2)`). Their RMSProp epsilon (0.01) and
+    gradient clip (40) are set for gradients of this size. The returned terms
+    (for logs) are per-state means, `loss` included: unlike the sums they do
+    not depend on how the batch is split over devices.
 
     The V-trace targets and importance ratios are computed from
     `target_logits` / `target_values` (same shapes). Left out, they are
@@ -149,11 +159,12 @@ def actor_critic_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperPar
     vtrace = jax.vmap(leaky_vtrace, in_axes=(1, 1, 1, 1, 1, None, None, None, None), out_axes=1)
     vs, adv = vtrace(v[:-1], v[1:], batch.rewards, hp.gamma * batch.discounts, rho,
                      hp.alpha, hp.lambda_, rho_bar, c_bar)
-    pg = -jnp.mean(log_pi_a * adv)
-    value = 0.5 * jnp.mean(jnp.square(vs - values[:-1]))
-    ent = jnp.mean(entropy(logits))
+    pg = -jnp.sum(log_pi_a * adv)
+    value = 0.5 * jnp.sum(jnp.square(vs - values[:-1]))
+    ent = jnp.sum(entropy(logits))
     loss = hp.g_p * pg + hp.g_v * value - hp.g_e * ent
-    return loss, {"pg": pg, "value": value, "entropy": ent, "loss": loss}
+    n = T * B
+    return loss, {"pg": pg / n, "value": value / n, "entropy": ent / n, "loss": loss / n}
 
 
 def multihead_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperParams,
@@ -183,15 +194,20 @@ def outer_loss(logits: Array, values: Array, reference_logits: Array, batch: ACB
     """Meta-objective f: main head's V-trace loss with fixed values + KL term.
 
     logits: [T, B, A], values: [T + 1, B] of the updated learner (main head);
-    reference_logits: [T, B, A] of the pre-update policy (treated as constant);
+    reference_logits: [T, B, A] of the reference policy (treated as constant);
     outer: one-head fixed hyper-parameters (scalars).
-    f = actor_critic_loss + kl_weight * mean KL(pi_ref || pi).
+
+      f = actor_critic_loss + kl_weight * sum_{t,b} KL(pi_ref(.|x_t) || pi(.|x_t))
+
+    (STAC, Zahavy et al. 2020, the outer loss with its KL term; summed like
+    the inner loss). The terms returned are per-state means.
     """
     ac, terms = actor_critic_loss(logits, values, batch, outer, rho_bar, c_bar, target_logits,
                                   target_values)
-    kl = jnp.mean(categorical_kl(jax.lax.stop_gradient(reference_logits), logits))
+    kl = jnp.sum(categorical_kl(jax.lax.stop_gradient(reference_logits), logits))
     total = ac + kl_weight * kl
-    return total, {**terms, "kl": kl, "loss": total}
+    n = batch.actions.size
+    return total, {**terms, "kl": kl / n, "loss": total / n}
 
 
 def l2_matching(target, params) -> Array:
@@ -202,12 +218,19 @@ def l2_matching(target, params) -> Array:
 
 
 def kl_matching(target_logits: Array, logits: Array) -> Array:
-    """mean over states of KL(pi_target || pi); [..., A] each, target constant."""
-    return jnp.mean(categorical_kl(jax.lax.stop_gradient(target_logits), logits))
+    """sum over states of KL(pi_target || pi): [..., A] each -> scalar.
+
+    BMG's KL matching (Flennerhag et al. 2022, section 3): the target policy
+    comes first, mu = KL(pi_x~ || pi_x(w)); the target is constant."""
+    chex.assert_equal_shape([target_logits, logits])
+    return jnp.sum(categorical_kl(jax.lax.stop_gradient(target_logits), logits))
 
 
 def kl_v_matching(target_logits: Array, logits: Array, target_values: Array, values: Array,
                   value_weight: float | Array = 1.0) -> Array:
-    """KL matching plus value_weight * 0.5 * mean((v_target - v)^2)."""
-    v_term = 0.5 * jnp.mean(jnp.square(jax.lax.stop_gradient(target_values) - values))
+    """`kl_matching` plus value_weight * 0.5 * sum over states (v_target - v)^2.
+
+    target_logits, logits: [..., A]; target_values, values: [...]."""
+    chex.assert_equal_shape([target_values, values])
+    v_term = 0.5 * jnp.sum(jnp.square(jax.lax.stop_gradient(target_values) - values))
     return kl_matching(target_logits, logits) + value_weight * v_term

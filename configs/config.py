@@ -104,6 +104,11 @@ class EnvConfig:
     def observation_shape(self) -> Tuple[int, int, int]:
         return (self.frame_size, self.frame_size, self.frame_stack)
 
+    @property
+    def frames_per_step(self) -> int:
+        """Emulator frames per agent step: the action repeat (Catch: 1)."""
+        return self.frame_skip if self.kind == "atari" else 1
+
 
 # ----------------------------------------------------------------------------
 # Network
@@ -137,6 +142,7 @@ class NetworkConfig:
 # ----------------------------------------------------------------------------
 AGENT_KINDS = ("impala", "stacx")
 HYPER_NAMES = ("gamma", "lambda_", "g_v", "g_p", "g_e", "alpha")
+LR_SCHEDULES = ("linear", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +152,14 @@ class AgentConfig:
     meta-parameters `outer * sigmoid(logit)`, logits initialised at `init_logit`.
 
     `gamma, lambda_, g_v, g_p, g_e, alpha` are IMPALA's fixed values and the
-    STACX scale (the `outer` values) of the meta-learned ones:
-    loss = g_p * policy_gradient + g_v * 0.5 * (v_s - V)^2 - g_e * entropy.
+    STACX scale (the `outer` values) of the meta-learned ones. Every term is
+    summed over time and batch, as in IMPALA's reference implementation:
+    loss = g_p * sum pg + g_v * 0.5 * sum (v_s - V)^2 - g_e * sum entropy.
+
+    Optimiser (IMPALA's, in cleanba's JAX form): global-norm clip
+    `max_grad_norm`, then RMSProp with `rms_eps` outside the square root and
+    the second moment starting at 0, then the step `learning_rate`, decayed
+    linearly to 0 over the run's budget when `lr_schedule='linear'`.
     """
     kind: str = "impala"
     num_heads: int = 1
@@ -160,7 +172,8 @@ class AgentConfig:
     alpha: float = 1.0  # leaky V-trace mix; 1 = plain V-trace
     rho_bar: float = 1.0
     c_bar: float = 1.0
-    learning_rate: float = 6e-4  # RMSProp (inner optimiser)
+    learning_rate: float = 6e-4  # RMSProp (inner optimiser), initial value
+    lr_schedule: str = "linear"  # linear: to 0 over the budget (RunConfig.inner_steps_budget)
     rms_decay: float = 0.99
     rms_eps: float = 0.01
     max_grad_norm: float = 40.0
@@ -179,6 +192,7 @@ class AgentConfig:
         for f in ("rho_bar", "c_bar"):
             _num(self, f, 0.0, lo_open=True)
         _num(self, "learning_rate", 0.0, 10.0, lo_open=True)
+        _choice(self, "lr_schedule", LR_SCHEDULES)
         _num(self, "rms_decay", 0.0, 1.0, hi_open=True)
         _num(self, "rms_eps", 0.0, lo_open=True)
         _num(self, "max_grad_norm", 0.0, lo_open=True)
@@ -196,6 +210,11 @@ class AgentConfig:
 META_OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("l2", "kl", "kl_v")
 TARGET_STEPS = ("sgd", "rms")
+# Default grounded-step size per kind (MetaConfig.target_step_size = 0).
+# rms: the inner learning rate's initial value, so the target's last step is as
+# large as one inner RMSProp step. sgd: the same size in parameter space at
+# initialisation on the debug network (docs/design.md, "BMG target").
+DEFAULT_TARGET_STEP_SIZES = {"sgd": 1e-3, "rms": 6e-4}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,24 +223,29 @@ class MetaConfig:
 
     `mg`: meta-gradient through K inner steps of the outer loss.
     `bmg`: bootstrapped target from L - 1 more inner steps plus one grounded
-    step of size `target_step_size` on the outer loss, matched by `matching`.
+    step on the outer loss (`target_step`: plain SGD, or preconditioned by the
+    inner RMSProp statistics) of size `grounded_step_size`, matched by
+    `matching` (KL(target || learner) on the validation states, optionally
+    plus `value_match_weight` times the value error).
     `mixed`: sum_k c_k f(x_k(w)) over k = 1..K (Bonnet et al. 2021), each term
     the k-step MG objective on the batch after x_k; c = `mix_weights` if given,
     else lambda-style geometric weights from `mix_lambda` (`mix_coefficients`):
     lambda = 0 is MG with K = 1, lambda = 1 is MG with K.
     The outer loss is the first head's V-trace loss with the fixed `outer_*`
-    values plus `kl_weight` * KL(pre-update policy || updated policy).
+    values plus `kl_weight` * KL(pre-update policy || updated policy), summed
+    over time and batch like the inner loss. `outer_g_v` = 0.5 in our
+    0.5 * (v_s - V)^2 form is STAC's g_v = 0.25 on (v_s - V)^2.
     """
     objective: str = "none"
     K: int = 1
     L: int = 1
     matching: str = "kl"
     target_step: str = "sgd"
-    target_step_size: float = 1.0  # a in x~ = x - a * G(grad f)
+    target_step_size: float = 0.0  # a in x~ = x - a * G(grad f); 0 = kind's default
     value_match_weight: float = 1.0  # weight of the value term in kl_v
     outer_gamma: float = 0.995
     outer_lambda: float = 1.0
-    outer_g_v: float = 0.25
+    outer_g_v: float = 0.5
     outer_g_p: float = 1.0
     outer_g_e: float = 0.01
     kl_weight: float = 1.0
@@ -237,7 +261,7 @@ class MetaConfig:
         _int(self, "L", 1, 64)
         _choice(self, "matching", MATCHINGS)
         _choice(self, "target_step", TARGET_STEPS)
-        _num(self, "target_step_size", 0.0, lo_open=True)
+        _num(self, "target_step_size", 0.0)
         _num(self, "value_match_weight", 0.0)
         for f in ("outer_gamma", "outer_lambda"):
             _num(self, f, 0.0, 1.0)
@@ -259,6 +283,12 @@ class MetaConfig:
             total = float(sum(self.mix_weights))
             return tuple(float(x) / total for x in self.mix_weights)
         return geometric_mix(self.mix_lambda, self.K)
+
+    @property
+    def grounded_step_size(self) -> float:
+        """a of the target's grounded step: `target_step_size`, or the default
+        of `target_step` when it is 0."""
+        return self.target_step_size or DEFAULT_TARGET_STEP_SIZES[self.target_step]
 
     @property
     def outer_values(self) -> Tuple[float, ...]:
@@ -376,4 +406,24 @@ class RunConfig:
         """'impala', 'stacx' (MG), 'bmg', or 'stacx-fixed' (no meta-learning)."""
         if self.agent.kind == "impala":
             return "impala"
-        return {"mg": "stacx", "bmg": "bmg", "none": "stacx-fixed"}[self.meta.objective]
+        return {"mg": "stacx", "bmg": "bmg", "mixed": "stacx-mixed",
+                "none": "stacx-fixed"}[self.meta.objective]
+
+    @property
+    def inner_steps_per_update(self) -> int:
+        """Inner optimiser steps (= new batches consumed) per learner update."""
+        return self.meta.K if self.meta.objective != "none" else 1
+
+    @property
+    def inner_steps_budget(self) -> int:
+        """Inner optimiser steps the run's budget buys: the horizon of the
+        learning-rate decay. One step consumes batch x T agent steps, each
+        trajectory sampled `samples_per_insert` times in uniform mode (once in
+        queue mode); a learner-step budget, when set and smaller, wins."""
+        spi = self.replay.samples_per_insert if self.replay.mode == "uniform" else 1.0
+        frames_per_batch = (self.learner.batch_size * self.agent.unroll_length
+                            * self.env.frames_per_step)
+        steps = math.ceil(self.max_frames * spi / frames_per_batch)
+        if self.max_learner_steps:
+            steps = min(steps, self.max_learner_steps * self.inner_steps_per_update)
+        return max(1, steps)

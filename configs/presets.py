@@ -18,7 +18,8 @@ def _agent_sections(agent: str, meta: MetaConfig) -> tuple:
         return AgentConfig(kind="impala", num_heads=1), dataclasses.replace(meta, objective="none")
     if agent in ("stacx", "bmg"):
         # STACX: three heads; the fields are the scales of the meta-learned values.
-        stacx = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25,
+        # g_v = 0.5 in our 0.5 * (v_s - V)^2 form is STAC's 0.25 on (v_s - V)^2.
+        stacx = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.5,
                             g_p=1.0, g_e=0.01, alpha=1.0)
         objective = "mg" if agent == "stacx" else "bmg"
         return stacx, dataclasses.replace(meta, objective=objective)
@@ -51,7 +52,9 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
             actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100),
         )
     else:
-        # debug: a few minutes on 2 CPU cores; test: seconds, for end-to-end tests.
+        # debug: one game on 2 CPU cores (learns Pong in 10M frames; `make debug`
+        # runs its 250k-frame default in a few minutes). test: seconds, for
+        # end-to-end tests. Each debug value and its source: docs/design.md.
         tiny = preset == "test"
         meta = MetaConfig(K=1, L=2, matching="kl", target_step="sgd")
         agent_cfg, meta = _agent_sections(agent, meta)
@@ -63,11 +66,11 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
             network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
                                   hidden=32 if tiny else 128, meta_embedding=8),
             agent=agent_cfg, meta=meta,
-            # debug: a ratio-limited replay (each unroll sampled once on average)
-            # keeps 2 actors from starving the learner of the 2 CPU cores.
-            replay=ReplayConfig(mode="queue" if tiny else "uniform", samples_per_insert=1.0,
-                                timeout_ms=60_000),
-            learner=LearnerConfig(batch_size=4 if tiny else 8, log_every_seconds=5.0,
+            # debug: a small uniform replay, each unroll sampled twice on average
+            # (the rate limiter keeps actors and learner in step on 2 cores).
+            replay=ReplayConfig(mode="queue" if tiny else "uniform",
+                                samples_per_insert=1.0 if tiny else 2.0, timeout_ms=60_000),
+            learner=LearnerConfig(batch_size=4 if tiny else 16, log_every_seconds=5.0,
                                   checkpoint_every_minutes=1.0),
             actors=ActorConfig(num_actors=2, envs_per_actor=4,
                                param_refresh_steps=10 if tiny else 20,

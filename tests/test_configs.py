@@ -95,7 +95,7 @@ def test_presets_and_agents():
     assert (full.agent.gamma, full.agent.g_v, full.agent.g_e) == (0.99, 0.5, 0.01)
     assert full.meta.objective == "none" and full.agent_name == "impala"
     stacx = make_config("full", "stacx", "Pong")
-    assert stacx.meta.outer_values == (0.995, 1.0, 0.25, 1.0, 0.01, 1.0)
+    assert stacx.meta.outer_values == (0.995, 1.0, 0.5, 1.0, 0.01, 1.0)
     assert stacx.agent_name == "stacx" and stacx.agent.init_logit == 4.6
     with pytest.raises(ConfigError, match=r"unknown preset 'fast'.*\['debug', 'full', 'test'\]"):
         make_config("fast")
