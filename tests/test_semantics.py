@@ -288,19 +288,22 @@ def _reference_inner_loss(network, eta, traj, hp_per_head):
 
 
 @pytest.mark.parametrize("kind", ["impala", "stacx"])
-def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind):
+@pytest.mark.parametrize("clip", [0.5, 1e6])
+def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind, clip):
     """Two inner steps equal the reference: g = grad of the summed loss (every
-    head with its own hyper-parameters), clipped to global norm 0.5 (active
-    here), nu = 0.99 nu + 0.01 g^2 from nu_0 = 0, x -= lr_k g / (sqrt(nu) + 0.01),
-    lr_k = 0.05 (1 - k / 4) (linear decay over 4 steps), to 1e-6.
+    head with its own hyper-parameters), clipped to global norm `clip` (0.5:
+    active; 1e6: not), nu = 0.99 nu + 0.01 g^2 from nu_0 = 0,
+    x -= lr_k g / (sqrt(nu) + 0.01), lr_k = 0.05 (1 - k / 4) (linear decay
+    over 4 steps), to 1e-6.
 
-    Planted bugs caught: losses averaged instead of summed; eps inside the
-    square root (optax's default); no learning-rate decay; RMSProp second
-    moment started at 1; head h using head 0's hyper-parameters."""
+    Planted bugs caught: losses averaged instead of summed (clip 1e6 only:
+    an active clip hides the scale); eps inside the square root (optax's
+    default); no learning-rate decay; RMSProp second moment started at 1;
+    head h using head 0's hyper-parameters; the value term without its 0.5."""
     with enable_x64():
         stacx = kind == "stacx"
         agent = _agent(kind=kind, num_heads=H if stacx else 1, learning_rate=0.05,
-                       lr_schedule="linear", max_grad_norm=0.5,
+                       lr_schedule="linear", max_grad_norm=clip,
                        **({} if stacx else dict(gamma=0.99, g_v=0.5)))
         network = _network(H if stacx else 1, 6 * H if stacx else 0)
         learner = learning.make_learner(network, agent, MetaConfig(), decay_steps=4)
@@ -323,8 +326,8 @@ def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind):
             g = jax.grad(_reference_inner_loss(network, eta, traj, hp_per_head))(ref_p)
             g = jax.tree_util.tree_map(np.asarray, g)
             norm = np.sqrt(sum(np.sum(x ** 2) for x in jax.tree_util.tree_leaves(g)))
-            assert norm > 0.5  # clipping is active
-            g = jax.tree_util.tree_map(lambda x: x * 0.5 / norm, g)
+            assert (norm > clip) == (clip == 0.5)  # the clip is active exactly when meant
+            g = jax.tree_util.tree_map(lambda x: x * min(1.0, clip / norm), g)
             nu = jax.tree_util.tree_map(lambda n, x: 0.99 * n + 0.01 * x ** 2, nu, g)
             lr = 0.05 * (1 - k / 4)
             ref_p = jax.tree_util.tree_map(lambda x, gx, n: x - lr * gx / (np.sqrt(n) + 0.01),

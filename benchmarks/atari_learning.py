@@ -1,0 +1,248 @@
+"""Learning curves on real Atari games: the whole program, one game and agent per call.
+
+    python -m benchmarks.atari_learning --game=Pong --agent=impala --frames=10e6
+
+Runs `python -m launch.run` (the real Launchpad program: Reverb, actors,
+learner, evaluator) as a child process until `--frames` actor frames, in
+`runs/atari_learning/<game>-<agent>-<preset>-s<seed>`. A stopped run (Ctrl-C,
+a crash, a lost machine) continues its budget from that folder's checkpoint
+when the same command is given again. Every call, finished or stopped, then
+writes the run's entry into `benchmarks/results/atari_learning/summary.json`
+(replacing the entry of the same run) and redraws `<game>.png` there:
+
+    {"runs": [{"game", "agent", "preset", "seed", "frames", "frames_budget",
+               "complete", "final_eval_return", "final_eval_hns", "eval_episodes",
+               "curve": [[frames, eval_return], ...],
+               "entropy_curve": [[frames, entropy], ...], "meta_curves": {...},
+               "wall_s", "segments", "commit", "config", "machine"}]}
+
+`final_eval_return` is the mean of the last 10 evaluation episodes
+(unclipped returns, the evaluator samples from the policy); `entropy_curve`
+is the acting head's policy entropy (nats per state) on the learner's batches;
+`meta_curves` are the meta-parameter values per head (STACX, BMG).
+`--report_only` rebuilds entries and plots from the run folders without running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, config_dict, git_commit, machine_facts
+
+OUT_DIR = os.path.join(RESULTS_DIR, "atari_learning")
+SUMMARY = os.path.join(OUT_DIR, "summary.json")
+LAST_EPISODES = 10
+MAX_POINTS = 400  # per learner-log curve kept in the summary
+
+
+def run_name(game: str, agent: str, preset: str, seed: int) -> str:
+    return f"{game}-{agent}-{preset}-s{seed}"
+
+
+def make_run_config(args, name: str):
+    from configs import make_config
+    overrides = [f"max_frames={args.frames}", f"seed={args.seed}", f"root={args.root}"]
+    return make_config(args.preset, args.agent, args.game, name=name,
+                       overrides=overrides + list(args.override))
+
+
+def _segments_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "experiment_segments.json")
+
+
+def _read_segments(run_dir: str) -> List[dict]:
+    try:
+        with open(_segments_path(run_dir)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def _write_json_atomic(path: str, payload) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def run_program(args, cfg) -> int:
+    """The program as a child process; SIGINT/SIGTERM are passed on to it (it
+    stops cleanly and checkpoints). Each call is one segment of the run."""
+    cmd = [sys.executable, "-m", "launch.run", f"--preset={args.preset}", f"--game={args.game}",
+           f"--agent={args.agent}", f"--max_frames={args.frames}", f"--seed={args.seed}",
+           f"--root={args.root}", f"--name={cfg.name}"] + [f"--override={o}" for o in args.override]
+    print("running:", " ".join(cmd), flush=True)
+    start = time.time()
+    child = subprocess.Popen(cmd, cwd=REPO_ROOT)
+    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    segments = _read_segments(cfg.run_dir)
+    segments.append({"start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
+                     "wall_s": round(time.time() - start, 1), "returncode": rc,
+                     "commit": git_commit()})
+    _write_json_atomic(_segments_path(cfg.run_dir), segments)
+    return rc
+
+
+def _thin(points: List[list], limit: int = MAX_POINTS) -> List[list]:
+    if len(points) <= limit:
+        return points
+    step = len(points) / limit
+    return [points[int(i * step)] for i in range(limit - 1)] + [points[-1]]
+
+
+def _float(v: str) -> Optional[float]:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
+    """The summary entry of a run folder, from its evaluator and learner logs."""
+    from learner.logs import read_csv
+    logs = os.path.join(cfg.run_dir, "logs")
+    ev_path, ln_path = os.path.join(logs, "evaluator.csv"), os.path.join(logs, "learner.csv")
+    if not os.path.exists(ln_path):
+        return None
+    evals = read_csv(ev_path) if os.path.exists(ev_path) else []
+    learner = read_csv(ln_path)
+    curve = [[int(float(r["frames"])), float(r["episode_return"])] for r in evals]
+    last = curve[-LAST_EPISODES:]
+    hns = [_float(r.get("hns")) for r in evals[-LAST_EPISODES:]]
+    hns = [h for h in hns if h is not None]
+    frames = int(float(learner[-1]["actor_frames"])) if learner else 0
+    meta_cols = sorted(k for k in (learner[0] if learner else {}) if k.startswith("train/meta/")
+                       and k.rsplit("/", 2)[-2] in ("gamma", "lambda_", "g_v", "g_p", "g_e",
+                                                    "alpha"))
+    def series(col):
+        pts = [[int(float(r["actor_frames"])), _float(r.get(col))] for r in learner]
+        return _thin([p for p in pts if p[1] is not None])
+    segments = _read_segments(cfg.run_dir)
+    return {
+        "game": cfg.env.game, "agent": agent, "preset": preset, "seed": cfg.seed,
+        "run": cfg.name, "frames": frames, "frames_budget": cfg.max_frames,
+        "complete": frames >= cfg.max_frames,
+        "final_eval_return": (sum(r for _, r in last) / len(last)) if last else None,
+        "final_eval_hns": (sum(hns) / len(hns)) if hns else None,
+        "eval_episodes": len(curve), "curve": curve,
+        "entropy_curve": series("train/inner/entropy/h0"),
+        "learning_rate_curve": series("train/inner/learning_rate"),
+        "meta_curves": {c[len("train/meta/"):]: series(c) for c in meta_cols},
+        "bmg_curves": {c[len("train/outer/"):]: series(c) for c in
+                       ("train/outer/target_distance", "train/outer/grounded_step_norm")
+                       if learner and c in learner[0]},
+        "wall_s": round(sum(s["wall_s"] for s in segments), 1), "segments": segments,
+        "commit": segments[-1]["commit"] if segments else git_commit(),
+        "config": config_dict(cfg),
+        "machine": machine_facts(jax_facts=False),
+    }
+
+
+def update_summary(entry: Dict) -> str:
+    """Write `entry` into summary.json, replacing the entry of the same run."""
+    try:
+        with open(SUMMARY) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        summary = {"runs": []}
+    runs = [r for r in summary["runs"] if r.get("run") != entry["run"]] + [entry]
+    summary["runs"] = sorted(runs, key=lambda r: (r["game"], r["agent"], r["seed"]))
+    _write_json_atomic(SUMMARY, summary)
+    return SUMMARY
+
+
+def _rolling(values: List[float], n: int) -> List[float]:
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - n + 1):i + 1]
+        out.append(sum(window) / len(window))
+    return out
+
+
+def plot_game(game: str) -> Optional[str]:
+    """<game>.png: evaluation return (points, and the mean of the last 10) and
+    policy entropy against frames, one colour per agent."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(SUMMARY) as f:
+        runs = [r for r in json.load(f)["runs"] if r["game"] == game]
+    if not runs:
+        return None
+    fig, (ax, ax_ent) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
+                                     gridspec_kw={"height_ratios": [2, 1]})
+    for i, r in enumerate(runs):
+        colour = f"C{i}"
+        label = f"{r['agent']} (seed {r['seed']}, {r['preset']})"
+        if r["curve"]:
+            x = [p[0] / 1e6 for p in r["curve"]]
+            y = [p[1] for p in r["curve"]]
+            ax.scatter(x, y, s=4, color=colour, alpha=0.25)
+            ax.plot(x, _rolling(y, LAST_EPISODES), color=colour, label=label)
+        if r["entropy_curve"]:
+            ax_ent.plot([p[0] / 1e6 for p in r["entropy_curve"]],
+                        [p[1] for p in r["entropy_curve"]], color=colour, lw=1)
+    ax.set_ylabel("evaluation return\n(episodes; line: mean of last 10)")
+    ax.set_title(f"{game}: the whole program on 2 CPU cores")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax_ent.set_ylabel("policy entropy\n(nats per state)")
+    ax_ent.set_xlabel("actor frames (millions)")
+    ax_ent.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(OUT_DIR, f"{game}.png")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--game", default="Pong")
+    parser.add_argument("--agent", default="impala", help="impala | stacx | bmg")
+    parser.add_argument("--preset", default="debug")
+    parser.add_argument("--frames", default="10e6", help="actor frame budget, e.g. 10e6")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--root", default=os.path.join("runs", "atari_learning"),
+                        help="folder holding the run folders")
+    parser.add_argument("--override", action="append", default=[],
+                        help="section.field=value, passed to the program (repeatable)")
+    parser.add_argument("--report_only", action="store_true",
+                        help="only rebuild the summary entry and plot from the run folder")
+    args = parser.parse_args(argv)
+    from configs import ConfigError, parse_count
+    try:
+        args.frames = parse_count("--frames", args.frames, "10e6")
+        cfg = make_run_config(args, run_name(args.game, args.agent, args.preset, args.seed))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rc = 0 if args.report_only else run_program(args, cfg)
+    entry = run_entry(cfg, args.agent, args.preset)
+    if entry is None:
+        print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)
+        return rc or 1
+    print(f"summary: {update_summary(entry)}; plot: {plot_game(cfg.env.game)}")
+    print(f"{entry['run']}: {entry['frames']} of {entry['frames_budget']} frames, "
+          f"final_eval_return {entry['final_eval_return']} over the last "
+          f"{min(LAST_EPISODES, entry['eval_episodes'])} of {entry['eval_episodes']} "
+          f"evaluation episodes, wall {entry['wall_s']:.0f} s", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
