@@ -74,50 +74,27 @@ def learning_rate_schedule(cfg: AgentConfig, decay_steps: Optional[int]) -> opta
     return optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps)
 
 
-@jax.custom_jvp
-def _sqrt(x):
-    """sqrt with derivative 0 at 0 (jnp.sqrt's is inf there)."""
-    return jnp.sqrt(x)
-
-
-@_sqrt.defjvp
-def _sqrt_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    positive = x > 0
-    return jnp.sqrt(x), jnp.where(positive, 0.5 / jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0) * dx
-
-
-def scale_by_rms(decay: float, eps: float) -> optax.GradientTransformation:
-    """g / (sqrt(nu) + eps), nu <- decay * nu + (1 - decay) * g^2, nu_0 = 0.
-
-    PyTorch's RMSProp (eps outside the square root, no bias correction), as
-    cleanba's JAX IMPALA uses it (`cleanba_impala.py`, `rmsprop_pytorch_style`).
-    optax's `scale_by_rms(eps_in_sqrt=False)` computes the same values, but
-    its derivative is NaN wherever nu = 0 (a parameter whose gradient is
-    exactly 0, e.g. a dead ReLU's weights), and the meta-gradient
-    differentiates through this step; here the derivative there is its limit
-    0 (nu and everything it feeds are constant in w at that point)."""
-    def init(params):
-        return optax.ScaleByRmsState(nu=jax.tree_util.tree_map(jnp.zeros_like, params))
-
-    def update(updates, state, params=None):
-        del params
-        nu = jax.tree_util.tree_map(lambda n, g: decay * n + (1.0 - decay) * jnp.square(g),
-                                    state.nu, updates)
-        updates = jax.tree_util.tree_map(lambda g, n: g / (_sqrt(n) + eps), updates, nu)
-        return updates, optax.ScaleByRmsState(nu=nu)
-
-    return optax.GradientTransformation(init, update)
-
-
 def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
     """clip -> RMSProp -> step, with `schedule(count)` as the step size.
 
-    IMPALA's optimiser in the form of cleanba's JAX IMPALA: global-norm
-    clipping (40), then `scale_by_rms` (decay 0.99, eps 0.01), then
-    -lr(count) times that (lr 6e-4 decayed linearly to 0)."""
+    IMPALA's optimiser as its reference implementation runs it (scalable_agent
+    `experiment.py`: `tf.train.RMSPropOptimizer(learning_rate, decay,
+    momentum=0, epsilon)` with the learning rate decayed linearly to 0), which
+    is TensorFlow's RMSProp (`tensorflow/python/training/rmsprop.py`):
+
+      ms <- decay * ms + (1 - decay) * g^2,   ms_0 = 1
+      x  <- x - lr * g / sqrt(ms + eps)
+
+    eps inside the square root and the mean square starting at 1, i.e.
+    optax's `scale_by_rms(initial_scale=1)`. Starting at 1 makes the first
+    few hundred steps SGD-like while ms forgets its start (0.99^500 = 0.7 %);
+    starting at 0 (PyTorch's RMSProp, used by cleanba) makes every coordinate's
+    first steps about lr / sqrt(1 - decay) = 10 lr regardless of its gradient,
+    which killed most ReLU units of the debug network on Pong (docs/design.md).
+    Global-norm clipping first (40, as cleanba's IMPALA `max_grad_norm`)."""
     return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                       scale_by_rms(cfg.rms_decay, cfg.rms_eps),
+                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps,
+                                          initial_scale=1.0),
                        optax.scale_by_schedule(lambda count: -schedule(count)))
 
 

@@ -156,10 +156,11 @@ class AgentConfig:
     summed over time and batch, as in IMPALA's reference implementation:
     loss = g_p * sum pg + g_v * 0.5 * sum (v_s - V)^2 - g_e * sum entropy.
 
-    Optimiser (IMPALA's, in cleanba's JAX form): global-norm clip
-    `max_grad_norm`, then RMSProp with `rms_eps` outside the square root and
-    the second moment starting at 0, then the step `learning_rate`, decayed
-    linearly to 0 over the run's budget when `lr_schedule='linear'`.
+    Optimiser (IMPALA's reference implementation, TensorFlow's RMSProp):
+    global-norm clip `max_grad_norm`, then RMSProp with `rms_eps` inside the
+    square root and the mean square starting at 1, then the step
+    `learning_rate`, decayed linearly to 0 over the run's budget when
+    `lr_schedule='linear'` (`agents.learning._rmsprop`).
     """
     kind: str = "impala"
     num_heads: int = 1
