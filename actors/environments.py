@@ -16,7 +16,7 @@ Observations are channel-last `[H, W, C] = [frame_size, frame_size, frame_stack]
 uint8 with the newest frame last; at the start of an episode the older frames of
 the stack are zeros (this is what ale-py does, and Catch mirrors it).
 
-Atari follows DESIGN.md section 5 with every setting passed explicitly to
+Atari follows docs/design.md section 6 with every setting passed explicitly to
 `ale_py.vector_env.AtariVectorEnv` (its defaults differ from the protocol: it
 clips rewards, presses FIRE on reset and uses next-step auto-reset).
 """
@@ -117,7 +117,7 @@ def _per_env_seeds(seed: int, num_envs: int) -> np.ndarray:
 class AtariVectorEnv(VectorEnv):
     """N Atari games through ale-py's C++ `AtariVectorEnv` (threaded preprocessing).
 
-    Protocol (DESIGN.md section 5), every value explicit: action repeat
+    Protocol (docs/design.md section 6), every value explicit: action repeat
     `cfg.frame_skip` with max-pool over the last two frames; grayscale resized
     to `cfg.frame_size` squared; stack of `cfg.frame_stack`; 0..`cfg.noop_max`
     random no-ops at every episode start; sticky actions with probability
@@ -150,7 +150,7 @@ class AtariVectorEnv(VectorEnv):
         self.cfg = cfg
         self.num_envs = int(num_envs)
         self.observation_shape = cfg.observation_shape
-        self.frames_per_step = cfg.frame_skip
+        self.frames_per_step = cfg.frames_per_step
         self.game_id = get_game(cfg.game).ale_id
         self._seeds: Optional[np.ndarray] = _per_env_seeds(seed, self.num_envs)
         self._env = _AleVectorEnv(
@@ -294,7 +294,7 @@ class CatchVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.num_actions = CATCH_NUM_ACTIONS
         self.observation_shape = cfg.observation_shape
-        self.frames_per_step = 1
+        self.frames_per_step = cfg.frames_per_step
         self._rng = np.random.default_rng(seed)
         size = cfg.frame_size
         self._pixel_rows = (np.arange(size) * CATCH_ROWS) // size  # [H] grid row of each pixel row

@@ -98,12 +98,6 @@ def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransf
                        optax.scale_by_schedule(lambda count: -schedule(count)))
 
 
-def make_inner_optimizer(cfg: AgentConfig,
-                         decay_steps: Optional[int] = None) -> optax.GradientTransformation:
-    """The inner optimiser (see `_rmsprop`) with the config's learning-rate schedule."""
-    return _rmsprop(cfg, learning_rate_schedule(cfg, decay_steps))
-
-
 def make_meta_optimizer(cfg: MetaConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.meta_max_grad_norm),
                        optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps))
@@ -247,7 +241,7 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         f, outer_terms = outer_objective(p_k, eta_outer, ref, val, target_params)
         return f, (p_k, o_k, inner_terms, outer_terms)
 
-    step_size = meta.grounded_step_size
+    step_size = meta.grounded_step_size(agent.learning_rate)
     # The inner optimiser with a constant step a: same clip and RMSProp
     # statistics (its state is the inner optimiser's state), no schedule.
     grounded_rms = _rmsprop(agent, optax.constant_schedule(step_size))

@@ -1,6 +1,6 @@
 """Actor-critic with a meta-learned entropy weight on two-colors: MG vs BMG.
 
-The agent (DESIGN.md section 4): separate actor and critic MLPs (2 hidden ReLU
+The agent (docs/design.md section 8): separate actor and critic MLPs (2 hidden ReLU
 layers; 128 wide by default, DESIGN says 256, see `TwoColorsConfig.hidden`),
 one environment stream, an update every `rollout_length` (16) steps by one SGD
 step (lr 0.1, gradients clipped to global norm 5) on the n-step actor-critic
@@ -89,7 +89,7 @@ class TwoColorsConfig:
     steps: int = 1_000_000  # environment steps (a multiple of rollout_length)
     swap_every: int = env.SWAP_EVERY
     rollout_length: int = 16
-    # Width of each hidden layer of actor and critic. DESIGN.md says 256; 128 is
+    # Width of each hidden layer of actor and critic. The follow-up paper uses 256; 128 is
     # ~4x cheaper and keeps 4 objectives x 5 seeds x 1M steps near 12 minutes
     # on 2 (shared) CPU cores, where 256 would take most of an hour.
     hidden: int = 128

@@ -71,7 +71,7 @@ ENV_KINDS = ("atari", "catch")
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Atari protocol (DESIGN.md section 5), every setting explicit.
+    """Atari protocol (docs/design.md section 6), every setting explicit.
 
     `kind='catch'` is the built-in pixel game used to prove the pipeline learns.
     """
@@ -211,11 +211,12 @@ class AgentConfig:
 META_OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("l2", "kl", "kl_v")
 TARGET_STEPS = ("sgd", "rms")
-# Default grounded-step size per kind (MetaConfig.target_step_size = 0).
-# rms: the inner learning rate's initial value, so the target's last step is as
-# large as one inner RMSProp step. sgd: the same size in parameter space at
-# initialisation on the debug network (docs/design.md, "BMG target").
-DEFAULT_TARGET_STEP_SIZES = {"sgd": 1e-3, "rms": 6e-4}
+# Default grounded-step size per kind, as a multiple of the inner learning
+# rate (MetaConfig.target_step_size = 0). rms: the target's last step is one
+# inner RMSProp step taken on the outer loss. sgd: a plain gradient step as
+# large as an inner step at initialisation, where RMSProp's mean square is 1
+# (docs/design.md, "BMG's main Atari agent").
+DEFAULT_TARGET_STEP_SCALES = {"rms": 1.0, "sgd": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +226,7 @@ class MetaConfig:
     `mg`: meta-gradient through K inner steps of the outer loss.
     `bmg`: bootstrapped target from L - 1 more inner steps plus one grounded
     step on the outer loss (`target_step`: plain SGD, or preconditioned by the
-    inner RMSProp statistics) of size `grounded_step_size`, matched by
+    inner RMSProp statistics) of size `grounded_step_size(lr)`, matched by
     `matching` (KL(target || learner) on the validation states, optionally
     plus `value_match_weight` times the value error).
     `mixed`: sum_k c_k f(x_k(w)) over k = 1..K (Bonnet et al. 2021), each term
@@ -242,7 +243,7 @@ class MetaConfig:
     L: int = 1
     matching: str = "kl"
     target_step: str = "sgd"
-    target_step_size: float = 0.0  # a in x~ = x - a * G(grad f); 0 = kind's default
+    target_step_size: float = 0.0  # a in x~ = x - a * G(grad f); 0: the kind's default
     value_match_weight: float = 1.0  # weight of the value term in kl_v
     outer_gamma: float = 0.995
     outer_lambda: float = 1.0
@@ -285,11 +286,11 @@ class MetaConfig:
             return tuple(float(x) / total for x in self.mix_weights)
         return geometric_mix(self.mix_lambda, self.K)
 
-    @property
-    def grounded_step_size(self) -> float:
-        """a of the target's grounded step: `target_step_size`, or the default
-        of `target_step` when it is 0."""
-        return self.target_step_size or DEFAULT_TARGET_STEP_SIZES[self.target_step]
+    def grounded_step_size(self, inner_learning_rate: float) -> float:
+        """a of the target's grounded step: `target_step_size`, or when it is 0
+        the default of `target_step`, a multiple of the inner learning rate."""
+        return (self.target_step_size
+                or DEFAULT_TARGET_STEP_SCALES[self.target_step] * inner_learning_rate)
 
     @property
     def outer_values(self) -> Tuple[float, ...]:

@@ -35,8 +35,7 @@ def stop_program() -> None:
 def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
     """(observation_shape, num_actions, frames_per_step) without stepping anything."""
     from actors.environments import num_actions
-    frames_per_step = cfg.env.frame_skip if cfg.env.kind == "atari" else 1
-    return cfg.env.observation_shape, num_actions(cfg.env), frames_per_step
+    return cfg.env.observation_shape, num_actions(cfg.env), cfg.env.frames_per_step
 
 
 CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice

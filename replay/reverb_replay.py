@@ -2,7 +2,7 @@
 
 This is the only place in the project that imports TensorFlow (through Reverb).
 GPUs are hidden from TensorFlow at import, before anything touches a device, so
-that TF never grabs accelerator memory that JAX needs (DESIGN.md section 7).
+that TF never grabs accelerator memory that JAX needs (docs/design.md section 7).
 
 Data layout (see `agents/types.py`): one item = one unroll of T + 1 consecutive
 steps of one environment; consecutive items of an environment overlap by one
@@ -70,7 +70,7 @@ def resolve_max_size(cfg: ReplayConfig, batch_size: int) -> int:
     """`cfg.max_size`, or 10 x batch when it is 0; checked against the batch."""
     max_size = cfg.max_size or 10 * batch_size
     if max_size <= batch_size + 1:
-        # Acme's rule (DESIGN.md 7): with reverb's queue rate limiter a queue of
+        # Acme's rule (docs/design.md section 7): with reverb's queue rate limiter a queue of
         # at most batch + 1 items deadlocks sampling. Our MinSize table would not
         # deadlock, but it would drop unrolls as soon as the learner is one batch
         # behind, so the check stays as a guard against a mis-set config.

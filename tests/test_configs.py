@@ -136,3 +136,25 @@ def test_importing_configs_has_no_side_effects():
             "print('clean')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "clean"
+
+
+def test_derived_budget_step_size_and_agent_name():
+    # debug: B = 16, T = 20, 4 frames per step, 2 samples per insert:
+    # 10M frames -> 10e6 * 2 / (16 * 20 * 4) = 15,625 inner steps of lr decay.
+    cfg = make_config("debug", "impala", overrides=["max_frames=10e6"])
+    assert cfg.inner_steps_budget == 15_625
+    # queue replay samples once; a smaller learner-step budget wins (K inner steps each).
+    full = make_config("full", "stacx", overrides=["max_frames=1e6", "max_learner_steps=100"])
+    assert full.env.frames_per_step == 4 and full.inner_steps_budget == 100
+    catch = make_config("test", "impala", overrides=["env.kind=catch", "max_frames=4000"])
+    assert catch.env.frames_per_step == 1 and catch.inner_steps_budget == 100  # 4000 / (4 * 10)
+    # BMG's grounded step: a multiple of the inner learning rate per kind, or explicit.
+    bmg = make_config("full", "bmg")
+    assert (bmg.meta.K, bmg.meta.L, bmg.meta.target_step, bmg.meta.matching) == (1, 4, "rms", "kl_v")
+    assert bmg.meta.grounded_step_size(6e-4) == 6e-4
+    assert MetaConfig(target_step="sgd", target_step_size=0.3).grounded_step_size(6e-4) == 0.3
+    mixed = make_config("debug", "stacx", overrides=["meta.objective=mixed"])
+    assert mixed.agent_name == "stacx-mixed"
+    with pytest.raises(ConfigError, match=r"AgentConfig.lr_schedule='cosine' is not allowed: "
+                                          r"must be one of \['linear', 'constant'\]"):
+        AgentConfig(lr_schedule="cosine")

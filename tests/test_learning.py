@@ -1,5 +1,6 @@
 """Meta-gradients: finite differences, the BMG/MG equivalence, stopped targets,
 and full updates on Atari-shaped data."""
+import dataclasses
 import functools
 
 import jax
@@ -217,3 +218,16 @@ def test_mixed_update_from_config_overrides():
     assert int(new.step) == 1 and int(new.skipped) == 0
     assert float(jnp.abs(new.meta.logits - state.meta.logits).max()) > 0.0
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_linear_schedule_needs_its_horizon():
+    agent = dataclasses.replace(TINY_AGENT, lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"decay_steps=None is not allowed with "
+                                         r"AgentConfig.lr_schedule='linear'"):
+        learning.make_learner(_tiny_network(), agent, MetaConfig(objective="mg"))
+    learner = learning.make_learner(_tiny_network(), agent, MetaConfig(objective="mg"),
+                                    decay_steps=10)
+    state = learner.init(jax.random.PRNGKey(0))
+    batches = fake_batches(2, T, B, OBS, A, float_obs=True)
+    _, metrics = jax.jit(learner.update)(state, batches)
+    np.testing.assert_allclose(float(metrics["inner/learning_rate"]), agent.learning_rate)

@@ -134,7 +134,7 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
 @pytest.mark.parametrize("agent", tca.AGENTS)
 def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient(agent):
     """With L = 1, L2 matching and an SGD grounded step, the BMG meta-gradient is
-    a * (dx_K/dw)^T grad f(x_K) = a * the MG meta-gradient (DESIGN.md, section 3)."""
+    a * (dx_K/dw)^T grad f(x_K) = a * the MG meta-gradient (docs/design.md, section 3.4)."""
     with enable_x64():
         for K in (1,):  # (K = 2 holds too; left out to keep the file fast)
             cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", agent=agent)
