@@ -37,6 +37,9 @@ from benchmarks.common import REPO_ROOT, RESULTS_DIR, config_dict, git_commit, m
 
 OUT_DIR = os.path.join(RESULTS_DIR, "atari_learning")
 SUMMARY = os.path.join(OUT_DIR, "summary.json")
+# Runs of earlier settings, kept with the setting they tested ("attempt"): the
+# record of how the debug preset was chosen (README.md in OUT_DIR).
+ATTEMPTS = os.path.join(OUT_DIR, "attempts.json")
 LAST_EPISODES = 10
 MAX_POINTS = 400  # per learner-log curve kept in the summary
 
@@ -172,21 +175,24 @@ def _rolling(values: List[float], n: int) -> List[float]:
     return out
 
 
-def plot_game(game: str) -> Optional[str]:
-    """<game>.png: evaluation return (points, and the mean of the last 10) and
-    policy entropy against frames, one colour per agent."""
+def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
+    """<game>.png (from summary.json; from attempts.json: <game>-attempts.png):
+    evaluation return (points, and the mean of the last 10) and policy
+    entropy against frames, one colour per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    with open(SUMMARY) as f:
+    with open(source) as f:
         runs = [r for r in json.load(f)["runs"] if r["game"] == game]
     if not runs:
         return None
+    attempts = source == ATTEMPTS
     fig, (ax, ax_ent) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
                                      gridspec_kw={"height_ratios": [2, 1]})
     for i, r in enumerate(runs):
         colour = f"C{i}"
-        label = f"{r['agent']} (seed {r['seed']}, {r['preset']})"
+        label = (f"{r['agent']}: {r['attempt'].split(':')[0]}" if attempts
+                 else f"{r['agent']} (seed {r['seed']}, {r['preset']})")
         if r["curve"]:
             x = [p[0] / 1e6 for p in r["curve"]]
             y = [p[1] for p in r["curve"]]
@@ -196,14 +202,15 @@ def plot_game(game: str) -> Optional[str]:
             ax_ent.plot([p[0] / 1e6 for p in r["entropy_curve"]],
                         [p[1] for p in r["entropy_curve"]], color=colour, lw=1)
     ax.set_ylabel("evaluation return\n(episodes; line: mean of last 10)")
-    ax.set_title(f"{game}: the whole program on 2 CPU cores")
+    ax.set_title(f"{game}: the whole program on 2 CPU cores"
+                 + (" (runs of earlier settings)" if attempts else ""))
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_ent.set_ylabel("policy entropy\n(nats per state)")
     ax_ent.set_xlabel("actor frames (millions)")
     ax_ent.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(OUT_DIR, f"{game}.png")
+    path = os.path.join(OUT_DIR, f"{game}-attempts.png" if attempts else f"{game}.png")
     os.makedirs(OUT_DIR, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -223,6 +230,8 @@ def main(argv=None) -> int:
                         help="section.field=value, passed to the program (repeatable)")
     parser.add_argument("--report_only", action="store_true",
                         help="only rebuild the summary entry and plot from the run folder")
+    parser.add_argument("--plot_attempts", action="store_true",
+                        help="only draw <game>-attempts.png from attempts.json")
     args = parser.parse_args(argv)
     from configs import ConfigError, parse_count
     try:
@@ -231,6 +240,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.plot_attempts:
+        print(f"plot: {plot_game(args.game, ATTEMPTS)}")
+        return 0
     rc = 0 if args.report_only else run_program(args, cfg)
     entry = run_entry(cfg, args.agent, args.preset)
     if entry is None:

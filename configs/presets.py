@@ -63,11 +63,11 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
         tiny = preset == "test"
         meta = dataclasses.replace(BMG_META, L=2) if tiny else BMG_META
         agent_cfg, meta = _agent_sections(agent, meta)
-        # eps 1e-5 instead of IMPALA's 0.01: with this network and batch, 0.01
-        # left 98 % of the coordinates in RMSProp's eps-dominated regime (steps
-        # ~100 x smaller than normalised ones) and Pong did not learn.
+        # debug: RMSProp eps 1e-5 instead of IMPALA's 0.01, and a constant
+        # learning rate (docs/design.md section 4, with the runs that chose them).
         agent_cfg = dataclasses.replace(agent_cfg, unroll_length=10 if tiny else 20,
-                                        rms_eps=0.01 if tiny else 1e-5)
+                                        rms_eps=0.01 if tiny else 1e-5,
+                                        lr_schedule="linear" if tiny else "constant")
         cfg = RunConfig(
             name=name or f"{game}-{agent}-{preset}",
             max_frames=40_000 if tiny else 250_000,

@@ -163,7 +163,8 @@ def test_one_bmg_update_on_atari_shaped_data(preset):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     expected = {"meta/loss", "meta/grad_norm", "outer/kl", "outer/loss", "inner/grad_norm",
                 "inner/pg/h2", "inner/value/h0", "inner/entropy/h1", "meta/gamma/h0",
-                "meta/alpha/h2", "meta/g_e/h1", "skipped"}
+                "meta/alpha/h2", "meta/g_e/h1", "skipped", "inner/learning_rate",
+                "outer/target_distance", "outer/grounded_step_norm"}
     assert expected <= set(metrics)
 
 
