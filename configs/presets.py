@@ -73,13 +73,13 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
             max_frames=40_000 if tiny else 250_000,
             env=EnvConfig(kind="atari", game=game),
             network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
-                                  hidden=32 if tiny else 128, meta_embedding=8),
+                                  hidden=32 if tiny else 256, meta_embedding=8),
             agent=agent_cfg, meta=meta,
             # debug: a small uniform replay, each unroll sampled twice on average
             # (the rate limiter keeps actors and learner in step on 2 cores).
             replay=ReplayConfig(mode="queue" if tiny else "uniform",
                                 samples_per_insert=1.0 if tiny else 2.0, timeout_ms=60_000),
-            learner=LearnerConfig(batch_size=4 if tiny else 16, log_every_seconds=5.0,
+            learner=LearnerConfig(batch_size=4 if tiny else 8, log_every_seconds=5.0,
                                   checkpoint_every_minutes=1.0),
             actors=ActorConfig(num_actors=2, envs_per_actor=4,
                                param_refresh_steps=10 if tiny else 20,

@@ -139,10 +139,10 @@ def test_importing_configs_has_no_side_effects():
 
 
 def test_derived_budget_step_size_and_agent_name():
-    # debug: B = 16, T = 20, 4 frames per step, 2 samples per insert:
-    # 10M frames -> 10e6 * 2 / (16 * 20 * 4) = 15,625 inner steps of lr decay.
+    # debug: B = 8, T = 20, 4 frames per step, 2 samples per insert:
+    # 10M frames -> 10e6 * 2 / (8 * 20 * 4) = 31,250 inner steps (the lr-decay horizon).
     cfg = make_config("debug", "impala", overrides=["max_frames=10e6"])
-    assert cfg.inner_steps_budget == 15_625
+    assert cfg.inner_steps_budget == 31_250
     # queue replay samples once; a smaller learner-step budget wins (K inner steps each).
     full = make_config("full", "stacx", overrides=["max_frames=1e6", "max_learner_steps=100"])
     assert full.env.frames_per_step == 4 and full.inner_steps_budget == 100
