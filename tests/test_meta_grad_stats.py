@@ -1,15 +1,16 @@
-"""launch.meta_grad_stats: statistics from chunked sums (reference values by
-numpy), and --append refusing a file measured another way. Measuring itself
-compiles for minutes (every estimator unrolled), so it is not run here; that a
-chunk of samples start.. equals those rows of one long run was checked when
-the sums were introduced (bit-identical meta-gradients)."""
+"""experiments.two_colors.meta_grad_stats: statistics from chunked sums
+(reference values by numpy), and --append refusing a file measured another
+way. Measuring itself compiles for minutes (every estimator unrolled), so it
+is not run here; that a chunk of samples start.. equals those rows of one
+long run was checked when the sums were introduced (bit-identical
+meta-gradients)."""
 import json
 import subprocess
 import sys
 
 import numpy as np
 
-from launch import meta_grad_stats as mgs
+from experiments.two_colors import meta_grad_stats as mgs
 
 
 def _fake_grads(n=50, p=7, seed=0):
@@ -56,8 +57,9 @@ def test_sums_of_chunks_add_up_to_the_whole():
 
 
 def _cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "launch.meta_grad_stats", f"--out={tmp_path}",
-                           "--samples=2", "--warmup=0", "--reference_k=8", *args],
+    return subprocess.run([sys.executable, "-m", "experiments.two_colors.meta_grad_stats",
+                           f"--out={tmp_path}", "--samples=2", "--warmup=0", "--reference_k=8",
+                           *args],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -9,9 +9,9 @@ import optax
 import pytest
 from jax.experimental import enable_x64
 
-from agents import two_colors as env
-from agents import two_colors_agent as tca
 from configs import ConfigError
+from experiments.two_colors import agents as tca
+from experiments.two_colors import env
 
 UP, DOWN, LEFT, RIGHT = range(4)
 KEY = jax.random.PRNGKey(0)
@@ -358,8 +358,9 @@ def test_fixed_epsilon_objective_holds_epsilon():
 def _runner(tmp_path, *args):
     import subprocess
     import sys
-    return subprocess.run([sys.executable, "-m", "launch.two_colors", "--steps=2048", "--seeds=2",
-                           "--hidden=8", "--swap_every=1024", f"--out={tmp_path}", *args],
+    return subprocess.run([sys.executable, "-m", "experiments.two_colors.run", "--steps=2048",
+                           "--seeds=2", "--hidden=8", "--swap_every=1024", f"--out={tmp_path}",
+                           *args],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -389,7 +390,7 @@ def _fake_result(seeds, total, cfg=None):
 
 
 def test_merge_objective_joins_seed_chunks_in_seed_order():
-    from launch import two_colors as tc
+    from experiments.two_colors import run as tc
     merged = tc.merge_objective(_fake_result([2, 3], [20.0, 30.0]), _fake_result([0, 1], [0.0, 10.0]))
     assert merged["seeds"] == [0, 1, 2, 3] and merged["total_reward"] == [0.0, 10.0, 20.0, 30.0]
     assert merged["curves"]["eps"] == [[float(s)] * 4 for s in range(4)]
@@ -407,7 +408,7 @@ def test_merge_objective_joins_seed_chunks_in_seed_order():
 
 
 def test_write_results_is_atomic(tmp_path):
-    from launch import two_colors as tc
+    from experiments.two_colors import run as tc
     good = {"agent": "actor_critic", "objectives": {"mg": _fake_result([0], [1.0])}}
     tc.write_results(good, str(tmp_path))
     before = {n: (tmp_path / n).read_text() for n in ("results.json", "summary.json")}
@@ -420,7 +421,7 @@ def test_write_results_is_atomic(tmp_path):
 
 
 def test_check_chunk_refuses_other_config_and_overlapping_seeds():
-    from launch import two_colors as tc
+    from experiments.two_colors import run as tc
     old = _fake_result([0, 1], [0.0, 1.0])
     tc.check_chunk(None, "mg", {"K": 2}, [0], "x")
     tc.check_chunk(old, "mg", dict(old["config"]), [2, 3], "x")  # a chunk
@@ -435,7 +436,7 @@ def test_check_chunk_refuses_other_config_and_overlapping_seeds():
 
 
 def test_merge_results_keeps_header_and_objectives_only():
-    from launch import two_colors as tc
+    from experiments.two_colors import run as tc
     # An older file's per-run field (its number of seeds) does not survive a merge.
     head = {"agent": "actor_critic", "steps": 4, "log_every": 1, "swap_every": 2}
     merged = tc.merge_results(dict(head, num_seeds=10, objectives={}),
@@ -452,7 +453,7 @@ def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
         done = _runner(dirs[name], "--objectives=mg", "--plots=false", *args)
         assert done.returncode == 0, done.stderr[-2000:]
     import gzip
-    kept = tmp_path / "b.json.gz"  # how chunks are kept in benchmarks/results
+    kept = tmp_path / "b.json.gz"  # how chunks are kept in experiments/two_colors/results
     kept.write_bytes(gzip.compress((dirs["b"] / "results.json").read_bytes()))
     done = _runner(dirs["m"], f"--merge={dirs['a']},{tmp_path / 'nothing.json'}")
     assert done.returncode == 2 and "nothing.json" in done.stderr

@@ -1,6 +1,7 @@
 """Bias and variance of meta-gradient estimators on two-colors (issue 10).
 
-`python -m launch.meta_grad_stats --samples=256 --out=runs/meta_grad_stats [--append]`
+    python -m experiments.two_colors.meta_grad_stats --samples=256
+        --out=runs/meta_grad_stats [--append]
 
 At fixed parameters (an agent trained for `--warmup` steps with the `none`
 objective, so its meta-network is at its initial value), every sample draws
@@ -36,9 +37,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The absl flags of `python -m launch.meta_grad_stats`, defined only when it runs
-    as a script: importing the module defines nothing (launch modules share
-    flag names such as --seed and --override)."""
+    """The absl flags of `python -m experiments.two_colors.meta_grad_stats`, defined
+    only when it runs as a script: importing the module defines nothing (absl
+    flags are global, and other modules define the same names, such as --seed
+    and --override)."""
     flags.DEFINE_integer("samples", 256, "independent batches (keys) per estimator")
     flags.DEFINE_string("warmup", "2e5", "training steps before the measurement")
     flags.DEFINE_integer("reference_k", 16, "inner steps of the reference MG meta-gradient")
@@ -62,7 +64,7 @@ def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from agents import two_colors_agent as tca
+    from experiments.two_colors import agents as tca
 
     cfg = tca.TwoColorsConfig(objective="none", hidden=hidden, steps=max(warmup_steps, 16))
     system = tca.make_system(cfg)

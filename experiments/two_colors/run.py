@@ -1,4 +1,4 @@
-"""Two-colors MG vs BMG: `python -m launch.two_colors --steps=1e6 --seeds=5
+"""Two-colors MG vs BMG: `python -m experiments.two_colors.run --steps=1e6 --seeds=5
 --objectives=mg,bmg_l1,bmg_l4,bmg_l8 --out=runs/two_colors`.
 
 `--agent=q_lambda` runs the epsilon-greedy Peng's Q(lambda) agent whose epsilon
@@ -47,9 +47,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The absl flags of `python -m launch.two_colors`, defined only when it runs
-    as a script: importing the module defines nothing (launch modules share
-    flag names such as --seed and --override)."""
+    """The absl flags of `python -m experiments.two_colors.run`, defined only when it
+    runs as a script: importing the module defines nothing (absl flags are
+    global, and other modules define the same names, such as --seed and
+    --override)."""
     flags.DEFINE_string("steps", "1e6", "environment steps per seed (e.g. 1e6)")
     flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
     flags.DEFINE_integer("seed_offset", 0, "first seed")
@@ -80,7 +81,7 @@ def _parse_value(text: str):
 
 
 def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
-    from agents.two_colors_agent import TwoColorsConfig, parse_objective
+    from experiments.two_colors.agents import TwoColorsConfig, parse_objective
     agent = common.get("agent", "actor_critic")
     return {name: TwoColorsConfig(**{**common, **parse_objective(name, agent), "steps": steps})
             for name in objectives}
@@ -128,7 +129,7 @@ def swap_stats(curves: Dict, log_every: int, swap_every: int, steps: int,
 def run_objective(cfg, seeds: List[int]) -> Dict:
     import jax
     import numpy as np
-    from agents import two_colors_agent as tca
+    from experiments.two_colors import agents as tca
     keys = tca.seed_keys(seeds)
     t0 = time.time()
     compiled = tca.jitted_run(cfg).lower(keys).compile()
@@ -240,7 +241,7 @@ def seed_count(results: Dict) -> str:
 
 def _load(path: str) -> Dict:
     """results.json of a folder, or a results file (.json, or .json.gz as kept
-    in benchmarks/results for chunks of long runs)."""
+    in experiments/two_colors/results for chunks of long runs)."""
     from configs import ConfigError
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import losses
-from agents import two_colors as env
+from experiments.two_colors import env
 from configs.config import ConfigError, _choice, _fail, _int, _num, geometric_mix
 
 Array = jax.Array
