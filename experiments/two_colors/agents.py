@@ -38,7 +38,7 @@ over all parameters.
 Reuse: `make_meta_objectives(inner_update, outer_loss, policy_logits, ...)`
 takes the inner update and the outer loss as functions, and `unroll` returns
 every x_1..x_K, so the mixture of 1..K-step meta-gradients (`mixed`) and a
-second agent need no change there. `agent="q_lambda"` (issue 11) is an
+second agent need no change there. `agent="q_lambda"` is an
 epsilon-greedy Peng's Q(lambda) learner whose epsilon is the meta-network's
 output (`make_q_lambda`); it provides the same `Agent` functions, so MG, BMG
 and mixed run through the same code. `run(cfg, key)` is one seed's whole
@@ -62,11 +62,11 @@ from configs.config import ConfigError, _choice, _fail, _int, _num, geometric_mi
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-# none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (issue 10)
+# none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (Bonnet et al. 2021)
 OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("kl", "l2")
 # actor_critic: the meta-network sets the entropy weight; q_lambda: epsilon of an
-# epsilon-greedy Peng's Q(lambda) learner (issue 11)
+# epsilon-greedy Peng's Q(lambda) learner
 AGENTS = ("actor_critic", "q_lambda")
 # The config field that holds each agent's meta-network output at init.
 META_OUTPUT_FIELD = {"actor_critic": "init_entropy_weight", "q_lambda": "init_epsilon"}

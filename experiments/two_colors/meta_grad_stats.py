@@ -1,4 +1,4 @@
-"""Bias and variance of meta-gradient estimators on two-colors (issue 10).
+"""Bias and variance of meta-gradient estimators on two-colors.
 
     python -m experiments.two_colors.meta_grad_stats --samples=256
         --out=runs/meta_grad_stats [--append]
@@ -211,7 +211,7 @@ def _main(warmup: int) -> None:
                 old = json.load(f)
             old_setup = {k: old["facts"][k] for k in SETUP}
             start, facts["chunks"] = old["sums"]["reference"]["n"], old["facts"]["chunks"]
-            len(old["sums"]["reference"]["norms"])  # files before the per-sample norms
+            len(old["sums"]["reference"]["norms"])  # KeyError: a file without per-sample norms
         except (OSError, ValueError, KeyError) as e:
             raise ConfigError(f"--append to {path} is not allowed: not a stats file of this "
                               f"version ({e!r}); measure into another --out") from None

@@ -2,7 +2,7 @@
 --objectives=mg,bmg_l1,bmg_l4,bmg_l8 --out=runs/two_colors`.
 
 `--agent=q_lambda` runs the epsilon-greedy Peng's Q(lambda) agent whose epsilon
-is meta-learned (issue 11) instead of the actor-critic's entropy weight, e.g.
+is meta-learned instead of the actor-critic's entropy weight, e.g.
 `--agent=q_lambda --objectives=mg,bmg_l1,fixed_0.05`.
 
 Each objective runs all seeds at once (vmap over seeds, one jitted lax.scan
@@ -155,7 +155,8 @@ HEADER = ("agent", "steps", "log_every", "swap_every")
 
 
 def _header(results: Dict) -> Dict:
-    # Files written before issue 11 have no "agent": they are actor-critic runs.
+    # A file without "agent" (results/actor_critic/summary.json) holds actor-critic runs:
+    # the runner had no other agent when it was written.
     return {k: results.get(k, "actor_critic" if k == "agent" else None) for k in HEADER}
 
 
