@@ -7,18 +7,13 @@ import jax
 import jax.numpy as jnp
 
 from agents import learning, networks as networks_lib
-from configs import HYPER_NAMES, RunConfig
-
-
-def meta_dim(cfg: RunConfig) -> int:
-    """Length of the meta-parameter vector the network is conditioned on."""
-    return len(HYPER_NAMES) * cfg.agent.num_heads if cfg.agent.kind == "stacx" else 0
+from configs import RunConfig
 
 
 def make_networks(cfg: RunConfig, observation_shape: Sequence[int],
                   num_actions: int) -> networks_lib.Networks:
     return networks_lib.make_networks(cfg.network, observation_shape, num_actions,
-                                      cfg.agent.num_heads, meta_dim(cfg))
+                                      cfg.agent.num_heads, cfg.agent.meta_dim)
 
 
 def make_learner(cfg: RunConfig, networks: networks_lib.Networks,

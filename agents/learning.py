@@ -129,9 +129,8 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
     if num_heads != agent.num_heads:
         raise ValueError(f"network has {num_heads} heads but AgentConfig.num_heads="
                          f"{agent.num_heads}")
-    expected_meta_dim = len(HYPER_NAMES) * num_heads if stacx else 0
-    if networks.meta_dim != expected_meta_dim:
-        raise ValueError(f"network meta_dim={networks.meta_dim}, expected {expected_meta_dim}")
+    if networks.meta_dim != agent.meta_dim:
+        raise ValueError(f"network meta_dim={networks.meta_dim}, expected {agent.meta_dim}")
     K, L = meta.K, meta.L
     schedule = learning_rate_schedule(agent, decay_steps)
     inner_opt = _rmsprop(agent, schedule)

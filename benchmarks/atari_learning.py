@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, config_dict, git_commit, machine_facts
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_facts
 
 OUT_DIR = os.path.join(RESULTS_DIR, "atari_learning")
 SUMMARY = os.path.join(OUT_DIR, "summary.json")
@@ -48,11 +48,13 @@ def run_name(game: str, agent: str, preset: str, seed: int) -> str:
     return f"{game}-{agent}-{preset}-s{seed}"
 
 
-def make_run_config(args, name: str):
-    from configs import make_config
-    overrides = [f"max_frames={args.frames}", f"seed={args.seed}", f"root={args.root}"]
-    return make_config(args.preset, args.agent, args.game, name=name,
-                       overrides=overrides + list(args.override))
+def make_run_config(args):
+    """The run's RunConfig from the parsed command line; ConfigError on a bad value."""
+    from configs import make_config, parse_count
+    return make_config(args.preset, args.agent, args.game,
+                       name=run_name(args.game, args.agent, args.preset, args.seed),
+                       overrides=args.override, root=args.root, seed=args.seed,
+                       max_frames=parse_count("--frames", args.frames, "10e6"))
 
 
 def _segments_path(run_dir: str) -> str:
@@ -75,12 +77,13 @@ def _write_json_atomic(path: str, payload) -> None:
     os.replace(tmp, path)
 
 
-def run_program(args, cfg) -> int:
+def run_program(cfg) -> int:
     """The program as a child process; SIGINT/SIGTERM are passed on to it (it
     stops cleanly and checkpoints). Each call is one segment of the run."""
-    cmd = [sys.executable, "-m", "launch.run", f"--preset={args.preset}", f"--game={args.game}",
-           f"--agent={args.agent}", f"--max_frames={args.frames}", f"--seed={args.seed}",
-           f"--root={args.root}", f"--name={cfg.name}"] + [f"--override={o}" for o in args.override]
+    from configs import save_config
+    config_path = os.path.join(cfg.run_dir, "config.json")
+    save_config(cfg, config_path)
+    cmd = [sys.executable, "-m", "launch.run", f"--config={config_path}"]
     print("running:", " ".join(cmd), flush=True)
     start = time.time()
     child = subprocess.Popen(cmd, cwd=REPO_ROOT)
@@ -149,7 +152,7 @@ def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
                        if learner and c in learner[0]},
         "wall_s": round(sum(s["wall_s"] for s in segments), 1), "segments": segments,
         "commit": segments[-1]["commit"] if segments else git_commit(),
-        "config": config_dict(cfg),
+        "config": cfg.to_dict(),
         "machine": machine_facts(jax_facts=False),
     }
 
@@ -217,8 +220,9 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
     return path
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.atari_learning",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", default="Pong")
     parser.add_argument("--agent", default="impala", help="impala | stacx | bmg")
     parser.add_argument("--preset", default="debug")
@@ -232,18 +236,21 @@ def main(argv=None) -> int:
                         help="only rebuild the summary entry and plot from the run folder")
     parser.add_argument("--plot_attempts", action="store_true",
                         help="only draw <game>-attempts.png from attempts.json")
-    args = parser.parse_args(argv)
-    from configs import ConfigError, parse_count
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from configs import ConfigError
     try:
-        args.frames = parse_count("--frames", args.frames, "10e6")
-        cfg = make_run_config(args, run_name(args.game, args.agent, args.preset, args.seed))
+        cfg = make_run_config(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.plot_attempts:
         print(f"plot: {plot_game(args.game, ATTEMPTS)}")
         return 0
-    rc = 0 if args.report_only else run_program(args, cfg)
+    rc = 0 if args.report_only else run_program(cfg)
     entry = run_entry(cfg, args.agent, args.preset)
     if entry is None:
         print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)

@@ -1,7 +1,6 @@
 """Shared benchmark helpers: machine/version facts, load average, config dumps, JSON output."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -95,11 +94,6 @@ def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
     except OSError:
         facts["cpu"] = platform.processor()
     return facts
-
-
-def config_dict(cfg) -> Dict[str, Any]:
-    """A RunConfig (or any dataclass) as plain JSON-able values."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:

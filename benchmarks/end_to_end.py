@@ -36,7 +36,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks.common import (config_dict, load_average, machine_facts, read_json,
+from benchmarks.common import (load_average, machine_facts, read_json,
                                steal_seconds, write_json)
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
@@ -301,9 +301,9 @@ def main(argv=None):
     root = tempfile.mkdtemp(prefix="bench-e2e-")
     try:
         for variant in args.variants.split(","):
-            configs[variant] = config_dict(make_config(
+            configs[variant] = make_config(
                 "debug", args.agent, "Pong", overrides=[f"actors.num_actors={args.actors}"]
-                + variant_overrides(args, variant)))
+                + variant_overrides(args, variant)).to_dict()
             r = runs[variant] = measure(args, root, variant)
             w = r["steady"]
             print(f"{variant}: steady {w.get('seconds', 0):.0f} s: learner "

@@ -318,7 +318,7 @@ def main(argv=None):
     os.environ["JAX_PLATFORMS"] = "cpu"  # actors run JAX on CPU (launch.program.process_env)
     import jax
     from actors.environments import num_actions
-    from benchmarks.common import config_dict, load_average, machine_facts, write_json
+    from benchmarks.common import load_average, machine_facts, write_json
 
     load_start = load_average()
     t_start = time.perf_counter()
@@ -339,7 +339,7 @@ def main(argv=None):
             actors = {}
             for network in networks:
                 cfg = actor_config(network, args.agent, N, root)
-                configs[network] = config_dict(cfg)
+                configs[network] = cfg.to_dict()
                 r = least_stolen(lambda: actor_run(cfg, address, server.pid, args.seconds,
                                                    args.warmup),
                                  args.max_steal, args.tries, f"N={N} actor {network}")

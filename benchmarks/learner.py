@@ -23,7 +23,7 @@ import numpy as np
 
 from agents import builders
 from agents.types import Trajectory
-from benchmarks.common import (config_dict, load_average, machine_facts, steal_seconds,
+from benchmarks.common import (load_average, machine_facts, steal_seconds,
                                write_json)
 from configs import make_config
 
@@ -100,7 +100,7 @@ def main(argv=None):
     for network in args.networks.split(","):
         for name, agent, overrides in VARIANTS:
             cfg = variant_config(network, agent, overrides, args.batch, args.T)
-            configs[f"{network}/{name}"] = config_dict(cfg)
+            configs[f"{network}/{name}"] = cfg.to_dict()
             r = time_config(cfg, args.reps)
             results[f"{network}/{name}"] = r
             print(f"{network:5s} {name:7s} {r['seconds_per_update']:8.3f} s/update "
@@ -112,7 +112,7 @@ def main(argv=None):
     if not args.no_debug_program:
         name, agent = DEBUG_PROGRAM
         cfg = make_config("debug", agent)
-        configs[f"small/{name}"] = config_dict(cfg)
+        configs[f"small/{name}"] = cfg.to_dict()
         r = time_config(cfg, max(args.reps, 5))
         results[f"small/{name}"] = r
         print(f"small {name} (B={r['batch']}, L={r['L']}) {r['seconds_per_update']:8.3f} "

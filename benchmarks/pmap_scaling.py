@@ -32,7 +32,7 @@ def child(args) -> None:
     import jax
     import numpy as np
     from agents import builders, parallel
-    from benchmarks.common import config_dict, steal_seconds
+    from benchmarks.common import steal_seconds
     from benchmarks.learner import fake
     from configs import make_config
 
@@ -67,7 +67,7 @@ def child(args) -> None:
             "seconds_per_update": sec, "samples_per_s": B * T / sec, "first_call_s": first,
             "steal_cores": steal,
             "times": times, "global_batch": B, "per_device_batch": B // n, "T": T,
-            "batches_per_update": pl.learner.num_batches, "config": config_dict(cfg)}
+            "batches_per_update": pl.learner.num_batches, "config": cfg.to_dict()}
     print("RESULT " + json.dumps(out), flush=True)
 
 

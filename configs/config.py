@@ -109,6 +109,11 @@ class EnvConfig:
         """Emulator frames per agent step: the action repeat (Catch: 1)."""
         return self.frame_skip if self.kind == "atari" else 1
 
+    @property
+    def label(self) -> str:
+        """The game's name in logs and reports: the Atari game, or 'Catch'."""
+        return self.game if self.kind == "atari" else self.kind.capitalize()
+
 
 # ----------------------------------------------------------------------------
 # Network
@@ -203,6 +208,12 @@ class AgentConfig:
     def hyper_values(self) -> Tuple[float, ...]:
         """(gamma, lambda_, g_v, g_p, g_e, alpha) in `HYPER_NAMES` order."""
         return tuple(float(getattr(self, n)) for n in HYPER_NAMES)
+
+    @property
+    def meta_dim(self) -> int:
+        """Length of the meta-parameter vector the network is conditioned on:
+        the 6 values of every head for STACX, none for IMPALA."""
+        return len(HYPER_NAMES) * self.num_heads if self.kind == "stacx" else 0
 
 
 # ----------------------------------------------------------------------------
@@ -403,6 +414,21 @@ class RunConfig:
         import os
         return os.path.join(self.root, self.name)
 
+    def budget_reached(self, frames: float, learner_steps: float) -> bool:
+        """The run's stopping test (`budget_reached` with this run's budget)."""
+        return budget_reached(frames, learner_steps, self.max_frames, self.max_learner_steps)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready nested dict (tuples become lists); `from_dict` inverts it."""
+        import json
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RunConfig":
+        """RunConfig from `to_dict`'s output, every field validated; ConfigError
+        names an unknown or malformed key."""
+        return _from_dict(cls, data, "")
+
     @property
     def agent_name(self) -> str:
         """'impala', 'stacx' (MG), 'bmg', or 'stacx-fixed' (no meta-learning)."""
@@ -429,3 +455,61 @@ class RunConfig:
         if self.max_learner_steps:
             steps = min(steps, self.max_learner_steps * self.inner_steps_per_update)
         return max(1, steps)
+
+
+def budget_reached(frames: float, learner_steps: float, max_frames: int,
+                   max_learner_steps: int = 0) -> bool:
+    """The stopping test of every run: frames >= max_frames, or learner steps
+    >= max_learner_steps when that budget is set (0 = none)."""
+    if frames >= max_frames:
+        return True
+    return bool(max_learner_steps) and learner_steps >= max_learner_steps
+
+
+def save_config(cfg: RunConfig, path: str) -> None:
+    """Write `cfg.to_dict()` as JSON, atomically (a reader never sees half a file)."""
+    import json
+    import os
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_config(path: str) -> RunConfig:
+    """The RunConfig a `save_config` file holds; ConfigError if it cannot be read."""
+    import json
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} is not allowed: cannot read it "
+                          f"({e.strerror})") from None
+    except ValueError as e:
+        raise ConfigError(f"config file {path!r} is not allowed: not JSON ({e})") from None
+    return RunConfig.from_dict(data)
+
+
+def _from_dict(cls, data: Any, where: str):
+    import typing
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where or cls.__name__}={data!r} is not allowed: "
+                          f"expected a mapping of {cls.__name__} fields")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"config key {where}{unknown[0]!r} is not allowed: "
+                          f"{cls.__name__} has the fields {names}")
+    values = {}
+    for name, value in data.items():
+        t = hints[name]
+        if dataclasses.is_dataclass(t):
+            value = _from_dict(t, value, f"{where}{name}.")
+        elif typing.get_origin(t) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)

@@ -32,23 +32,45 @@ def _agent_sections(agent: str, meta: MetaConfig) -> tuple:
     raise ConfigError(f"unknown agent {agent!r}: allowed agents are {list(AGENTS)}")
 
 
-def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong",
-                name: Optional[str] = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """Build a validated RunConfig from a preset, an agent, a game and overrides.
+CATCH = "Catch"
 
-    `overrides` are strings `section.field=value` (e.g. `learner.batch_size=16`,
-    `meta.L=4`, `max_frames=1e6`), applied last.
+
+def _catch(cfg: RunConfig) -> RunConfig:
+    """The built-in Catch game (10x5 grid rendered at 10x10, one frame): a tiny
+    network and a faster optimiser, so the whole program learns it in about a
+    minute on 2 cores (measured: eval return -0.6 -> 1.0 in 600 learner steps)."""
+    return dataclasses.replace(
+        cfg,
+        env=dataclasses.replace(cfg.env, kind="catch", game=CATCH, frame_size=10, frame_stack=1),
+        network=dataclasses.replace(cfg.network, kind="tiny", hidden=64),
+        agent=dataclasses.replace(cfg.agent, learning_rate=3e-3),
+        learner=dataclasses.replace(cfg.learner, batch_size=16))
+
+
+def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong",
+                name: Optional[str] = None, overrides: Iterable[str] = (), *,
+                root: Optional[str] = None, seed: Optional[int] = None,
+                max_frames: Optional[int] = None, max_learner_steps: Optional[int] = None,
+                num_actors: Optional[int] = None) -> RunConfig:
+    """The one path to a validated RunConfig: a preset, an agent and a game
+    (one of the 57, or 'Catch'), then `overrides`, strings `section.field=value`
+    (e.g. `learner.batch_size=16`, `meta.L=4`), then the keyword fields that
+    the command lines name directly. `name` defaults to `<game>-<agent>-<preset>`.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: allowed presets are {list(PRESETS)}")
     if agent not in AGENTS:
         raise ConfigError(f"unknown agent {agent!r}: allowed agents are {list(AGENTS)}")
+    catch = isinstance(game, str) and game.lower() == CATCH.lower()
+    if catch:
+        game = CATCH
+    name = name or f"{game}-{agent}-{preset}"
     if preset == "full":
         # Published IMPALA (deep) / STACX / BMG Atari settings (docs/design.md).
         agent_cfg, meta = _agent_sections(agent, BMG_META)
         cfg = RunConfig(
-            name=name or f"{game}-{agent}", max_frames=200_000_000,
-            env=EnvConfig(kind="atari", game=game),
+            name=name, max_frames=200_000_000,
+            env=EnvConfig(kind="catch" if catch else "atari", game=game),
             network=NetworkConfig(kind="deep", channels=(16, 32, 32), blocks_per_section=2,
                                   hidden=256),
             agent=agent_cfg, meta=meta,
@@ -69,9 +91,9 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
                                         rms_eps=0.01 if tiny else 1e-5,
                                         lr_schedule="linear" if tiny else "constant")
         cfg = RunConfig(
-            name=name or f"{game}-{agent}-{preset}",
+            name=name,
             max_frames=40_000 if tiny else 250_000,
-            env=EnvConfig(kind="atari", game=game),
+            env=EnvConfig(kind="catch" if catch else "atari", game=game),
             network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
                                   hidden=32 if tiny else 256, meta_embedding=8),
             agent=agent_cfg, meta=meta,
@@ -85,7 +107,17 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
                                param_refresh_steps=10 if tiny else 20,
                                eval_pause_seconds=0.0 if tiny else 15.0),
         )
-    return apply_overrides(cfg, overrides)
+    if catch:
+        cfg = _catch(cfg)
+    cfg = apply_overrides(cfg, overrides)
+    fields = {k: v for k, v in (("root", root), ("seed", seed), ("max_frames", max_frames),
+                                ("max_learner_steps", max_learner_steps)) if v is not None}
+    if fields:
+        cfg = dataclasses.replace(cfg, **fields)
+    if num_actors is not None:
+        cfg = dataclasses.replace(cfg, actors=dataclasses.replace(cfg.actors,
+                                                                  num_actors=num_actors))
+    return cfg
 
 
 def parse_count(flag: str, text: str, example: str, minimum: int = 1) -> int:

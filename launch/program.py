@@ -32,10 +32,10 @@ def stop_program() -> None:
     lp.stop()
 
 
-def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int, int]:
-    """(observation_shape, num_actions, frames_per_step) without stepping anything."""
+def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int]:
+    """(observation_shape, num_actions) without stepping anything."""
     from actors.environments import num_actions
-    return cfg.env.observation_shape, num_actions(cfg.env), cfg.env.frames_per_step
+    return cfg.env.observation_shape, num_actions(cfg.env)
 
 
 CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice
@@ -59,9 +59,9 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     from learner.node import LearnerNode
     from replay import make_tables
 
-    obs_shape, n_actions, frames_per_step = environment_facts(cfg)
+    obs_shape, n_actions = environment_facts(cfg)
     # Found and validated here, before any process starts; the learner gets its path.
-    ckpt = ckpt_lib.for_run(cfg.run_dir, ckpt_lib.config_to_dict(cfg), resume)
+    ckpt = ckpt_lib.for_run(cfg.run_dir, cfg.to_dict(), resume)
     counts = dict(ckpt.counters) if ckpt else {}
     resume_path = ckpt.path if ckpt else None
 
@@ -79,7 +79,7 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(
             LearnerNode, cfg, replay, counter, obs_shape, n_actions, resume_path,
-            frames_per_step, stop_fn=stop_program, should_stop=should_stop))
+            stop_fn=stop_program, should_stop=should_stop))
     learner.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("actor"):
         for i in range(cfg.actors.num_actors):

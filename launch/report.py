@@ -112,12 +112,15 @@ def find_plan(sweep_dir: str):
 
 
 def _run_finished(run: Dict) -> bool:
-    from launch.sweep import budget_reached, checkpoint_counters, read_marker
+    from configs.config import budget_reached
+    from launch.sweep import checkpoint_counters, read_marker
     marker = read_marker(run["run_dir"])
     if run.get("max_frames") is None:
         return marker is not None
     for counters in (marker, checkpoint_counters(run["run_dir"])):
-        if budget_reached(counters, run["max_frames"], run.get("max_learner_steps") or 0):
+        if counters and budget_reached(float(counters.get("frames", 0)),
+                                       float(counters.get("learner_steps", 0)),
+                                       run["max_frames"], run.get("max_learner_steps") or 0):
             return True
     return False
 

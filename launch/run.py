@@ -4,6 +4,9 @@ Builds the Launchpad program (Reverb, counter, learner, N actors, evaluator),
 starts it with `local_mp`, waits, and prints the run folder and final score.
 A run folder that has a checkpoint resumes from it (or give --resume=PATH).
 Any config field can be set with --override=section.field=value (repeatable).
+The validated config is written to <run folder>/config.json;
+`--config=<that file>` runs exactly it (the sweep and the learning-curve
+experiment start their programs that way).
 """
 from __future__ import annotations
 
@@ -17,59 +20,54 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+# The flags that choose the config; `--config` replaces all of them.
+CONFIG_FLAGS = ("preset", "game", "agent", "name", "root", "max_frames", "max_learner_steps",
+                "num_actors", "seed", "override")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The absl flags of `python -m launch.run`, defined only when it runs
     as a script: importing the module defines nothing (launch modules share
     flag names such as --seed and --override)."""
-    flags.DEFINE_string("preset", "debug", "debug | full | test")
-    flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'")
-    flags.DEFINE_string("agent", "impala", "impala | stacx | bmg")
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("preset", "debug", "debug | full | test", **fv)
+    flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'", **fv)
+    flags.DEFINE_string("agent", "impala", "impala | stacx | bmg", **fv)
     flags.DEFINE_string("name", None,
-                        "run name (folder under --root); default <game>-<agent>-<preset>")
-    flags.DEFINE_string("root", "runs", "folder holding run folders")
-    flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from")
-    flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset")
-    flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)")
-    flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset")
-    flags.DEFINE_integer("seed", None, "seed")
-    flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4")
+                        "run name (folder under --root); default <game>-<agent>-<preset>", **fv)
+    flags.DEFINE_string("root", "runs", "folder holding run folders", **fv)
+    flags.DEFINE_string("config", None,
+                        "a run's config.json (written into every run folder): run exactly that "
+                        "config; no other config flag may be given with it", **fv)
+    flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from", **fv)
+    flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset",
+                        **fv)
+    flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)", **fv)
+    flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset", **fv)
+    flags.DEFINE_integer("seed", None, "seed", **fv)
+    flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4", **fv)
     flags.DEFINE_string("network", "auto",
                         "isolated: run the program in a private network namespace (loopback "
                         "only); host: listen on this host's interfaces; auto: isolated when the "
-                        "kernel allows it (README 'Network exposure')")
-    flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process")
+                        "kernel allows it (README 'Network exposure')", **fv)
+    flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process",
+                         **fv)
 
 
-# The built-in Catch game (10x5 grid rendered at 10x10, one frame): a tiny
-# network and a faster optimiser, so the whole program learns it in about a
-# minute on 2 cores (measured: eval return -0.6 -> 1.0 in 600 learner steps).
-CATCH_OVERRIDES = ("env.kind=catch", "env.frame_size=10", "env.frame_stack=1",
-                   "network.kind=tiny", "network.hidden=64", "agent.learning_rate=3e-3",
-                   "learner.batch_size=16")
-
-
-def build_config(argv_flags=None):
-    """RunConfig from the flags; ConfigError on any bad value."""
-    from configs import make_config, parse_count
-    f = argv_flags or FLAGS
-    overrides = list(f.override)
-    game, env_overrides = f.game, []
-    if game.lower() == "catch":
-        game = "Pong"  # unused by the catch env
-        env_overrides = list(CATCH_OVERRIDES)
-    if f.max_frames is not None:
-        frames = parse_count("--max_frames", f.max_frames, "2e5")
-        overrides.append(f"max_frames={frames}")
-    if f.max_learner_steps is not None:
-        overrides.append(f"max_learner_steps={f.max_learner_steps}")
-    if f.num_actors is not None:
-        overrides.append(f"actors.num_actors={f.num_actors}")
-    if f.seed is not None:
-        overrides.append(f"seed={f.seed}")
-    overrides.append(f"root={f.root}")
-    name = f.name or f"{f.game}-{f.agent}-{f.preset}"
-    return make_config(f.preset, f.agent, game, name=name,
-                       overrides=env_overrides + overrides)
+def build_config(f: flags.FlagValues = FLAGS):
+    """The RunConfig the command line asks for; ConfigError on any bad value."""
+    from configs import ConfigError, load_config, make_config, parse_count
+    if f.config is not None:
+        given = [n for n in CONFIG_FLAGS if f[n].present]
+        if given:
+            raise ConfigError(f"--{given[0]} is not allowed with --config={f.config!r}: the "
+                              f"file holds the whole config (edit it, or drop --config)")
+        return load_config(f.config)
+    frames = (parse_count("--max_frames", f.max_frames, "2e5")
+              if f.max_frames is not None else None)
+    return make_config(f.preset, f.agent, f.game, name=f.name, overrides=f.override,
+                       root=f.root, seed=f.seed, max_frames=frames,
+                       max_learner_steps=f.max_learner_steps, num_actors=f.num_actors)
 
 
 def check_run_dir(run_dir: str) -> None:
@@ -116,7 +114,7 @@ def main(argv):
     except (ValueError, NetworkIsolationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    from configs import ConfigError
+    from configs import ConfigError, save_config
     from learner.checkpoint import CheckpointError
     try:
         if FLAGS.max_restarts < 0:
@@ -126,6 +124,8 @@ def main(argv):
         check_run_dir(cfg.run_dir)
         from launch.program import make_program
         program, resources = make_program(cfg, FLAGS.resume)
+        # Written once everything is valid: bad input leaves the folder as it was.
+        save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
     except (ConfigError, CheckpointError, PermissionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -136,7 +136,7 @@ def main(argv):
     # crashing node stops the program; current_terminal would not notice.)
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
     to_files._LOGGING_DIR = log_dir
-    print(f"starting {cfg.agent_name} on {FLAGS.game}: {cfg.actors.num_actors} actors, "
+    print(f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
           f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
           + ("" if network == "isolated" else
              " (Reverb and courier listen on all interfaces: README 'Network exposure')"),

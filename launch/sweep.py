@@ -40,13 +40,13 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = "sweep.json"
 DONE_MARKER = "sweep-done.json"
 RUN_LOG = "sweep.log"
+CONFIG_FILE = "config.json"  # the run's RunConfig; launch.run writes the same file itself
 LOCK = ".sweep.lock"
 MANIFEST_VERSION = 1
 
@@ -96,49 +96,71 @@ def run_name(game: str, seed: int) -> str:
 
 @dataclasses.dataclass
 class Run:
+    """One (game, seed) of the plan and the validated config its program runs."""
     game: str
     seed: int
-    name: str
-    run_dir: str  # absolute
-    max_frames: int
-    max_learner_steps: int  # 0 = none
-    frames_per_step: int
-    num_actors: int
-    env: object  # EnvConfig
+    cfg: object  # RunConfig, root = the sweep folder (absolute)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def run_dir(self) -> str:
+        return self.cfg.run_dir
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.run_dir, CONFIG_FILE)
+
+    @property
+    def max_frames(self) -> int:
+        return self.cfg.max_frames
+
+    @property
+    def max_learner_steps(self) -> int:
+        return self.cfg.max_learner_steps
+
+    @property
+    def num_actors(self) -> int:
+        return self.cfg.actors.num_actors
+
+    @property
+    def env(self):
+        return self.cfg.env
+
+    def budget_reached(self, counters: Optional[Dict]) -> bool:
+        """The learner's own stopping test (`RunConfig.budget_reached`) on saved counters."""
+        return bool(counters) and self.cfg.budget_reached(
+            float(counters.get("frames", 0)), float(counters.get("learner_steps", 0)))
 
 
 def plan_runs(args: argparse.Namespace, out: str) -> List[Run]:
     """One validated RunConfig per (game, seed); SweepError on any bad value."""
-    from configs import ConfigError
-    from launch.run import build_config
+    from configs import ConfigError, make_config, parse_count
     runs = []
-    for game in args.games:
-        for seed in range(args.seeds):
-            flags = types.SimpleNamespace(
-                preset=args.preset, game=game, agent=args.agent, name=run_name(game, seed),
-                root=out, resume=None, max_frames=args.frames,
-                max_learner_steps=args.max_learner_steps, num_actors=args.num_actors,
-                seed=seed, override=list(args.override))
-            try:
-                cfg = build_config(flags)
-            except ConfigError as e:
-                raise SweepError(str(e)) from None
-            runs.append(Run(game, seed, cfg.name, os.path.abspath(cfg.run_dir), cfg.max_frames,
-                            cfg.max_learner_steps, cfg.env.frame_skip, cfg.actors.num_actors,
-                            cfg.env))
+    try:
+        frames = parse_count("--frames", args.frames, "200e6") if args.frames else None
+        for game in args.games:
+            for seed in range(args.seeds):
+                cfg = make_config(args.preset, args.agent, game, name=run_name(game, seed),
+                                  overrides=args.override, root=out, seed=seed,
+                                  max_frames=frames, max_learner_steps=args.max_learner_steps,
+                                  num_actors=args.num_actors)
+                runs.append(Run(game, seed, cfg))
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
     return runs
 
 
 def child_command(args: argparse.Namespace, run: Run, out: str) -> List[str]:
-    cmd = [sys.executable, "-m", "launch.run", f"--preset={args.preset}", f"--game={run.game}",
-           f"--agent={args.agent}", f"--name={run.name}", f"--root={out}", f"--seed={run.seed}",
-           f"--max_frames={run.max_frames}"]
-    if args.max_learner_steps is not None:
-        cmd.append(f"--max_learner_steps={args.max_learner_steps}")
-    if args.num_actors is not None:
-        cmd.append(f"--num_actors={args.num_actors}")
-    cmd += [f"--override={o}" for o in args.override]
-    return cmd
+    """`launch.run` on the config file the sweep wrote for this run (`write_config`)."""
+    return [sys.executable, "-m", "launch.run", f"--config={run.config_path}"]
+
+
+def write_config(run: Run) -> None:
+    from configs import save_config
+    save_config(run.cfg, run.config_path)
 
 
 # ----------------------------------------------------------------------------
@@ -161,15 +183,6 @@ def checkpoint_counters(run_dir: str) -> Optional[Dict[str, float]]:
     return None
 
 
-def budget_reached(counters: Optional[Dict], max_frames: int, max_learner_steps: int) -> bool:
-    """The learner's own stopping test (learner/node.py `_budget_reached`)."""
-    if not counters:
-        return False
-    if float(counters.get("frames", 0)) >= max_frames:
-        return True
-    return bool(max_learner_steps) and float(counters.get("learner_steps", 0)) >= max_learner_steps
-
-
 def read_marker(run_dir: str) -> Optional[Dict]:
     try:
         with open(os.path.join(run_dir, DONE_MARKER)) as f:
@@ -181,11 +194,11 @@ def read_marker(run_dir: str) -> Optional[Dict]:
 def run_state(run: Run) -> Dict:
     """{'finished': bool, 'frames': float, 'learner_steps': float, 'source': str}."""
     marker = read_marker(run.run_dir)
-    if marker and budget_reached(marker, run.max_frames, run.max_learner_steps):
+    if marker and run.budget_reached(marker):
         return {"finished": True, "frames": float(marker.get("frames", 0)),
                 "learner_steps": float(marker.get("learner_steps", 0)), "source": "marker"}
     counters = checkpoint_counters(run.run_dir)
-    finished = budget_reached(counters, run.max_frames, run.max_learner_steps)
+    finished = run.budget_reached(counters)
     return {"finished": finished, "frames": float((counters or {}).get("frames", 0)),
             "learner_steps": float((counters or {}).get("learner_steps", 0)),
             "source": "checkpoint" if counters else "none", "counters": counters}
@@ -355,6 +368,7 @@ class Sweep:
         if os.path.exists(marker):  # met an older, smaller budget only
             os.unlink(marker)
         state = run_state(run)
+        write_config(run)
         log_path = os.path.join(run.run_dir, RUN_LOG)
         log = open(log_path, "a")
         offset = log.tell()
@@ -399,7 +413,7 @@ class Sweep:
         child.log.close()
         del self.children[run.name]
         counters = checkpoint_counters(run.run_dir) or {}
-        finished = budget_reached(counters, run.max_frames, run.max_learner_steps)
+        finished = run.budget_reached(counters)
         elapsed = time.time() - child.started
         progress = (f"frames={counters.get('frames', 0):.0f}/{run.max_frames} "
                     f"learner_steps={counters.get('learner_steps', 0):.0f}"

@@ -12,7 +12,6 @@ numpy + json only: no TensorFlow, Reverb or JAX import here.
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -53,10 +52,6 @@ def list_checkpoints(directory: str) -> List[Tuple[int, str]]:
         if m:
             found.append((int(m.group(1)), path))
     return sorted(found)
-
-
-def config_to_dict(cfg) -> Dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 def save(directory: str, step: int, leaves: List[np.ndarray], counters: Dict[str, float],

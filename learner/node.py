@@ -29,7 +29,7 @@ class LearnerNode:
 
     def __init__(self, cfg: RunConfig, replay_address: Any, counter: Any,
                  observation_shape: Tuple[int, ...], num_actions: int,
-                 resume: Optional[str] = None, frames_per_step: int = 4,  # resume: checkpoint file
+                 resume: Optional[str] = None,  # a checkpoint file
                  stop_fn: Optional[Callable[[], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None):
         import jax
@@ -38,7 +38,6 @@ class LearnerNode:
         self._cfg = cfg
         self._counter = counter
         self._replay_address = replay_address
-        self._frames_per_step = frames_per_step
         self._stop_fn = stop_fn
         self._should_stop = should_stop or (lambda: False)
         self._lock = threading.Lock()
@@ -54,7 +53,7 @@ class LearnerNode:
         self._counts: Dict[str, float] = {}
         ckpt = None
         if resume:  # the launcher found and validated it; check again where it is used
-            ckpt = ckpt_lib.for_run(cfg.run_dir, ckpt_lib.config_to_dict(cfg), resume)
+            ckpt = ckpt_lib.for_run(cfg.run_dir, cfg.to_dict(), resume)
         if ckpt is not None:
             leaves, treedef = jax.tree_util.tree_flatten(state)
             restored = ckpt_lib.restore_leaves(ckpt, leaves)
@@ -98,16 +97,10 @@ class LearnerNode:
         counts["trajectories_consumed"] = float(self._trajectories)
         counts["skipped_updates"] = float(host.skipped)
         path = ckpt_lib.save(self._ckpt_dir, int(host.step), jax.tree_util.tree_leaves(host),
-                             counts, ckpt_lib.config_to_dict(self._cfg),
+                             counts, self._cfg.to_dict(),
                              keep=self._cfg.learner.keep_checkpoints)
         print(f"[learner] checkpoint {path}", flush=True)
         return path
-
-    def _budget_reached(self, counts: Dict[str, float], step: int) -> bool:
-        cfg = self._cfg
-        if counts.get("frames", 0) >= cfg.max_frames:
-            return True
-        return bool(cfg.max_learner_steps) and step >= cfg.max_learner_steps
 
     def run(self) -> None:
         from replay import ReplayTimeoutError, address_of, make_dataset
@@ -126,13 +119,13 @@ class LearnerNode:
         consumed = 0
         last_log_step = step
         m = None
-        print(f"[learner] {cfg.agent_name} on {cfg.env.game if cfg.env.kind == 'atari' else cfg.env.kind}: "
+        print(f"[learner] {cfg.agent_name} on {cfg.env.label}: "
               f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
               f"{num_batches} batch(es) per update", flush=True)
         try:
             while not self._should_stop():
                 counts = self._get_counts()
-                if self._budget_reached(counts, step):
+                if cfg.budget_reached(counts.get("frames", 0), step):
                     print(f"[learner] budget reached: frames={counts.get('frames', 0):.0f} "
                           f"learner_steps={step}", flush=True)
                     break
@@ -148,7 +141,7 @@ class LearnerNode:
                     continue
                 window.append(batch)
                 self._trajectories += B
-                consumed += B * T * self._frames_per_step
+                consumed += B * T * cfg.env.frames_per_step
                 if len(window) < num_batches:
                     continue
                 self._state, m = self._parallel.update(self._state, stack_batches(window))

@@ -20,7 +20,7 @@ def existing(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("runs"))
     cfg = make_config("test", "impala", "Pong", name="keep", overrides=[f"root={root}"])
     ckpt_lib.save(ckpt_lib.checkpoint_dir(cfg.run_dir), 7, [np.arange(3.0)],
-                  {"frames": 1000.0, "learner_steps": 7.0}, ckpt_lib.config_to_dict(cfg))
+                  {"frames": 1000.0, "learner_steps": 7.0}, cfg.to_dict())
     CsvLog(os.path.join(cfg.run_dir, "logs", "learner.csv")).write({"learner_steps": 7})
     blocker = os.path.join(root, "a-file")
     with open(blocker, "w") as f:

@@ -14,7 +14,7 @@ def _leaves(seed):
 
 
 def test_save_load_roundtrip_and_keep_k(tmp_path):
-    cfg = ck.config_to_dict(make_config("test", "bmg"))
+    cfg = make_config("test", "bmg").to_dict()
     for step in (1, 2, 3, 4):
         ck.save(str(tmp_path), step, _leaves(step), {"frames": 100.0 * step}, cfg, keep=2)
     assert [s for s, _ in ck.list_checkpoints(str(tmp_path))] == [3, 4]
@@ -26,7 +26,7 @@ def test_save_load_roundtrip_and_keep_k(tmp_path):
 
 
 def test_corrupt_newest_falls_back_and_names_the_file(tmp_path):
-    cfg = ck.config_to_dict(make_config())
+    cfg = make_config().to_dict()
     ck.save(str(tmp_path), 1, _leaves(1), {}, cfg)
     newest = ck.save(str(tmp_path), 2, _leaves(2), {}, cfg)
     with open(newest, "r+b") as f:
@@ -40,12 +40,12 @@ def test_corrupt_newest_falls_back_and_names_the_file(tmp_path):
 
 def test_incompatible_config_and_shapes_are_refused(tmp_path):
     old = make_config("test", "bmg")
-    path = ck.save(str(tmp_path), 1, _leaves(1), {}, ck.config_to_dict(old))
+    path = ck.save(str(tmp_path), 1, _leaves(1), {}, old.to_dict())
     c = ck.load(path)
-    ck.check_compatible(c, ck.config_to_dict(make_config("test", "bmg", overrides=["seed=3"])))
+    ck.check_compatible(c, make_config("test", "bmg", overrides=["seed=3"]).to_dict())
     new = make_config("test", "bmg", overrides=["network.hidden=64"])
     with pytest.raises(ck.CheckpointError, match=r"network.hidden: checkpoint 32 vs now 64"):
-        ck.check_compatible(c, ck.config_to_dict(new))
+        ck.check_compatible(c, new.to_dict())
     with pytest.raises(ck.CheckpointError, match=r"array 0 has shape \(3, 4\)"):
         ck.restore_leaves(c, [np.zeros((4, 4), np.float32), np.zeros((), np.int32)])
 

@@ -146,8 +146,8 @@ def test_derived_budget_step_size_and_agent_name():
     # queue replay samples once; a smaller learner-step budget wins (K inner steps each).
     full = make_config("full", "stacx", overrides=["max_frames=1e6", "max_learner_steps=100"])
     assert full.env.frames_per_step == 4 and full.inner_steps_budget == 100
-    catch = make_config("test", "impala", overrides=["env.kind=catch", "max_frames=4000"])
-    assert catch.env.frames_per_step == 1 and catch.inner_steps_budget == 100  # 4000 / (4 * 10)
+    catch = make_config("test", "impala", "catch", max_frames=4000)  # B = 16 for Catch
+    assert catch.env.frames_per_step == 1 and catch.inner_steps_budget == 25  # 4000 / (16 * 10)
     # BMG's grounded step: a multiple of the inner learning rate per kind, or explicit.
     bmg = make_config("full", "bmg")
     assert (bmg.meta.K, bmg.meta.L, bmg.meta.target_step, bmg.meta.matching) == (1, 4, "rms", "kl_v")
@@ -158,3 +158,42 @@ def test_derived_budget_step_size_and_agent_name():
     with pytest.raises(ConfigError, match=r"AgentConfig.lr_schedule='cosine' is not allowed: "
                                           r"must be one of \['linear', 'constant'\]"):
         AgentConfig(lr_schedule="cosine")
+
+
+def test_catch_is_a_game_of_its_own():
+    cfg = make_config("debug", "impala", "Catch")
+    assert (cfg.env.kind, cfg.env.game, cfg.env.label, cfg.name) == (
+        "catch", "Catch", "Catch", "Catch-impala-debug")
+    assert (cfg.env.frame_size, cfg.env.frame_stack, cfg.network.kind) == (10, 1, "tiny")
+    assert make_config("debug", "impala", "Pong").env.label == "Pong"
+
+
+def test_config_round_trips_through_its_file(tmp_path):
+    from configs import load_config, save_config
+    cfg = make_config("full", "bmg", "Breakout", name="b", root=str(tmp_path), seed=3,
+                      max_frames=1000, max_learner_steps=7, num_actors=5,
+                      overrides=["network.channels=8,8", "meta.mix_weights=()"])
+    path = str(tmp_path / "config.json")
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert (cfg.seed, cfg.max_frames, cfg.max_learner_steps, cfg.actors.num_actors) == (3, 1000, 7, 5)
+    assert cfg.network.channels == (8, 8)
+    bad = cfg.to_dict()
+    bad["learner"]["batchsize"] = 4
+    with pytest.raises(ConfigError, match=r"config key learner.'batchsize' is not allowed: "
+                                          r"LearnerConfig has the fields \['batch_size'"):
+        RunConfig.from_dict(bad)
+    bad = cfg.to_dict()
+    bad["learner"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match=r"LearnerConfig.batch_size=0 is not allowed"):
+        RunConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"config file .*nope.json' is not allowed: cannot read"):
+        load_config(str(tmp_path / "nope.json"))
+
+
+def test_budget_test_and_meta_dim_are_derived_once():
+    cfg = make_config("test", "stacx", max_frames=100, max_learner_steps=5)
+    assert not cfg.budget_reached(99, 4)
+    assert cfg.budget_reached(100, 0) and cfg.budget_reached(0, 5)
+    assert not make_config("test", "stacx", max_frames=100).budget_reached(99, 10 ** 9)
+    assert cfg.agent.meta_dim == 6 * 3 and make_config("test", "impala").agent.meta_dim == 0

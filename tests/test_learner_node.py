@@ -11,7 +11,6 @@ import portpicker
 
 from agents.types import Trajectory
 from configs import make_config
-from launch.run import CATCH_OVERRIDES
 from learner import checkpoint as ckpt_lib
 from learner.counter import Counter
 from learner.logs import read_csv
@@ -44,7 +43,7 @@ class LocalHandle:
 
 
 def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
-    cfg = make_config("test", "impala", "Pong", name="nan", overrides=list(CATCH_OVERRIDES) + [
+    cfg = make_config("test", "impala", "Catch", name="nan", overrides=[
         f"root={tmp_path}", "learner.batch_size=4", "max_learner_steps=4",
         "learner.log_every_seconds=1000"])
     obs_shape, num_actions, B, T = (10, 10, 1), 3, 4, cfg.agent.unroll_length
@@ -73,7 +72,7 @@ def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
     server, address = serve(2, np.nan)  # two batches with NaN rewards: both updates skipped
     try:
         node = LearnerNode(dataclasses.replace(cfg, max_learner_steps=2), address, counter,
-                           obs_shape, num_actions, frames_per_step=1)
+                           obs_shape, num_actions)
         init = node.get_params()[1]
         node.run()
     finally:
@@ -81,8 +80,7 @@ def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
     first = ckpt_lib.latest(ckpt_lib.checkpoint_dir(cfg.run_dir))
     server, address = serve(2, 1.0)  # two good batches, for a learner resumed from `first`
     try:
-        node = LearnerNode(cfg, address, counter, obs_shape, num_actions, resume=first.path,
-                           frames_per_step=1)
+        node = LearnerNode(cfg, address, counter, obs_shape, num_actions, resume=first.path)
         node.run()
     finally:
         server.stop()
