@@ -18,8 +18,8 @@ import numpy as np
 from agents.types import Trajectory
 from configs import RunConfig
 from configs.games import hns
-from learner.counter import await_future
-from learner.logs import Logger
+from utils.counter import await_future
+from utils.logs import Logger
 
 
 def _game_label(cfg: RunConfig) -> str:

@@ -118,7 +118,7 @@ def _float(v: str) -> Optional[float]:
 
 def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
     """The summary entry of a run folder, from its evaluator and learner logs."""
-    from learner.logs import read_csv
+    from utils.logs import read_csv
     logs = os.path.join(cfg.run_dir, "logs")
     ev_path, ln_path = os.path.join(logs, "evaluator.csv"), os.path.join(logs, "learner.csv")
     if not os.path.exists(ln_path):

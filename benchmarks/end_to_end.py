@@ -239,7 +239,7 @@ def variant_overrides(args, variant: str) -> List[str]:
 
 
 def measure(args, root: str, variant: str) -> dict:
-    from learner.logs import read_csv
+    from utils.logs import read_csv
     overrides = variant_overrides(args, variant)
     run = run_program(args, root, f"bench-e2e-{variant}", overrides)
     csv_path = os.path.join(run["run_dir"], "logs", "learner.csv")

@@ -55,7 +55,7 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     import launchpad as lp
     from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode, EvaluatorNode
-    from learner.counter import Counter
+    from utils.counter import Counter
     from learner.node import LearnerNode
     from replay import make_tables
 

@@ -84,7 +84,7 @@ def check_run_dir(run_dir: str) -> None:
 
 
 def summary(cfg) -> str:
-    from learner.logs import read_csv
+    from utils.logs import read_csv
     lines = [f"run folder: {os.path.abspath(cfg.run_dir)}"]
     path = os.path.join(cfg.run_dir, "logs", "evaluator.csv")
     if os.path.exists(path):
@@ -148,7 +148,7 @@ def main(argv):
                             daemon=True)
     echo.start()
     from launch.supervisor import supervise
-    from learner.logs import CsvLog
+    from utils.logs import CsvLog
     events = CsvLog(os.path.join(cfg.run_dir, "logs", "events.csv"))
     failed, restarts = None, {}
     try:

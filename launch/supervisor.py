@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Callable, Dict, Mapping, Optional
 
-from learner.logs import CsvLog
+from utils.logs import CsvLog
 
 RESTARTABLE = ("actor", "evaluator")
 

@@ -531,7 +531,7 @@ def check_environments(envs: Dict[str, object], steps: int = 20, seed: int = 0,
 def measured_program_fps(runs: Sequence[Run]) -> Optional[float]:
     """Median learner throughput (frames/s, column learner_fps of logs/learner.csv)
     of this sweep's runs so far: the real speed of the program on this host."""
-    from learner.logs import read_csv
+    from utils.logs import read_csv
     per_run = []
     for run in runs:
         path = os.path.join(run.run_dir, "logs", "learner.csv")

@@ -15,8 +15,8 @@ import numpy as np
 from agents.types import Trajectory
 from configs import RunConfig
 from learner import checkpoint as ckpt_lib
-from learner.counter import await_future
-from learner.logs import Logger
+from utils.counter import await_future
+from utils.logs import Logger
 
 
 def stack_batches(window: List[Trajectory]) -> Trajectory:

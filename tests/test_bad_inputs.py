@@ -10,7 +10,7 @@ import pytest
 
 from configs import make_config
 from learner import checkpoint as ckpt_lib
-from learner.logs import CsvLog
+from utils.logs import CsvLog
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from learner.logs import read_csv
+from utils.logs import read_csv
 from tests.test_program import run_program
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ import pytest
 
 from launch import network
 from learner import checkpoint as ckpt_lib
-from learner.logs import read_csv
+from utils.logs import read_csv
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import portpicker
 from agents.types import Trajectory
 from configs import make_config
 from learner import checkpoint as ckpt_lib
-from learner.counter import Counter
-from learner.logs import read_csv
+from utils.counter import Counter
+from utils.logs import read_csv
 from learner.node import LearnerNode
 from replay import TrajectoryWriter, make_tables
 
