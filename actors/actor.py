@@ -11,33 +11,28 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from agents.types import Trajectory
-from configs import RunConfig
 from configs.games import hns
 from utils.counter import await_future
 from utils.logs import Logger
 
-
-def _game_label(cfg: RunConfig) -> str:
-    return cfg.env.game if cfg.env.kind == "atari" else cfg.env.kind
+if TYPE_CHECKING:  # the node processes import JAX when they build, not at import
+    from agents.builders import Builder
 
 
 class _PolicyRunner:
     """Jitted policy + parameter pulls shared by the actor and the evaluator."""
 
-    def __init__(self, cfg: RunConfig, learner: Any, observation_shape, num_actions: int,
-                 seed: int, greedy: bool = False, should_stop: Callable[[], bool] = lambda: False,
-                 name: str = "actor"):
+    def __init__(self, builder: Builder, learner: Any, seed: int, greedy: bool = False,
+                 should_stop: Callable[[], bool] = lambda: False, name: str = "actor"):
         import jax
-        from agents import builders
 
         self._jax = jax
-        networks = builders.make_networks(cfg, observation_shape, num_actions)
-        self._policy = jax.jit(builders.make_policy(networks, greedy=greedy))
+        self._policy = jax.jit(builder.make_policy(greedy=greedy))
         self._learner = learner
         self._key = jax.random.PRNGKey(seed)
         self._pending = None
@@ -72,10 +67,12 @@ class _PolicyRunner:
 
 
 class ActorNode:
-    def __init__(self, cfg: RunConfig, actor_id: int, replay: Any, learner: Any, counter: Any,
+    def __init__(self, builder: Builder, actor_id: int, replay: Any, learner: Any, counter: Any,
                  should_stop: Optional[Callable[[], bool]] = None):
         from actors.environments import make_vector_env
 
+        cfg = builder.cfg
+        self._builder = builder
         self._cfg = cfg
         self._id = actor_id
         self._replay = replay
@@ -86,14 +83,12 @@ class ActorNode:
         restart = int(os.environ.get("STACX_RESTART", "0"))
         seed = cfg.seed * 100_003 + 1 + actor_id + 7_919 * restart
         self._env = make_vector_env(cfg.env, n, seed, cfg.actors.env_threads)
-        self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
-                                     self._env.num_actions, seed, should_stop=self._should_stop,
+        self._runner = _PolicyRunner(builder, learner, seed, should_stop=self._should_stop,
                                      name=f"actor-{actor_id}")
         self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
 
     def run(self) -> None:
-        from replay import (ReplayTimeoutError, TrajectoryWriter, address_of, connect_writer,
-                            wait_until_taken)
+        from replay import ReplayTimeoutError, address_of, connect_writer, wait_until_taken
 
         cfg, env = self._cfg, self._env
         n = env.num_envs
@@ -102,8 +97,8 @@ class ActorNode:
         # Short waits: a rate-limited insert must not keep the actor from
         # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
         writer = connect_writer(
-            lambda: TrajectoryWriter(self._replay, n, cfg.agent.unroll_length,
-                                     timeout_ms=min(cfg.replay.timeout_ms, 2_000)),
+            lambda: self._builder.make_writer(self._replay, n,
+                                              timeout_ms=min(cfg.replay.timeout_ms, 2_000)),
             self._should_stop, name, address)
         if writer is None:  # stopped while waiting for the replay server
             env.close()
@@ -156,23 +151,23 @@ class ActorNode:
 class EvaluatorNode:
     """Plays whole episodes with the latest parameters; logs unclipped return and HNS."""
 
-    def __init__(self, cfg: RunConfig, learner: Any, counter: Any,
+    def __init__(self, builder: Builder, learner: Any, counter: Any,
                  should_stop: Optional[Callable[[], bool]] = None, num_envs: int = 1):
         from actors.environments import make_vector_env
 
+        cfg = builder.cfg
         self._cfg = cfg
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)
         seed = cfg.seed * 100_003 + 99_991
         self._env = make_vector_env(cfg.env, num_envs, seed)
-        self._runner = _PolicyRunner(cfg, learner, self._env.observation_shape,
-                                     self._env.num_actions, seed, should_stop=self._should_stop,
+        self._runner = _PolicyRunner(builder, learner, seed, should_stop=self._should_stop,
                                      name="evaluator")
         self._log = Logger(cfg.run_dir, "evaluator")
 
     def run(self) -> None:
         cfg, env = self._cfg, self._env
-        game = _game_label(cfg)
+        game = cfg.env.label
         obs = env.reset()
         version = self._runner.version
         try:

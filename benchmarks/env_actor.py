@@ -251,9 +251,10 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
                 timer.add("write", time.perf_counter() - t0)
 
     original = replay.TrajectoryWriter
-    replay.TrajectoryWriter = TimedWriter  # ActorNode.run imports it from `replay` at call time
+    replay.TrajectoryWriter = TimedWriter  # Builder.make_writer imports it from `replay` when called
     try:
-        node = ActorNode(cfg, 0, address, FakeLearner(published), FakeCounter(), should_stop=stop)
+        node = ActorNode(builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)), 0,
+                         address, FakeLearner(published), FakeCounter(), should_stop=stop)
         node._env.step = timer.wrap("env", node._env.step)
         node._runner.act = timer.wrap("inference", node._runner.act)
         t_build = time.perf_counter()

@@ -12,9 +12,8 @@ accelerator, actors and the evaluator run JAX on CPU.
 """
 from __future__ import annotations
 
-import functools
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from configs import RunConfig
 from launch.network import NODE_ENV  # names a process's node group (socket checks, tests)
@@ -55,11 +54,11 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     import launchpad as lp
     from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode, EvaluatorNode
-    from utils.counter import Counter
+    from agents.builders import Builder
     from learner.node import LearnerNode
-    from replay import make_tables
+    from utils.counter import Counter
 
-    obs_shape, n_actions = environment_facts(cfg)
+    builder = Builder(cfg, *environment_facts(cfg))
     # Found and validated here, before any process starts; the learner gets its path.
     ckpt = ckpt_lib.for_run(cfg.run_dir, cfg.to_dict(), resume)
     counts = dict(ckpt.counters) if ckpt else {}
@@ -67,9 +66,7 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
 
     program = lp.Program(f"stacx-{cfg.name}")
     with program.group("replay"):
-        replay = program.add_node(lp.ReverbNode(functools.partial(
-            make_tables, cfg.replay, cfg.learner.batch_size, obs_shape, n_actions,
-            cfg.agent.unroll_length)))
+        replay = program.add_node(lp.ReverbNode(builder.make_tables))
     with program.group("counter"):
         counter = program.add_node(lp.CourierNode(Counter, counts))
     # Courier calls wait for the server to be ready; without a deadline a call
@@ -78,16 +75,16 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     counter.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("learner"):
         learner = program.add_node(lp.CourierNode(
-            LearnerNode, cfg, replay, counter, obs_shape, n_actions, resume_path,
-            stop_fn=stop_program, should_stop=should_stop))
+            LearnerNode, builder, replay, counter, resume_path, stop_fn=stop_program,
+            should_stop=should_stop))
     learner.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("actor"):
         for i in range(cfg.actors.num_actors):
-            program.add_node(lp.CourierNode(ActorNode, cfg, i, replay, learner, counter,
+            program.add_node(lp.CourierNode(ActorNode, builder, i, replay, learner, counter,
                                             should_stop=should_stop))
     if cfg.actors.evaluator:
         with program.group("evaluator"):
-            program.add_node(lp.CourierNode(EvaluatorNode, cfg, learner, counter,
+            program.add_node(lp.CourierNode(EvaluatorNode, builder, learner, counter,
                                             should_stop=should_stop))
     resources = {group: PythonProcess(env=process_env(group, "cpu"))
                  for group in ("replay", "counter", "actor", "evaluator")}

@@ -616,7 +616,7 @@ def dry_run(args: argparse.Namespace, out: str, runs: List[Run]) -> int:
         wall = max(slots)
         print(f"time estimate: {fps:,.0f} frames/s per run ({source}).")
         print(f"  one run ~{_duration(max(per_run))}; all {len(remaining)} ~{_duration(wall)} "
-              + (f"one after another" if args.parallel == 1 else
+              + ("one after another" if args.parallel == 1 else
                  f"with {args.parallel} at a time ({waves} waves; assumes each of the "
                  f"{args.parallel} concurrent runs gets that speed, i.e. {args.parallel}x the "
                  f"hardware)"))

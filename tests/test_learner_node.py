@@ -14,6 +14,7 @@ from configs import make_config
 from learner import checkpoint as ckpt_lib
 from utils.counter import Counter
 from utils.logs import read_csv
+from agents.builders import Builder
 from learner.node import LearnerNode
 from replay import TrajectoryWriter, make_tables
 
@@ -71,8 +72,8 @@ def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
     counter = LocalHandle(Counter({"frames": 0.0}))
     server, address = serve(2, np.nan)  # two batches with NaN rewards: both updates skipped
     try:
-        node = LearnerNode(dataclasses.replace(cfg, max_learner_steps=2), address, counter,
-                           obs_shape, num_actions)
+        node = LearnerNode(Builder(dataclasses.replace(cfg, max_learner_steps=2), obs_shape,
+                                   num_actions), address, counter)
         init = node.get_params()[1]
         node.run()
     finally:
@@ -80,7 +81,8 @@ def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
     first = ckpt_lib.latest(ckpt_lib.checkpoint_dir(cfg.run_dir))
     server, address = serve(2, 1.0)  # two good batches, for a learner resumed from `first`
     try:
-        node = LearnerNode(cfg, address, counter, obs_shape, num_actions, resume=first.path)
+        node = LearnerNode(Builder(cfg, obs_shape, num_actions), address, counter,
+                           resume=first.path)
         node.run()
     finally:
         server.stop()
