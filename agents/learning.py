@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import losses
+from agents import meta as meta_lib
 from agents.networks import Networks, meta_conditioning
 from agents.types import Trajectory
 from configs import HYPER_NAMES, AgentConfig, MetaConfig
@@ -74,8 +75,17 @@ def learning_rate_schedule(cfg: AgentConfig, decay_steps: Optional[int]) -> opta
     return optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps)
 
 
+def rms_preconditioner(cfg: AgentConfig) -> optax.GradientTransformation:
+    """clip -> RMSProp: the inner optimiser without its step (`_rmsprop`).
+    BMG's RMS grounded step uses it with the inner optimiser's own state."""
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps,
+                                          initial_scale=1.0))
+
+
 def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """clip -> RMSProp -> step, with `schedule(count)` as the step size.
+    """clip -> RMSProp -> step, with `schedule(count)` as the step size; its
+    state is (preconditioner state, step state).
 
     IMPALA's optimiser as its reference implementation runs it (scalable_agent
     `experiment.py`: `tf.train.RMSPropOptimizer(learning_rate, decay,
@@ -92,9 +102,7 @@ def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransf
     first steps about lr / sqrt(1 - decay) = 10 lr regardless of its gradient,
     which killed most ReLU units of the debug network on Pong (docs/design.md).
     Global-norm clipping first (40, as cleanba's IMPALA `max_grad_norm`)."""
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps,
-                                          initial_scale=1.0),
+    return optax.chain(rms_preconditioner(cfg),
                        optax.scale_by_schedule(lambda count: -schedule(count)))
 
 
@@ -189,15 +197,6 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         terms = dict(terms, grad_norm=optax.global_norm(grads), learning_rate=learning_rate)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def unroll(meta_logits, params, opt_state, inner_batches: Trajectory):
-        """K inner steps (leading axis of `inner_batches`), differentiable in w."""
-        # A Python loop (K is small and static), not lax.scan: XLA:CPU runs
-        # convolutions inside loops many times slower (measured 20x).
-        p, o = params, opt_state
-        for k in range(K):
-            p, o, terms = inner_step(p, o, meta_logits, _index(inner_batches, k))
-        return p, o, terms  # terms of the last inner step
-
     # ---------------------------------------------------------------- outer
     outer_hp = losses.HyperParams(*[jnp.asarray(v) for v in meta.outer_values])
 
@@ -227,88 +226,70 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
     def reference_logits(params, eta_outer, traj):
         return sg(main_head(params, traj, eta_outer)[0][:-1])
 
+    def outer(params0, eta_outer, target_params=None):
+        """f(x, val): the outer objective with the KL reference of x_0 = params0
+        on val, and targets `target_params` (default stop_gradient(x))."""
+        return lambda x, val: outer_objective(
+            x, eta_outer, reference_logits(params0, eta_outer, val), val, target_params)
+
+    def split(batches: Trajectory):
+        """K inner batches and the validation batch."""
+        return [_index(batches, k) for k in range(K)], _index(batches, K)
+
     def mg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
                      target_params=None):
-        """f(x_K(w)); its w-gradient is (dx_K/dw)^T grad f(x_K), grad f the
-        semi-gradient. `eta_outer` (the network's conditioning in f) and
-        `target_params` (f's targets; default stop_gradient(x_K)) are explicit
-        inputs, so with both held fixed this is an ordinary function of w."""
-        inner = jax.tree_util.tree_map(lambda x: x[:K], batches)
-        val = _index(batches, K)
-        p_k, o_k, inner_terms = unroll(meta_logits, params, opt_state, inner)
-        ref = reference_logits(params, eta_outer, val)
-        f, outer_terms = outer_objective(p_k, eta_outer, ref, val, target_params)
-        return f, (p_k, o_k, inner_terms, outer_terms)
+        """f(x_K(w)) (`agents.meta.mg`); its w-gradient is (dx_K/dw)^T grad f(x_K),
+        grad f the semi-gradient. `eta_outer` (the network's conditioning in f)
+        and `target_params` (f's targets; default stop_gradient(x_K)) are
+        explicit inputs, so with both held fixed this is an ordinary function of w."""
+        inner, val = split(batches)
+        return meta_lib.mg(inner_step, outer(params, eta_outer, target_params), meta_logits,
+                           params, opt_state, inner, val)
 
     step_size = meta.grounded_step_size(agent.learning_rate)
-    # The inner optimiser with a constant step a: same clip and RMSProp
-    # statistics (its state is the inner optimiser's state), no schedule.
-    grounded_rms = _rmsprop(agent, optax.constant_schedule(step_size))
+    precondition = rms_preconditioner(agent) if meta.target_step == "rms" else None
+
+    def grounded(eta_outer):
+        """x~ = sg(x - a G(grad f(x))) with f's KL reference the policy at x itself,
+        where the step starts: its gradient there is 0, so the grounded step
+        follows the outer V-trace loss and is not pulled back towards the policy
+        at x_0, L steps older. G: identity (`sgd`) or the inner RMSProp
+        preconditioner with the statistics the L - 1 steps carried (`rms`)."""
+        def step(x, val, opt_state):
+            return meta_lib.grounded_step(
+                lambda p, v: outer_objective(p, eta_outer, None, v), step_size, x, val,
+                opt_state[0] if precondition is not None else None, precondition, psum)
+        return step
 
     def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, val: Trajectory):
-        """x~ = sg(x_{K+L-1} - a * G(grad f(x_{K+L-1}))); the L - 1 steps use the
-        meta-learned rule (current w, no graph) on the validation batch.
-
-        G is the identity (`sgd`) or the inner RMSProp preconditioner with its
-        statistics carried through the L - 1 steps (`rms`). f's KL reference is
-        the policy at x_{K+L-1} itself, where the step starts: its gradient there
-        is 0, so the grounded step follows the outer V-trace loss and is not
-        pulled back towards the policy at x_0, L steps older.
-        Returns x~ and f's terms plus the step's norm ||x~ - x_{K+L-1}||."""
-        p, o = sg(params_k), sg(opt_state_k)
-        w = sg(meta_logits)
-
-        for _ in range(L - 1):  # unrolled, as in `unroll`
-            p, o, _ = inner_step(p, o, w, val)
-        (f, outer_terms), g = jax.value_and_grad(outer_objective, has_aux=True)(
-            p, eta_outer, None, val)
-        g = psum(g)
-        if meta.target_step == "sgd":
-            updates = jax.tree_util.tree_map(lambda gx: -step_size * gx, g)
-        else:
-            updates, _ = grounded_rms.update(g, o, p)
-        target = sg(optax.apply_updates(p, updates))
-        return target, dict(outer_terms, grounded_step_norm=optax.global_norm(updates))
-
-    def matching(target, params_k, eta_outer, val: Trajectory):
-        """mu(x~, x_K) on this device's part of the validation batch."""
-        if meta.matching == "l2":
-            return losses.l2_matching(target, params_k) / num_shards()
-        t_logits, t_values = main_head(target, val, eta_outer)
-        logits, values = main_head(params_k, val, eta_outer)
-        if meta.matching == "kl":
-            return losses.kl_matching(t_logits, logits)
-        return losses.kl_v_matching(t_logits, logits, t_values, values, meta.value_match_weight)
+        """x~ from x_K: L - 1 steps of the meta-learned rule (current w, no graph)
+        on the validation batch, then the grounded step. Returns x~ and f's terms
+        plus the step's norm ||x~ - x_{K+L-1}||."""
+        return meta_lib.bootstrap_target(inner_step, grounded(eta_outer), meta_logits,
+                                         params_k, opt_state_k, [val] * (L - 1), val)
 
     def bmg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory):
-        """mu(x~, x_K(w)) with the target x~ held constant."""
-        inner = jax.tree_util.tree_map(lambda x: x[:K], batches)
-        val = _index(batches, K)
-        p_k, o_k, inner_terms = unroll(meta_logits, params, opt_state, inner)
-        target, outer_terms = bootstrap_target(p_k, o_k, meta_logits, eta_outer, val)
-        mu = matching(target, p_k, eta_outer, val)
-        distance = optax.global_norm(jax.tree_util.tree_map(lambda t, x: t - sg(x), target, p_k))
-        return mu, (p_k, o_k, inner_terms, dict(outer_terms, target_distance=distance))
-
-    mix = meta.mix_coefficients
+        """mu(x~, x_K(w)) with the target x~ held constant (`agents.meta.bmg`)."""
+        inner, val = split(batches)
+        match = meta_lib.matching(meta.matching, lambda p, v: main_head(p, v, eta_outer),
+                                  meta.value_match_weight, num_shards)
+        return meta_lib.bmg(inner_step, match, meta_logits, params, opt_state, inner, val,
+                            grounded=grounded(eta_outer), target_batches=[val] * (L - 1))
 
     def mixed_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
                         target_params=None):
-        """sum_k c_k f(x_k(w)) on batch k: the c-weighted mixture of the 1..K-step
-        MG meta-gradients (Bonnet et al. 2021). Terms with c_k = 0 are not built,
-        so one-hot weights give exactly the k-step MG objective. `target_params`
+        """sum_k c_k f(x_k(w)) on batch k (`agents.meta.mixed`). `target_params`
         (K parameter trees; default stop_gradient(x_k)) are f's targets."""
-        p, o, total, outer_terms = params, opt_state, 0.0, {}
-        for k in range(1, K + 1):  # unrolled, as in `unroll`
-            p, o, inner_terms = inner_step(p, o, meta_logits, _index(batches, k - 1))
-            if mix[k - 1] == 0.0:
-                continue
-            val = _index(batches, k)
-            f_k, outer_terms = outer_objective(
-                p, eta_outer, reference_logits(params, eta_outer, val), val,
-                None if target_params is None else target_params[k - 1])
-            total = total + mix[k - 1] * f_k
-        return total, (p, o, inner_terms, outer_terms)
+        inner = [_index(batches, k) for k in range(K)]
+        # f_k sees (batch k, the targets of x_k): the library passes vals through.
+        vals = [(_index(batches, k), None if target_params is None else target_params[k - 1])
+                for k in range(1, K + 1)]
+
+        def f(x, val_and_targets):
+            val, targets = val_and_targets
+            return outer(params, eta_outer, targets)(x, val)
+        return meta_lib.mixed(inner_step, f, meta_logits, params, opt_state, inner, vals,
+                              meta.mix_coefficients)
 
     meta_objective = {"mg": mg_objective, "bmg": bmg_objective,
                       "mixed": mixed_objective}.get(meta.objective)

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import losses
+from agents import meta as meta_lib
 from experiments.two_colors import env
 from configs.config import ConfigError, _choice, _fail, _int, _num, geometric_mix
 
@@ -448,6 +449,8 @@ def make_inner_update(agent: Agent, cfg: TwoColorsConfig,
 
 
 class MetaObjectives(NamedTuple):
+    """The meta-objectives of `agents.meta` bound to this agent's update rule
+    and outer loss, returning values only (for `jax.grad`)."""
     unroll: Callable  # (meta_params, params, opt_state, batches) -> [(x_k, s_k)] k = 1..K
     mg: Callable  # (meta_params, params, opt_state, batches, val) -> f(x_K(w))
     grounded_step: Callable  # (params, val) -> sg(x - a * grad f(x))
@@ -461,12 +464,12 @@ class MetaObjectives(NamedTuple):
 def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
                          policy_logits: Callable, matching: str,
                          target_step_size: float) -> MetaObjectives:
-    """MG and BMG meta-objectives from an inner update and an outer loss.
+    """MG, mixed and BMG (`agents.meta`) from an inner update and an outer loss,
+    with an SGD grounded step of size `target_step_size` and `matching` (L2 in
+    parameter space, or KL of the policies on the validation states).
 
     `batches` is a list (or a Rollout with a leading axis) of the K inner
-    batches; the number of unrolled steps is its length. `unroll` returns every
-    intermediate (x_k, opt_state_k), so a mixture of 1..K-step objectives is
-    `sum_k c_k * f(unroll(...)[k - 1][0], val_k)`."""
+    batches; the number of unrolled steps is its length."""
     if matching not in MATCHINGS:
         raise ValueError(f"matching={matching!r}, expected one of {MATCHINGS}")
 
@@ -476,46 +479,39 @@ def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
             return [jax.tree_util.tree_map(lambda x: x[i], batches) for i in range(n)]
         return list(batches)
 
+    def outer(params, batch: Rollout):
+        return outer_loss(params, batch), {}
+
+    match = meta_lib.matching(
+        matching, lambda params, val: (policy_logits(params, val.observation[:-1]), None))
+
+    def grounded(params, val: Rollout, opt_state=None):
+        return meta_lib.grounded_step(outer, target_step_size, params, val)
+
     def unroll(meta_params, params, opt_state, batches):
-        out, p, o = [], params, opt_state
-        for b in _as_list(batches):  # K is small and static
-            p, o, _ = inner_update(p, o, meta_params, b)
-            out.append((p, o))
-        return out
+        steps = meta_lib.unroll(inner_update, meta_params, params, opt_state, _as_list(batches))
+        return [(p, o) for p, o, _ in steps]
 
     def mg(meta_params, params, opt_state, batches, val: Rollout):
-        p_k = unroll(meta_params, params, opt_state, batches)[-1][0]
-        return outer_loss(p_k, val)
+        return meta_lib.mg(inner_update, outer, meta_params, params, opt_state,
+                           _as_list(batches), val)[0]
 
     def grounded_step(params, val: Rollout):
-        g = jax.grad(outer_loss)(params, val)
-        return sg(jax.tree_util.tree_map(lambda x, gx: x - target_step_size * gx, params, g))
+        return grounded(params, val)[0]
 
     def bootstrap_target(params_k, opt_state_k, meta_params, batches, val: Rollout):
         """L - 1 = len(batches) steps of the rule from sg(x_K), w held fixed,
         then the grounded step on `val`."""
-        p, o, w = sg(params_k), sg(opt_state_k), sg(meta_params)
-        for b in _as_list(batches):
-            p, o, _ = inner_update(p, o, w, b)
-        return grounded_step(p, val)
-
-    def match(target, params, val: Rollout):
-        if matching == "l2":
-            return losses.l2_matching(target, params)
-        obs = val.observation[:-1]
-        return losses.kl_matching(policy_logits(target, obs), policy_logits(params, obs))
+        return meta_lib.bootstrap_target(inner_update, grounded, meta_params, params_k,
+                                         opt_state_k, _as_list(batches), val)[0]
 
     def bmg(meta_params, params, opt_state, batches, val: Rollout, target):
-        p_k = unroll(meta_params, params, opt_state, batches)[-1][0]
-        return match(sg(target), p_k, val)
+        return meta_lib.bmg(inner_update, match, meta_params, params, opt_state,
+                            _as_list(batches), val, target=target)[0]
 
     def mixed(meta_params, params, opt_state, batches, vals, coefficients):
-        """sum_k c_k f(x_k(w), vals[k - 1]): the c-weighted mixture of the 1..K-step
-        MG meta-gradients (Bonnet et al. 2021); terms with c_k = 0 are not built,
-        so one-hot weights give exactly the k-step `mg`."""
-        xs = unroll(meta_params, params, opt_state, batches)
-        return sum(c * outer_loss(x, v) for (x, _), v, c in zip(xs, _as_list(vals), coefficients)
-                   if c != 0.0)
+        return meta_lib.mixed(inner_update, outer, meta_params, params, opt_state,
+                              _as_list(batches), _as_list(vals), coefficients)[0]
 
     return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed)
 
