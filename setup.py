@@ -1,6 +1,6 @@
 """Distributed STACX / BMG agent for the 57 Atari games (JAX, Launchpad, Reverb).
 
-Pins follow the stack that runs together on Python 3.10 (see README, "Stack");
+Pins follow the stack that runs together on Python 3.10 (docs/operations.md, "Stack");
 `requirements-lock.txt` is the full, reproducible lock that `make venv` installs.
 On accelerator hosts only the jax extra changes: `pip install -e .[cuda]` or `.[tpu]`.
 """

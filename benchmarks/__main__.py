@@ -1,13 +1,13 @@
-"""`make bench`: every benchmark, one subprocess each, then the README tables.
+"""`make bench`: every benchmark, one subprocess each, then the tables of docs/benchmarks.md.
 
     python -m benchmarks [--only env_actor,learner,pmap_scaling,end_to_end]
-                         [--out DIR] [--no_readme] [--quick]
+                         [--out DIR] [--no_docs] [--quick]
 
 Writes benchmarks/results/<benchmark>-<backend>.json, bench-run.json (wall
 time and load average of this whole run) and rewrites the generated block of
-README.md's Benchmarks section (`benchmarks.report --write`). `--quick` is a
+docs/benchmarks.md (`benchmarks.report --write`). `--quick` is a
 smoke test with tiny settings: its results go to --out (default: a new
-temporary folder) and README.md is left alone.
+temporary folder) and docs/benchmarks.md is left alone.
 Timings taken while other work loads the machine are contaminated: check the
 load averages recorded in every JSON.
 """
@@ -34,7 +34,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--only", default=",".join(ORDER))
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    p.add_argument("--no_readme", action="store_true", help="do not rewrite README.md")
+    p.add_argument("--no_docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
@@ -74,7 +74,7 @@ def main(argv=None):
                                  "load_average_end": load_average(), "only": names},
                    args.out)
     print(f"== all: {wall / 60:.1f} min, load {load_start} -> {load_average()}", flush=True)
-    if not args.no_readme and not args.quick and (args.out in (None, RESULTS_DIR)):
+    if not args.no_docs and not args.quick and (args.out in (None, RESULTS_DIR)):
         subprocess.call([sys.executable, "-m", "benchmarks.report", "--write"])
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")

@@ -1,8 +1,8 @@
-"""Renders the README benchmark tables from benchmarks/results/*.json.
+"""Renders the benchmark tables of docs/benchmarks.md from benchmarks/results/*.json.
 
     python -m benchmarks.report            # print the markdown
     python -m benchmarks.report --write    # replace the block between the
-                                           # bench markers in README.md
+                                           # bench markers in docs/benchmarks.md
 
 Only numbers come from here; the prose around the block is hand-written.
 """
@@ -247,8 +247,12 @@ def render(backend: str = "cpu", out_dir: str = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_readme(text: str, path: str = None) -> str:
-    path = path or os.path.join(REPO_ROOT, "README.md")
+BENCHMARKS_DOC = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
+
+
+def write_block(text: str, path: str = None) -> str:
+    """Replace the generated block between START and END in `path`."""
+    path = path or BENCHMARKS_DOC
     with open(path) as f:
         readme = f.read()
     if START not in readme or END not in readme:
@@ -263,13 +267,13 @@ def write_readme(text: str, path: str = None) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--write", action="store_true", help="rewrite the README block")
+    p.add_argument("--write", action="store_true", help="rewrite the block in docs/benchmarks.md")
     p.add_argument("--backend", default="cpu")
     p.add_argument("--results", default=None, help="results folder")
     args = p.parse_args(argv)
     text = render(args.backend, args.results)
     if args.write:
-        print(f"updated {write_readme(text)}")
+        print(f"updated {write_block(text)}")
     else:
         sys.stdout.write(text)
 

@@ -78,7 +78,7 @@ def isolate_network() -> None:
             err, f"cannot create a private network namespace ({os.strerror(err)}); "
                  f"the kernel or container forbids unprivileged user namespaces "
                  f"(check /proc/sys/user/max_user_namespaces, or Docker's seccomp "
-                 f"profile). Use --network=host and see README 'Network exposure'")
+                 f"profile). Use --network=host and see docs/operations.md, 'Network exposure'")
     try:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")

@@ -49,7 +49,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("network", "auto",
                         "isolated: run the program in a private network namespace (loopback "
                         "only); host: listen on this host's interfaces; auto: isolated when the "
-                        "kernel allows it (README 'Network exposure')", **fv)
+                        "kernel allows it (docs/operations.md, 'Network exposure')", **fv)
     flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process",
                          **fv)
 
@@ -139,7 +139,7 @@ def main(argv):
     print(f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
           f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
           + ("" if network == "isolated" else
-             " (Reverb and courier listen on all interfaces: README 'Network exposure')"),
+             " (Reverb and courier listen on all interfaces: docs/operations.md, 'Network exposure')"),
           flush=True)
     manager = lp.launch(program, launch_type="local_mp", terminal="output_to_files",
                         local_resources=resources)
