@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 DEBUG_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv test test-fast debug bench clean
+.PHONY: venv lint test test-fast debug bench clean
 
 # Python 3.10 is required (dm-launchpad 0.5.2 has wheels only for <= 3.10).
 # Search order: $$PYTHON, python3.10 on PATH, pyenv's 3.10.x versions.
@@ -30,18 +30,23 @@ if [ -z "$$found" ]; then \
 fi
 endef
 
-$(VENV)/.installed: $(LOCK) setup.py
+$(VENV)/.installed: $(LOCK) pyproject.toml setup.py
 	@set -euo pipefail; $(FIND_PY310); \
 	echo "using $$found ($$("$$found" --version))"; \
 	rm -rf $(VENV); "$$found" -m venv $(VENV); \
-	$(PY) -m pip install -q --upgrade "pip<25"; \
+	$(PY) -m pip install -q --upgrade pip; \
 	$(PY) -m pip install -q -r $(LOCK); \
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .; \
 	touch $@
 
 venv: $(VENV)/.installed
 
-test: venv
+# Style first (seconds): ruff's lint rules and its formatter, as pyproject.toml sets them.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 test-fast: venv
