@@ -7,6 +7,7 @@ step unrolls with Reverb's trajectory writer. It counts frames and reports
 unclipped episode returns. The evaluator runs the current policy on its own
 environments and logs return and human-normalised score per game.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,15 @@ if TYPE_CHECKING:  # the node processes import JAX when they build, not at impor
 class _PolicyRunner:
     """Jitted policy + parameter pulls shared by the actor and the evaluator."""
 
-    def __init__(self, builder: Builder, learner: Any, seed: int, greedy: bool = False,
-                 should_stop: Callable[[], bool] = lambda: False, name: str = "actor"):
+    def __init__(
+        self,
+        builder: Builder,
+        learner: Any,
+        seed: int,
+        greedy: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+        name: str = "actor",
+    ):
         import jax
 
         self._jax = jax
@@ -67,8 +75,15 @@ class _PolicyRunner:
 
 
 class ActorNode:
-    def __init__(self, builder: Builder, actor_id: int, replay: Any, learner: Any, counter: Any,
-                 should_stop: Optional[Callable[[], bool]] = None):
+    def __init__(
+        self,
+        builder: Builder,
+        actor_id: int,
+        replay: Any,
+        learner: Any,
+        counter: Any,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ):
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
@@ -83,8 +98,9 @@ class ActorNode:
         restart = int(os.environ.get("STACX_RESTART", "0"))
         seed = cfg.seed * 100_003 + 1 + actor_id + 7_919 * restart
         self._env = make_vector_env(cfg.env, n, seed, cfg.actors.env_threads)
-        self._runner = _PolicyRunner(builder, learner, seed, should_stop=self._should_stop,
-                                     name=f"actor-{actor_id}")
+        self._runner = _PolicyRunner(
+            builder, learner, seed, should_stop=self._should_stop, name=f"actor-{actor_id}"
+        )
         self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
 
     def run(self) -> None:
@@ -97,9 +113,13 @@ class ActorNode:
         # Short waits: a rate-limited insert must not keep the actor from
         # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
         writer = connect_writer(
-            lambda: self._builder.make_writer(self._replay, n,
-                                              timeout_ms=min(cfg.replay.timeout_ms, 2_000)),
-            self._should_stop, name, address)
+            lambda: self._builder.make_writer(
+                self._replay, n, timeout_ms=min(cfg.replay.timeout_ms, 2_000)
+            ),
+            self._should_stop,
+            name,
+            address,
+        )
         if writer is None:  # stopped while waiting for the replay server
             env.close()
             return
@@ -113,10 +133,14 @@ class ActorNode:
                     self._runner.refresh()
                 actions, logits = self._runner.act(obs)
                 res = env.step(actions)
-                step = Trajectory(observation=obs, action=actions.astype(np.int32),
-                                  reward=res.reward.astype(np.float32),
-                                  discount=(1.0 - res.done).astype(np.float32),
-                                  behaviour_logits=logits, first=first)
+                step = Trajectory(
+                    observation=obs,
+                    action=actions.astype(np.int32),
+                    reward=res.reward.astype(np.float32),
+                    discount=(1.0 - res.done).astype(np.float32),
+                    behaviour_logits=logits,
+                    first=first,
+                )
                 try:
                     writer.append(step)
                 except ReplayTimeoutError:
@@ -131,14 +155,21 @@ class ActorNode:
                 pending_frames += n * env.frames_per_step
                 for _, ret, frames in res.episode_returns:
                     pending_episodes += 1
-                    self._log.write({"episode_return": ret, "episode_frames": frames,
-                                     "params_version": self._runner.version}, steps,
-                                    step_key="actor_steps")
+                    self._log.write(
+                        {
+                            "episode_return": ret,
+                            "episode_frames": frames,
+                            "params_version": self._runner.version,
+                        },
+                        steps,
+                        step_key="actor_steps",
+                    )
                     self._counter.futures.record(train_return=float(ret))  # courier: no numpy args
                 now = time.time()
                 if now - t_report >= 1.0:
-                    self._counter.futures.increment(frames=int(pending_frames),
-                                                    episodes=int(pending_episodes))
+                    self._counter.futures.increment(
+                        frames=int(pending_frames), episodes=int(pending_episodes)
+                    )
                     pending_frames, pending_episodes, t_report = 0, 0, now
         finally:
             try:
@@ -151,8 +182,14 @@ class ActorNode:
 class EvaluatorNode:
     """Plays whole episodes with the latest parameters; logs unclipped return and HNS."""
 
-    def __init__(self, builder: Builder, learner: Any, counter: Any,
-                 should_stop: Optional[Callable[[], bool]] = None, num_envs: int = 1):
+    def __init__(
+        self,
+        builder: Builder,
+        learner: Any,
+        counter: Any,
+        should_stop: Optional[Callable[[], bool]] = None,
+        num_envs: int = 1,
+    ):
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
@@ -161,8 +198,9 @@ class EvaluatorNode:
         self._should_stop = should_stop or (lambda: False)
         seed = cfg.seed * 100_003 + 99_991
         self._env = make_vector_env(cfg.env, num_envs, seed)
-        self._runner = _PolicyRunner(builder, learner, seed, should_stop=self._should_stop,
-                                     name="evaluator")
+        self._runner = _PolicyRunner(
+            builder, learner, seed, should_stop=self._should_stop, name="evaluator"
+        )
         self._log = Logger(cfg.run_dir, "evaluator")
 
     def run(self) -> None:
@@ -176,11 +214,20 @@ class EvaluatorNode:
                 res = env.step(actions)
                 obs = res.observation
                 for _, ret, frames in res.episode_returns:
-                    counts = await_future(self._counter.futures.get_counts(),
-                                          self._should_stop, timeout_s=5.0) or {}
+                    counts = (
+                        await_future(
+                            self._counter.futures.get_counts(), self._should_stop, timeout_s=5.0
+                        )
+                        or {}
+                    )
                     score = hns(cfg.env.game, ret) if cfg.env.kind == "atari" else float("nan")
-                    row = {"game": game, "episode_return": ret, "hns": score,
-                           "episode_frames": frames, "learner_steps": version}
+                    row = {
+                        "game": game,
+                        "episode_return": ret,
+                        "hns": score,
+                        "episode_frames": frames,
+                        "learner_steps": version,
+                    }
                     self._log.write(row, int(counts.get("frames", 0)))
                     latest = {"eval_return": float(ret)}  # courier: no numpy args
                     if cfg.env.kind == "atari":

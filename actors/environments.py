@@ -20,6 +20,7 @@ Atari follows docs/design.md section 6 with every setting passed explicitly to
 `ale_py.vector_env.AtariVectorEnv` (its defaults differ from the protocol: it
 clips rewards, presses FIRE on reset and uses next-step auto-reset).
 """
+
 from __future__ import annotations
 
 import abc
@@ -32,8 +33,15 @@ from configs import EnvConfig
 from configs.games import get_game
 
 __all__ = [
-    "StepResult", "VectorEnv", "AtariVectorEnv", "CatchVectorEnv", "make_vector_env",
-    "num_actions", "CATCH_ROWS", "CATCH_COLUMNS", "CATCH_NUM_ACTIONS",
+    "StepResult",
+    "VectorEnv",
+    "AtariVectorEnv",
+    "CatchVectorEnv",
+    "make_vector_env",
+    "num_actions",
+    "CATCH_ROWS",
+    "CATCH_COLUMNS",
+    "CATCH_NUM_ACTIONS",
 ]
 
 # A finished episode: (env_index, unclipped_return, episode_frames).
@@ -42,11 +50,18 @@ EpisodeReturn = Tuple[int, float, int]
 
 class StepResult(NamedTuple):
     """What one `VectorEnv.step` returns, for N sub-environments."""
-    observation: np.ndarray  # [N, H, W, C] uint8; for done envs already the new episode's first observation
+
+    observation: (
+        np.ndarray
+    )  # [N, H, W, C] uint8; for done envs already the new episode's first observation
     reward: np.ndarray  # [N] float32, UNCLIPPED game reward of this step (points)
-    done: np.ndarray  # [N] bool, the episode ended on this step (terminated, or truncated by the frame cap)
+    done: (
+        np.ndarray
+    )  # [N] bool, the episode ended on this step (terminated, or truncated by the frame cap)
     first: np.ndarray  # [N] bool, == done: `observation` starts a new episode
-    episode_returns: List[EpisodeReturn]  # [(env_index, unclipped_return, episode_frames)] ended this step
+    episode_returns: List[
+        EpisodeReturn
+    ]  # [(env_index, unclipped_return, episode_frames)] ended this step
 
 
 class VectorEnv(abc.ABC):
@@ -58,6 +73,7 @@ class VectorEnv(abc.ABC):
         observation_shape: (H, W, C) == EnvConfig.observation_shape.
         frames_per_step: emulator frames per agent step (frame_skip for Atari, 1 for Catch).
     """
+
     num_envs: int
     num_actions: int
     observation_shape: Tuple[int, int, int]
@@ -288,8 +304,10 @@ class CatchVectorEnv(VectorEnv):
         if cfg.kind != "catch":
             raise ValueError(f"CatchVectorEnv needs EnvConfig.kind='catch', got {cfg.kind!r}")
         if cfg.frame_size < max(CATCH_ROWS, CATCH_COLUMNS):
-            raise ValueError(f"catch needs frame_size >= {max(CATCH_ROWS, CATCH_COLUMNS)} so every "
-                             f"grid cell is visible, got {cfg.frame_size}")
+            raise ValueError(
+                f"catch needs frame_size >= {max(CATCH_ROWS, CATCH_COLUMNS)} so every "
+                f"grid cell is visible, got {cfg.frame_size}"
+            )
         self.cfg = cfg
         self.num_envs = int(num_envs)
         self.num_actions = CATCH_NUM_ACTIONS
@@ -298,7 +316,9 @@ class CatchVectorEnv(VectorEnv):
         self._rng = np.random.default_rng(seed)
         size = cfg.frame_size
         self._pixel_rows = (np.arange(size) * CATCH_ROWS) // size  # [H] grid row of each pixel row
-        self._pixel_cols = (np.arange(size) * CATCH_COLUMNS) // size  # [W] grid column of each pixel column
+        self._pixel_cols = (
+            np.arange(size) * CATCH_COLUMNS
+        ) // size  # [W] grid column of each pixel column
         n = self.num_envs
         self._ball_row = np.zeros(n, np.int64)
         self._ball_col = np.zeros(n, np.int64)
@@ -343,7 +363,8 @@ class CatchVectorEnv(VectorEnv):
         reward = np.where(done, np.where(caught, 1.0, -1.0), 0.0).astype(np.float32)
         # Each Catch episode has a single non-zero reward, on its last step.
         episode_returns: List[EpisodeReturn] = [
-            (int(i), float(reward[i]), int(self._steps[i])) for i in np.flatnonzero(done)]
+            (int(i), float(reward[i]), int(self._steps[i])) for i in np.flatnonzero(done)
+        ]
         self._start_episodes(done)
         frames = self._render()
         self._obs[..., :-1] = self._obs[..., 1:]

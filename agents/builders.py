@@ -7,6 +7,7 @@ used alone by tests and benchmarks). The `Builder`'s replay methods import
 TensorFlow/Reverb when called, in the processes that need them; importing
 this module imports neither.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,22 +20,32 @@ from agents import learning, networks as networks_lib
 from configs import RunConfig
 
 
-def make_networks(cfg: RunConfig, observation_shape: Sequence[int],
-                  num_actions: int) -> networks_lib.Networks:
-    return networks_lib.make_networks(cfg.network, observation_shape, num_actions,
-                                      cfg.agent.num_heads, cfg.agent.meta_dim)
+def make_networks(
+    cfg: RunConfig, observation_shape: Sequence[int], num_actions: int
+) -> networks_lib.Networks:
+    return networks_lib.make_networks(
+        cfg.network, observation_shape, num_actions, cfg.agent.num_heads, cfg.agent.meta_dim
+    )
 
 
-def make_learner(cfg: RunConfig, networks: networks_lib.Networks,
-                 axis_name: Optional[str] = None) -> learning.Learner:
-    return learning.make_learner(networks, cfg.agent, cfg.meta, cfg.env.clip_reward, axis_name,
-                                 decay_steps=cfg.inner_steps_budget)
+def make_learner(
+    cfg: RunConfig, networks: networks_lib.Networks, axis_name: Optional[str] = None
+) -> learning.Learner:
+    return learning.make_learner(
+        networks,
+        cfg.agent,
+        cfg.meta,
+        cfg.env.clip_reward,
+        axis_name,
+        decay_steps=cfg.inner_steps_budget,
+    )
 
 
 def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callable:
     """(params, meta_logits [H, 6], obs [N, ...], key) -> (actions [N], logits [N, A]).
 
     Acts with the first head; `greedy` takes the argmax (evaluation)."""
+
     def policy(params, meta_logits, obs, key):
         eta = networks_lib.meta_conditioning(meta_logits, networks.meta_dim)
         logits, _ = networks.apply(params, obs, eta)
@@ -44,6 +55,7 @@ def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callab
         else:
             actions = jax.random.categorical(key, logits)
         return actions.astype(jnp.int32), logits.astype(jnp.float32)
+
     return policy
 
 
@@ -73,18 +85,28 @@ class Builder:
     def make_tables(self) -> list:
         """The Reverb tables (the replay node calls this in its own process)."""
         from replay import make_tables
+
         cfg = self.cfg
-        return make_tables(cfg.replay, cfg.learner.batch_size, self.observation_shape,
-                           self.num_actions, cfg.agent.unroll_length)
+        return make_tables(
+            cfg.replay,
+            cfg.learner.batch_size,
+            self.observation_shape,
+            self.num_actions,
+            cfg.agent.unroll_length,
+        )
 
     def make_writer(self, replay: Any, num_envs: int, timeout_ms: int):
         """An actor's `TrajectoryWriter`: T + 1 step items for each of its `num_envs`."""
         from replay import TrajectoryWriter
-        return TrajectoryWriter(replay, num_envs, self.cfg.agent.unroll_length,
-                                timeout_ms=timeout_ms)
+
+        return TrajectoryWriter(
+            replay, num_envs, self.cfg.agent.unroll_length, timeout_ms=timeout_ms
+        )
 
     def make_dataset(self, replay: Any, next_timeout_ms: Optional[int] = None):
         """The learner's time-major iterator of `Trajectory` batches of B."""
         from replay import make_dataset
-        return make_dataset(replay, self.cfg.learner.batch_size, self.cfg.replay,
-                            next_timeout_ms=next_timeout_ms)
+
+        return make_dataset(
+            replay, self.cfg.learner.batch_size, self.cfg.replay, next_timeout_ms=next_timeout_ms
+        )

@@ -19,6 +19,7 @@ loss is its shard's part of the global loss, and under `jax.pmap` (pass
 `axis_name`) gradients and meta-gradients are summed over devices with
 `lax.psum`: the update on D shards is the update on the whole batch, for any D.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
@@ -68,19 +69,22 @@ def learning_rate_schedule(cfg: AgentConfig, decay_steps: Optional[int]) -> opta
     if cfg.lr_schedule == "constant":
         return optax.constant_schedule(cfg.learning_rate)
     if not isinstance(decay_steps, int) or decay_steps < 1:
-        raise ValueError(f"decay_steps={decay_steps!r} is not allowed with "
-                         f"AgentConfig.lr_schedule='linear': it must be the number of inner "
-                         f"steps (>= 1) over which the learning rate decays to 0 "
-                         f"(RunConfig.inner_steps_budget)")
+        raise ValueError(
+            f"decay_steps={decay_steps!r} is not allowed with "
+            f"AgentConfig.lr_schedule='linear': it must be the number of inner "
+            f"steps (>= 1) over which the learning rate decays to 0 "
+            f"(RunConfig.inner_steps_budget)"
+        )
     return optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps)
 
 
 def rms_preconditioner(cfg: AgentConfig) -> optax.GradientTransformation:
     """clip -> RMSProp: the inner optimiser without its step (`_rmsprop`).
     BMG's RMS grounded step uses it with the inner optimiser's own state."""
-    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                       optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps,
-                                          initial_scale=1.0))
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.scale_by_rms(decay=cfg.rms_decay, eps=cfg.rms_eps, initial_scale=1.0),
+    )
 
 
 def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -102,18 +106,24 @@ def _rmsprop(cfg: AgentConfig, schedule: optax.Schedule) -> optax.GradientTransf
     first steps about lr / sqrt(1 - decay) = 10 lr regardless of its gradient,
     which killed most ReLU units of the debug network on Pong (docs/design.md).
     Global-norm clipping first (40, as cleanba's IMPALA `max_grad_norm`)."""
-    return optax.chain(rms_preconditioner(cfg),
-                       optax.scale_by_schedule(lambda count: -schedule(count)))
+    return optax.chain(
+        rms_preconditioner(cfg), optax.scale_by_schedule(lambda count: -schedule(count))
+    )
 
 
 def make_meta_optimizer(cfg: MetaConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(cfg.meta_max_grad_norm),
-                       optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps))
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.meta_max_grad_norm),
+        optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps),
+    )
 
 
 def _is_finite(tree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -121,9 +131,14 @@ def _index(batches: Trajectory, i) -> Trajectory:
     return jax.tree_util.tree_map(lambda x: x[i], batches)
 
 
-def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
-                 reward_clip: float = 1.0, axis_name: Optional[str] = None,
-                 decay_steps: Optional[int] = None) -> Learner:
+def make_learner(
+    networks: Networks,
+    agent: AgentConfig,
+    meta: MetaConfig,
+    reward_clip: float = 1.0,
+    axis_name: Optional[str] = None,
+    decay_steps: Optional[int] = None,
+) -> Learner:
     """Build the pure learner functions for an agent and a meta-objective.
 
     `decay_steps`: inner steps over which a linear learning-rate schedule
@@ -131,12 +146,15 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
     stacx = agent.kind == "stacx"
     learn_meta = meta.objective != "none"
     if learn_meta and not stacx:
-        raise ValueError(f"MetaConfig.objective={meta.objective!r} needs AgentConfig.kind='stacx', "
-                         f"got {agent.kind!r}")
+        raise ValueError(
+            f"MetaConfig.objective={meta.objective!r} needs AgentConfig.kind='stacx', "
+            f"got {agent.kind!r}"
+        )
     num_heads = networks.num_heads
     if num_heads != agent.num_heads:
-        raise ValueError(f"network has {num_heads} heads but AgentConfig.num_heads="
-                         f"{agent.num_heads}")
+        raise ValueError(
+            f"network has {num_heads} heads but AgentConfig.num_heads={agent.num_heads}"
+        )
     if networks.meta_dim != agent.meta_dim:
         raise ValueError(f"network meta_dim={networks.meta_dim}, expected {agent.meta_dim}")
     K, L = meta.K, meta.L
@@ -164,7 +182,8 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
             actions=traj.action[:-1],
             rewards=jnp.clip(traj.reward[:-1].astype(f), -reward_clip, reward_clip),
             discounts=traj.discount[:-1].astype(f),
-            behaviour_logits=traj.behaviour_logits[:-1].astype(f))
+            behaviour_logits=traj.behaviour_logits[:-1].astype(f),
+        )
 
     # ---------------------------------------------------------------- inner
     def inner_grads(params, meta_logits, traj: Trajectory):
@@ -177,13 +196,24 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         agree)."""
         batch, hp = ac_batch(traj), hyperparams(meta_logits)
         (logits, values), pullback = jax.vjp(
-            lambda p: networks.apply(p, traj.observation, eta(meta_logits)), params)
+            lambda p: networks.apply(p, traj.observation, eta(meta_logits)), params
+        )
 
         def loss_of_outputs(lg, v):
-            return losses.multihead_loss(lg[:-1], v, batch, hp, agent.rho_bar, agent.c_bar,
-                                         target_logits=logits[:-1], target_values=values)
+            return losses.multihead_loss(
+                lg[:-1],
+                v,
+                batch,
+                hp,
+                agent.rho_bar,
+                agent.c_bar,
+                target_logits=logits[:-1],
+                target_values=values,
+            )
+
         (g_logits, g_values), terms = jax.grad(loss_of_outputs, argnums=(0, 1), has_aux=True)(
-            logits, values)
+            logits, values
+        )
         (grads,) = pullback((g_logits, g_values))
         return grads, terms
 
@@ -204,8 +234,7 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         logits, values = networks.apply(params, traj.observation, eta_outer)
         return logits[..., 0, :], values[..., 0]
 
-    def outer_objective(params, eta_outer, reference_logits, traj: Trajectory,
-                        target_params=None):
+    def outer_objective(params, eta_outer, reference_logits, traj: Trajectory, target_params=None):
         """f(x): main head's V-trace loss with the fixed outer values + KL to
         the reference policy (`reference_logits`; None: x's own policy, whose
         KL term then has value and gradient 0).
@@ -219,9 +248,18 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
             t_logits, t_values = main_head(target_params, traj, eta_outer)
         if reference_logits is None:
             reference_logits = sg(logits[:-1])
-        return losses.outer_loss(logits[:-1], values, reference_logits, ac_batch(traj),
-                                 outer_hp, meta.kl_weight, agent.rho_bar, agent.c_bar,
-                                 t_logits[:-1], t_values)
+        return losses.outer_loss(
+            logits[:-1],
+            values,
+            reference_logits,
+            ac_batch(traj),
+            outer_hp,
+            meta.kl_weight,
+            agent.rho_bar,
+            agent.c_bar,
+            t_logits[:-1],
+            t_values,
+        )
 
     def reference_logits(params, eta_outer, traj):
         return sg(main_head(params, traj, eta_outer)[0][:-1])
@@ -230,21 +268,30 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         """f(x, val): the outer objective with the KL reference of x_0 = params0
         on val, and targets `target_params` (default stop_gradient(x))."""
         return lambda x, val: outer_objective(
-            x, eta_outer, reference_logits(params0, eta_outer, val), val, target_params)
+            x, eta_outer, reference_logits(params0, eta_outer, val), val, target_params
+        )
 
     def split(batches: Trajectory):
         """K inner batches and the validation batch."""
         return [_index(batches, k) for k in range(K)], _index(batches, K)
 
-    def mg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
-                     target_params=None):
+    def mg_objective(
+        meta_logits, eta_outer, params, opt_state, batches: Trajectory, target_params=None
+    ):
         """f(x_K(w)) (`agents.meta.mg`); its w-gradient is (dx_K/dw)^T grad f(x_K),
         grad f the semi-gradient. `eta_outer` (the network's conditioning in f)
         and `target_params` (f's targets; default stop_gradient(x_K)) are
         explicit inputs, so with both held fixed this is an ordinary function of w."""
         inner, val = split(batches)
-        return meta_lib.mg(inner_step, outer(params, eta_outer, target_params), meta_logits,
-                           params, opt_state, inner, val)
+        return meta_lib.mg(
+            inner_step,
+            outer(params, eta_outer, target_params),
+            meta_logits,
+            params,
+            opt_state,
+            inner,
+            val,
+        )
 
     step_size = meta.grounded_step_size(agent.learning_rate)
     precondition = rms_preconditioner(agent) if meta.target_step == "rms" else None
@@ -255,70 +302,113 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         follows the outer V-trace loss and is not pulled back towards the policy
         at x_0, L steps older. G: identity (`sgd`) or the inner RMSProp
         preconditioner with the statistics the L - 1 steps carried (`rms`)."""
+
         def step(x, val, opt_state):
             return meta_lib.grounded_step(
-                lambda p, v: outer_objective(p, eta_outer, None, v), step_size, x, val,
-                opt_state[0] if precondition is not None else None, precondition, psum)
+                lambda p, v: outer_objective(p, eta_outer, None, v),
+                step_size,
+                x,
+                val,
+                opt_state[0] if precondition is not None else None,
+                precondition,
+                psum,
+            )
+
         return step
 
     def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, val: Trajectory):
         """x~ from x_K: L - 1 steps of the meta-learned rule (current w, no graph)
         on the validation batch, then the grounded step. Returns x~ and f's terms
         plus the step's norm ||x~ - x_{K+L-1}||."""
-        return meta_lib.bootstrap_target(inner_step, grounded(eta_outer), meta_logits,
-                                         params_k, opt_state_k, [val] * (L - 1), val)
+        return meta_lib.bootstrap_target(
+            inner_step,
+            grounded(eta_outer),
+            meta_logits,
+            params_k,
+            opt_state_k,
+            [val] * (L - 1),
+            val,
+        )
 
     def bmg_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory):
         """mu(x~, x_K(w)) with the target x~ held constant (`agents.meta.bmg`)."""
         inner, val = split(batches)
-        match = meta_lib.matching(meta.matching, lambda p, v: main_head(p, v, eta_outer),
-                                  meta.value_match_weight, num_shards)
-        return meta_lib.bmg(inner_step, match, meta_logits, params, opt_state, inner, val,
-                            grounded=grounded(eta_outer), target_batches=[val] * (L - 1))
+        match = meta_lib.matching(
+            meta.matching,
+            lambda p, v: main_head(p, v, eta_outer),
+            meta.value_match_weight,
+            num_shards,
+        )
+        return meta_lib.bmg(
+            inner_step,
+            match,
+            meta_logits,
+            params,
+            opt_state,
+            inner,
+            val,
+            grounded=grounded(eta_outer),
+            target_batches=[val] * (L - 1),
+        )
 
-    def mixed_objective(meta_logits, eta_outer, params, opt_state, batches: Trajectory,
-                        target_params=None):
+    def mixed_objective(
+        meta_logits, eta_outer, params, opt_state, batches: Trajectory, target_params=None
+    ):
         """sum_k c_k f(x_k(w)) on batch k (`agents.meta.mixed`). `target_params`
         (K parameter trees; default stop_gradient(x_k)) are f's targets."""
         inner = [_index(batches, k) for k in range(K)]
         # f_k sees (batch k, the targets of x_k): the library passes vals through.
-        vals = [(_index(batches, k), None if target_params is None else target_params[k - 1])
-                for k in range(1, K + 1)]
+        vals = [
+            (_index(batches, k), None if target_params is None else target_params[k - 1])
+            for k in range(1, K + 1)
+        ]
 
         def f(x, val_and_targets):
             val, targets = val_and_targets
             return outer(params, eta_outer, targets)(x, val)
-        return meta_lib.mixed(inner_step, f, meta_logits, params, opt_state, inner, vals,
-                              meta.mix_coefficients)
 
-    meta_objective = {"mg": mg_objective, "bmg": bmg_objective,
-                      "mixed": mixed_objective}.get(meta.objective)
+        return meta_lib.mixed(
+            inner_step, f, meta_logits, params, opt_state, inner, vals, meta.mix_coefficients
+        )
+
+    meta_objective = {"mg": mg_objective, "bmg": bmg_objective, "mixed": mixed_objective}.get(
+        meta.objective
+    )
 
     # ---------------------------------------------------------------- update
     def init(key) -> TrainingState:
         params = networks.init(key)
-        logits = jnp.full((num_heads, len(HYPER_NAMES)), agent.init_logit,
-                          dtype=jnp.result_type(float))
-        return TrainingState(params=params, opt_state=inner_opt.init(params),
-                             meta=MetaState(logits, meta_opt.init(logits)),
-                             step=jnp.zeros((), jnp.int32), skipped=jnp.zeros((), jnp.int32))
+        logits = jnp.full(
+            (num_heads, len(HYPER_NAMES)), agent.init_logit, dtype=jnp.result_type(float)
+        )
+        return TrainingState(
+            params=params,
+            opt_state=inner_opt.init(params),
+            meta=MetaState(logits, meta_opt.init(logits)),
+            step=jnp.zeros((), jnp.int32),
+            skipped=jnp.zeros((), jnp.int32),
+        )
 
     def update(state: TrainingState, batches: Trajectory):
         metrics: Dict[str, Array] = {}
         if not learn_meta:
             params, opt_state, inner_terms = inner_step(
-                state.params, state.opt_state, state.meta.logits, _index(batches, 0))
+                state.params, state.opt_state, state.meta.logits, _index(batches, 0)
+            )
             new_meta = state.meta
             check = (params, inner_terms["loss"])
         else:
             eta_outer = sg(eta(state.meta.logits))
             (meta_loss, (params, opt_state, inner_terms, outer_terms)), meta_grad = (
                 jax.value_and_grad(meta_objective, has_aux=True)(
-                    state.meta.logits, eta_outer, state.params, state.opt_state, batches))
+                    state.meta.logits, eta_outer, state.params, state.opt_state, batches
+                )
+            )
             meta_grad = psum(meta_grad)
             meta_updates, meta_opt_state = meta_opt.update(meta_grad, state.meta.opt_state)
-            new_meta = MetaState(optax.apply_updates(state.meta.logits, meta_updates),
-                                 meta_opt_state)
+            new_meta = MetaState(
+                optax.apply_updates(state.meta.logits, meta_updates), meta_opt_state
+            )
             metrics["meta/loss"] = psum(meta_loss)  # each device holds its part of the sum
             metrics["meta/grad_norm"] = optax.global_norm(meta_grad)
             metrics.update({f"outer/{k}": v for k, v in outer_terms.items()})
@@ -340,7 +430,13 @@ def make_learner(networks: Networks, agent: AgentConfig, meta: MetaConfig,
         metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
         return state, pmean(metrics)
 
-    return Learner(init=init, update=update, num_batches=K + 1 if learn_meta else 1,
-                   inner_step=inner_step, meta_objective=meta_objective,
-                   bootstrap_target=bootstrap_target if meta.objective == "bmg" else None,
-                   hyperparams=hyperparams, eta=eta)
+    return Learner(
+        init=init,
+        update=update,
+        num_batches=K + 1 if learn_meta else 1,
+        inner_step=inner_step,
+        meta_objective=meta_objective,
+        bootstrap_target=bootstrap_target if meta.objective == "bmg" else None,
+        hyperparams=hyperparams,
+        eta=eta,
+    )

@@ -4,6 +4,7 @@ Shapes: T = unroll length, B = batch, H = heads, A = actions. Time-major.
 Meta-parameters enter as ordinary arrays (`HyperParams`), so gradients flow
 into them wherever the math lets them.
 """
+
 from __future__ import annotations
 
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -21,6 +22,7 @@ class HyperParams(NamedTuple):
     gamma: discount; lambda_: trace coefficient; g_v, g_p, g_e: value,
     policy-gradient and entropy weights; alpha: leaky V-trace mix (1 = V-trace).
     """
+
     gamma: Array
     lambda_: Array
     g_v: Array
@@ -46,9 +48,17 @@ def fixed_hyperparams(values, num_heads: int = 1, dtype=None) -> HyperParams:
     return HyperParams(*[jnp.full((num_heads,), v[i]) for i in range(v.shape[0])])
 
 
-def leaky_vtrace(v_tm1: Array, v_t: Array, r_t: Array, discount_t: Array, rho_tm1: Array,
-                 alpha: Array, lambda_: Array, rho_bar: float = 1.0,
-                 c_bar: float = 1.0) -> Tuple[Array, Array]:
+def leaky_vtrace(
+    v_tm1: Array,
+    v_t: Array,
+    r_t: Array,
+    discount_t: Array,
+    rho_tm1: Array,
+    alpha: Array,
+    lambda_: Array,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> Tuple[Array, Array]:
     """Leaky V-trace targets and policy-gradient advantages for one trajectory.
 
     Args (all [T] except the scalars):
@@ -81,8 +91,9 @@ def leaky_vtrace(v_tm1: Array, v_t: Array, r_t: Array, discount_t: Array, rho_tm
         acc = delta + discount * c * acc
         return acc, acc
 
-    _, corrections = jax.lax.scan(backward, jnp.zeros_like(v_t[-1]),
-                                  (deltas, discount_t, cs), reverse=True)
+    _, corrections = jax.lax.scan(
+        backward, jnp.zeros_like(v_t[-1]), (deltas, discount_t, cs), reverse=True
+    )
     vs = v_tm1 + corrections
     vs_tp1 = jnp.concatenate([vs[1:], v_t[-1:]])
     q_tp1 = lambda_ * vs_tp1 + (1.0 - lambda_) * v_t
@@ -105,6 +116,7 @@ def entropy(logits: Array) -> Array:
 
 class ACBatch(NamedTuple):
     """The parts of a trajectory batch the loss needs (time-major)."""
+
     actions: Array  # [T, B] int
     rewards: Array  # [T, B], already clipped
     discounts: Array  # [T, B], 0 where the episode ended after the action
@@ -117,10 +129,16 @@ def _log_prob(logits: Array, actions: Array) -> Array:
     return jnp.take_along_axis(log_p, actions[..., None], axis=-1)[..., 0]
 
 
-def actor_critic_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperParams,
-                      rho_bar: float = 1.0, c_bar: float = 1.0,
-                      target_logits: Optional[Array] = None,
-                      target_values: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
+def actor_critic_loss(
+    logits: Array,
+    values: Array,
+    batch: ACBatch,
+    hp: HyperParams,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    target_logits: Optional[Array] = None,
+    target_values: Optional[Array] = None,
+) -> Tuple[Array, Dict[str, Array]]:
     """Leaky V-trace actor-critic loss of one head, summed over time and batch.
 
     logits: [T, B, A] of the learner policy at x_0..x_{T-1};
@@ -154,11 +172,21 @@ def actor_critic_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperPar
     chex.assert_equal_shape([logits, target_logits])
     chex.assert_equal_shape([values, v])
     log_pi_a = _log_prob(logits, batch.actions)
-    rho = jnp.exp(_log_prob(target_logits, batch.actions) - _log_prob(batch.behaviour_logits,
-                                                                        batch.actions))
+    rho = jnp.exp(
+        _log_prob(target_logits, batch.actions) - _log_prob(batch.behaviour_logits, batch.actions)
+    )
     vtrace = jax.vmap(leaky_vtrace, in_axes=(1, 1, 1, 1, 1, None, None, None, None), out_axes=1)
-    vs, adv = vtrace(v[:-1], v[1:], batch.rewards, hp.gamma * batch.discounts, rho,
-                     hp.alpha, hp.lambda_, rho_bar, c_bar)
+    vs, adv = vtrace(
+        v[:-1],
+        v[1:],
+        batch.rewards,
+        hp.gamma * batch.discounts,
+        rho,
+        hp.alpha,
+        hp.lambda_,
+        rho_bar,
+        c_bar,
+    )
     pg = -jnp.sum(log_pi_a * adv)
     value = 0.5 * jnp.sum(jnp.square(vs - values[:-1]))
     ent = jnp.sum(entropy(logits))
@@ -167,10 +195,16 @@ def actor_critic_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperPar
     return loss, {"pg": pg / n, "value": value / n, "entropy": ent / n, "loss": loss / n}
 
 
-def multihead_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperParams,
-                   rho_bar: float = 1.0, c_bar: float = 1.0,
-                   target_logits: Optional[Array] = None,
-                   target_values: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
+def multihead_loss(
+    logits: Array,
+    values: Array,
+    batch: ACBatch,
+    hp: HyperParams,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    target_logits: Optional[Array] = None,
+    target_values: Optional[Array] = None,
+) -> Tuple[Array, Dict[str, Array]]:
     """Sum over heads of `actor_critic_loss`.
 
     logits: [T, B, H, A]; values: [T + 1, B, H]; hp fields [H]; targets as in
@@ -181,16 +215,24 @@ def multihead_loss(logits: Array, values: Array, batch: ACBatch, hp: HyperParams
     target_logits = jax.lax.stop_gradient(logits) if target_logits is None else target_logits
     target_values = jax.lax.stop_gradient(values) if target_values is None else target_values
     per_head = jax.vmap(actor_critic_loss, in_axes=(2, 2, None, 0, None, None, 2, 2))
-    losses, terms = per_head(logits, values, batch, hp, rho_bar, c_bar, target_logits,
-                             target_values)
+    losses, terms = per_head(
+        logits, values, batch, hp, rho_bar, c_bar, target_logits, target_values
+    )
     return jnp.sum(losses), terms
 
 
-def outer_loss(logits: Array, values: Array, reference_logits: Array, batch: ACBatch,
-               outer: HyperParams, kl_weight: float | Array,
-               rho_bar: float = 1.0, c_bar: float = 1.0,
-               target_logits: Optional[Array] = None,
-               target_values: Optional[Array] = None) -> Tuple[Array, Dict[str, Array]]:
+def outer_loss(
+    logits: Array,
+    values: Array,
+    reference_logits: Array,
+    batch: ACBatch,
+    outer: HyperParams,
+    kl_weight: float | Array,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    target_logits: Optional[Array] = None,
+    target_values: Optional[Array] = None,
+) -> Tuple[Array, Dict[str, Array]]:
     """Meta-objective f: main head's V-trace loss with fixed values + KL term.
 
     logits: [T, B, A], values: [T + 1, B] of the updated learner (main head);
@@ -202,8 +244,9 @@ def outer_loss(logits: Array, values: Array, reference_logits: Array, batch: ACB
     (STAC, Zahavy et al. 2020, the outer loss with its KL term; summed like
     the inner loss). The terms returned are per-state means.
     """
-    ac, terms = actor_critic_loss(logits, values, batch, outer, rho_bar, c_bar, target_logits,
-                                  target_values)
+    ac, terms = actor_critic_loss(
+        logits, values, batch, outer, rho_bar, c_bar, target_logits, target_values
+    )
     kl = jnp.sum(categorical_kl(jax.lax.stop_gradient(reference_logits), logits))
     total = ac + kl_weight * kl
     n = batch.actions.size
@@ -226,8 +269,13 @@ def kl_matching(target_logits: Array, logits: Array) -> Array:
     return jnp.sum(categorical_kl(jax.lax.stop_gradient(target_logits), logits))
 
 
-def kl_v_matching(target_logits: Array, logits: Array, target_values: Array, values: Array,
-                  value_weight: float | Array = 1.0) -> Array:
+def kl_v_matching(
+    target_logits: Array,
+    logits: Array,
+    target_values: Array,
+    values: Array,
+    value_weight: float | Array = 1.0,
+) -> Array:
     """`kl_matching` plus value_weight * 0.5 * sum over states (v_target - v)^2.
 
     target_logits, logits: [..., A]; target_values, values: [...]."""

@@ -25,6 +25,7 @@ target's last step is preconditioned by the statistics the rule has built).
 Both the Atari learner (`agents.learning`) and the two-colors agents
 (`experiments/two_colors`) are built on these.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -45,14 +46,16 @@ class MetaAux(NamedTuple):
     """What a meta-objective leaves besides its value: the last inner iterate
     x_K and its optimiser state (the learner's next parameters), the terms of
     the last inner step and of the outer loss (or target)."""
+
     params: Any
     opt_state: Any
     inner_terms: Dict[str, Array]
     outer_terms: Dict[str, Array]
 
 
-def unroll(inner_update: InnerUpdate, meta_params, params, opt_state,
-           batches: Sequence) -> List[Tuple[Any, Any, Dict[str, Array]]]:
+def unroll(
+    inner_update: InnerUpdate, meta_params, params, opt_state, batches: Sequence
+) -> List[Tuple[Any, Any, Dict[str, Array]]]:
     """[(x_k, s_k, terms_k) for k = 1..len(batches)], differentiable in w.
 
     A Python loop (K is small and static), not lax.scan: XLA:CPU runs
@@ -64,17 +67,31 @@ def unroll(inner_update: InnerUpdate, meta_params, params, opt_state,
     return out
 
 
-def mg(inner_update: InnerUpdate, outer_loss: OuterLoss, meta_params, params, opt_state,
-       batches: Sequence, val) -> Tuple[Array, MetaAux]:
+def mg(
+    inner_update: InnerUpdate,
+    outer_loss: OuterLoss,
+    meta_params,
+    params,
+    opt_state,
+    batches: Sequence,
+    val,
+) -> Tuple[Array, MetaAux]:
     """f(x_K(w), val), K = len(batches); its w-gradient is (dx_K/dw)^T grad f(x_K)."""
     p_k, o_k, inner_terms = unroll(inner_update, meta_params, params, opt_state, batches)[-1]
     f, outer_terms = outer_loss(p_k, val)
     return f, MetaAux(p_k, o_k, inner_terms, outer_terms)
 
 
-def mixed(inner_update: InnerUpdate, outer_loss: OuterLoss, meta_params, params, opt_state,
-          batches: Sequence, vals: Sequence, coefficients: Sequence[float]
-          ) -> Tuple[Array, MetaAux]:
+def mixed(
+    inner_update: InnerUpdate,
+    outer_loss: OuterLoss,
+    meta_params,
+    params,
+    opt_state,
+    batches: Sequence,
+    vals: Sequence,
+    coefficients: Sequence[float],
+) -> Tuple[Array, MetaAux]:
     """sum_k c_k f(x_k(w), vals[k - 1]): the c-weighted mixture of the 1..K-step
     MG meta-gradients (Bonnet et al. 2021). Terms with c_k = 0 are not built,
     so one-hot weights give exactly the k-step `mg`."""
@@ -88,9 +105,15 @@ def mixed(inner_update: InnerUpdate, outer_loss: OuterLoss, meta_params, params,
     return total, MetaAux(p_k, o_k, inner_terms, outer_terms)
 
 
-def grounded_step(outer_loss: OuterLoss, step_size: float, params, val, opt_state=None,
-                  precondition: Optional[optax.GradientTransformation] = None,
-                  reduce: Callable = lambda g: g) -> Tuple[Any, Dict[str, Array]]:
+def grounded_step(
+    outer_loss: OuterLoss,
+    step_size: float,
+    params,
+    val,
+    opt_state=None,
+    precondition: Optional[optax.GradientTransformation] = None,
+    reduce: Callable = lambda g: g,
+) -> Tuple[Any, Dict[str, Array]]:
     """sg(x - a G(grad f(x, val))) and f's terms plus the step's norm.
 
     G: the identity, or `precondition.update(g, opt_state)` (its state is not
@@ -104,8 +127,15 @@ def grounded_step(outer_loss: OuterLoss, step_size: float, params, val, opt_stat
     return target, dict(terms, grounded_step_norm=optax.global_norm(updates))
 
 
-def bootstrap_target(inner_update: InnerUpdate, grounded: Callable, meta_params, params_k,
-                     opt_state_k, batches: Sequence, val) -> Tuple[Any, Dict[str, Array]]:
+def bootstrap_target(
+    inner_update: InnerUpdate,
+    grounded: Callable,
+    meta_params,
+    params_k,
+    opt_state_k,
+    batches: Sequence,
+    val,
+) -> Tuple[Any, Dict[str, Array]]:
     """x~: L - 1 = len(batches) steps of the rule from sg(x_K), w held fixed,
     then `grounded(x_{K+L-1}, val, s_{K+L-1})` (a `grounded_step`)."""
     p, o, w = sg(params_k), sg(opt_state_k), sg(meta_params)
@@ -114,9 +144,18 @@ def bootstrap_target(inner_update: InnerUpdate, grounded: Callable, meta_params,
     return grounded(p, val, o)
 
 
-def bmg(inner_update: InnerUpdate, match: Callable, meta_params, params, opt_state,
-        batches: Sequence, val, target=None, grounded: Optional[Callable] = None,
-        target_batches: Sequence = ()) -> Tuple[Array, MetaAux]:
+def bmg(
+    inner_update: InnerUpdate,
+    match: Callable,
+    meta_params,
+    params,
+    opt_state,
+    batches: Sequence,
+    val,
+    target=None,
+    grounded: Optional[Callable] = None,
+    target_batches: Sequence = (),
+) -> Tuple[Array, MetaAux]:
     """mu(x~, x_K(w)) with the target x~ held constant.
 
     `target`: a given x~; else it is bootstrapped from x_K (`bootstrap_target`
@@ -125,16 +164,21 @@ def bmg(inner_update: InnerUpdate, match: Callable, meta_params, params, opt_sta
     p_k, o_k, inner_terms = unroll(inner_update, meta_params, params, opt_state, batches)[-1]
     terms: Dict[str, Array] = {}
     if target is None:
-        target, terms = bootstrap_target(inner_update, grounded, meta_params, p_k, o_k,
-                                         target_batches, val)
+        target, terms = bootstrap_target(
+            inner_update, grounded, meta_params, p_k, o_k, target_batches, val
+        )
     target = sg(target)
     distance = optax.global_norm(jax.tree_util.tree_map(lambda t, x: t - sg(x), target, p_k))
     mu = match(target, p_k, val)
     return mu, MetaAux(p_k, o_k, inner_terms, dict(terms, target_distance=distance))
 
 
-def matching(kind: str, heads: Optional[Callable] = None, value_weight: float = 1.0,
-             num_shards: Callable[[], Any] = lambda: 1) -> Callable:
+def matching(
+    kind: str,
+    heads: Optional[Callable] = None,
+    value_weight: float = 1.0,
+    num_shards: Callable[[], Any] = lambda: 1,
+) -> Callable:
     """mu(target, x, val) of `kind`:
 
       l2:   0.5 ||x~ - x||^2 (divided by `num_shards()`: every device holds it

@@ -7,6 +7,7 @@ and the STACX multi-head policy/value heads conditioned on the meta-parameters.
   returns logits [..., heads, actions] and values [..., heads].
 Computation is in the default float dtype (float64 when x64 is enabled).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
@@ -81,9 +82,14 @@ def mlp_torso(x, hidden: int, layers: int = 1):
     return x
 
 
-def make_networks_from_torso(torso: Callable, observation_shape: Sequence[int],
-                             num_actions: int, num_heads: int = 1, meta_dim: int = 0,
-                             meta_embedding: int = 16) -> Networks:
+def make_networks_from_torso(
+    torso: Callable,
+    observation_shape: Sequence[int],
+    num_actions: int,
+    num_heads: int = 1,
+    meta_dim: int = 0,
+    meta_embedding: int = 16,
+) -> Networks:
     """Wrap a torso `(x [N, *obs_shape] float) -> [N, F]` with the heads.
 
     With meta_dim > 0 the torso output is concatenated with a learned linear
@@ -93,7 +99,7 @@ def make_networks_from_torso(torso: Callable, observation_shape: Sequence[int],
     obs_rank = len(obs_shape)
 
     def forward(obs, eta):
-        lead = obs.shape[:obs.ndim - obs_rank]
+        lead = obs.shape[: obs.ndim - obs_rank]
         x = jnp.reshape(obs, (-1,) + obs_shape).astype(jnp.result_type(float))
         if jnp.issubdtype(obs.dtype, jnp.integer):
             x = x / 255.0
@@ -121,17 +127,25 @@ def make_networks_from_torso(torso: Callable, observation_shape: Sequence[int],
     return Networks(init, apply, num_heads, num_actions, meta_dim, obs_shape)
 
 
-def make_networks(cfg: NetworkConfig, observation_shape: Sequence[int], num_actions: int,
-                  num_heads: int = 1, meta_dim: int = 0) -> Networks:
+def make_networks(
+    cfg: NetworkConfig,
+    observation_shape: Sequence[int],
+    num_actions: int,
+    num_heads: int = 1,
+    meta_dim: int = 0,
+) -> Networks:
     """The network of a config: `deep`, `small` or `tiny` torso plus heads."""
-    if cfg.kind == "deep":
-        torso = lambda x: deep_torso(x, cfg.channels, cfg.blocks_per_section, cfg.hidden)
-    elif cfg.kind == "small":
-        torso = lambda x: small_torso(x, cfg.channels, cfg.hidden)
-    elif cfg.kind == "tiny":
-        torso = lambda x: tiny_torso(x, cfg.channels, cfg.hidden)
-    else:  # validated by NetworkConfig; kept for a clear message if bypassed
-        raise ValueError(f"NetworkConfig.kind={cfg.kind!r} is not allowed: "
-                         f"must be one of ['small', 'deep', 'tiny']")
-    return make_networks_from_torso(torso, observation_shape, num_actions, num_heads, meta_dim,
-                                    cfg.meta_embedding)
+    torsos = {
+        "deep": lambda x: deep_torso(x, cfg.channels, cfg.blocks_per_section, cfg.hidden),
+        "small": lambda x: small_torso(x, cfg.channels, cfg.hidden),
+        "tiny": lambda x: tiny_torso(x, cfg.channels, cfg.hidden),
+    }
+    torso = torsos.get(cfg.kind)
+    if torso is None:  # validated by NetworkConfig; kept for a clear message if bypassed
+        raise ValueError(
+            f"NetworkConfig.kind={cfg.kind!r} is not allowed: "
+            f"must be one of ['small', 'deep', 'tiny']"
+        )
+    return make_networks_from_torso(
+        torso, observation_shape, num_actions, num_heads, meta_dim, cfg.meta_embedding
+    )

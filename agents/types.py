@@ -12,6 +12,7 @@ An unroll has T + 1 steps; consecutive unrolls of one environment overlap by
 one step, so step T (the bootstrap observation) is step 0 of the next unroll.
 The learner uses steps 0..T-1 for the loss and obs_T only to bootstrap.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple
@@ -45,11 +46,16 @@ def step_spec(observation_shape: Tuple[int, ...], num_actions: int) -> Trajector
     )
 
 
-def trajectory_spec(observation_shape: Tuple[int, ...], num_actions: int,
-                    unroll_length: int) -> Trajectory:
+def trajectory_spec(
+    observation_shape: Tuple[int, ...], num_actions: int, unroll_length: int
+) -> Trajectory:
     """Spec of one unroll: every field gets a leading time axis of T + 1."""
-    return Trajectory(*[ArraySpec((unroll_length + 1,) + s.shape, s.dtype)
-                        for s in step_spec(observation_shape, num_actions)])
+    return Trajectory(
+        *[
+            ArraySpec((unroll_length + 1,) + s.shape, s.dtype)
+            for s in step_spec(observation_shape, num_actions)
+        ]
+    )
 
 
 def zeros_like_spec(spec: Trajectory, batch_shape: Tuple[int, ...] = ()) -> Trajectory:

@@ -11,6 +11,7 @@ temporary folder) and docs/benchmarks.md is left alone.
 Timings taken while other work loads the machine are contaminated: check the
 load averages recorded in every JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,14 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import (RESULTS_DIR, children_cpu_seconds, cpu_seconds,
-                               load_average, machine_facts, write_json)
+from benchmarks.common import (
+    RESULTS_DIR,
+    children_cpu_seconds,
+    cpu_seconds,
+    load_average,
+    machine_facts,
+    write_json,
+)
 
 ORDER = ("env_actor", "learner", "pmap_scaling", "end_to_end")
 QUICK = {
@@ -43,6 +50,7 @@ def main(argv=None):
         raise SystemExit(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {ORDER}")
     if args.quick and not args.out:
         import tempfile
+
         args.out = tempfile.mkdtemp(prefix="bench-quick-")
         print(f"quick run: results in {args.out}", flush=True)
     load_start, t0 = load_average(), time.perf_counter()
@@ -61,18 +69,31 @@ def main(argv=None):
         busy1, stolen1 = cpu_seconds()
         foreign[name] = max(0.0, (busy1 - busy) - (children_cpu_seconds() - mine)) / seconds[name]
         steal[name] = (stolen1 - stolen) / seconds[name]
-        print(f"== {name}: {seconds[name]:.0f} s, exit {rc}, other processes used "
-              f"{foreign[name]:.2f} cores meanwhile, steal {steal[name]:.2f}", flush=True)
+        print(
+            f"== {name}: {seconds[name]:.0f} s, exit {rc}, other processes used "
+            f"{foreign[name]:.2f} cores meanwhile, steal {steal[name]:.2f}",
+            flush=True,
+        )
         if rc != 0:
             failed.append(name)
     wall = time.perf_counter() - t0
     if not args.quick:
-        write_json("bench-run", {"benchmark": "bench-run", "facts": machine_facts(False),
-                                 "wall_s": wall, "seconds": seconds, "failed": failed,
-                                 "foreign_cpu_cores": foreign, "steal_cores": steal,
-                                 "load_average_start": load_start,
-                                 "load_average_end": load_average(), "only": names},
-                   args.out)
+        write_json(
+            "bench-run",
+            {
+                "benchmark": "bench-run",
+                "facts": machine_facts(False),
+                "wall_s": wall,
+                "seconds": seconds,
+                "failed": failed,
+                "foreign_cpu_cores": foreign,
+                "steal_cores": steal,
+                "load_average_start": load_start,
+                "load_average_end": load_average(),
+                "only": names,
+            },
+            args.out,
+        )
     print(f"== all: {wall / 60:.1f} min, load {load_start} -> {load_average()}", flush=True)
     if not args.no_docs and not args.quick and (args.out in (None, RESULTS_DIR)):
         subprocess.call([sys.executable, "-m", "benchmarks.report", "--write"])

@@ -22,6 +22,7 @@ is the acting head's policy entropy (nats per state) on the learner's batches;
 `meta_curves` are the meta-parameter values per head (STACX, BMG).
 `--report_only` rebuilds entries and plots from the run folders without running.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,17 @@ def run_name(game: str, agent: str, preset: str, seed: int) -> str:
 def make_run_config(args):
     """The run's RunConfig from the parsed command line; ConfigError on a bad value."""
     from configs import make_config, parse_count
-    return make_config(args.preset, args.agent, args.game,
-                       name=run_name(args.game, args.agent, args.preset, args.seed),
-                       overrides=args.override, root=args.root, seed=args.seed,
-                       max_frames=parse_count("--frames", args.frames, "10e6"))
+
+    return make_config(
+        args.preset,
+        args.agent,
+        args.game,
+        name=run_name(args.game, args.agent, args.preset, args.seed),
+        overrides=args.override,
+        root=args.root,
+        seed=args.seed,
+        max_frames=parse_count("--frames", args.frames, "10e6"),
+    )
 
 
 def _segments_path(run_dir: str) -> str:
@@ -81,6 +89,7 @@ def run_program(cfg) -> int:
     """The program as a child process; SIGINT/SIGTERM are passed on to it (it
     stops cleanly and checkpoints). Each call is one segment of the run."""
     from configs import save_config
+
     config_path = os.path.join(cfg.run_dir, "config.json")
     save_config(cfg, config_path)
     cmd = [sys.executable, "-m", "launch.run", f"--config={config_path}"]
@@ -95,9 +104,14 @@ def run_program(cfg) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     segments = _read_segments(cfg.run_dir)
-    segments.append({"start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
-                     "wall_s": round(time.time() - start, 1), "returncode": rc,
-                     "commit": git_commit()})
+    segments.append(
+        {
+            "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
+            "wall_s": round(time.time() - start, 1),
+            "returncode": rc,
+            "commit": git_commit(),
+        }
+    )
     _write_json_atomic(_segments_path(cfg.run_dir), segments)
     return rc
 
@@ -119,6 +133,7 @@ def _float(v: str) -> Optional[float]:
 def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
     """The summary entry of a run folder, from its evaluator and learner logs."""
     from utils.logs import read_csv
+
     logs = os.path.join(cfg.run_dir, "logs")
     ev_path, ln_path = os.path.join(logs, "evaluator.csv"), os.path.join(logs, "learner.csv")
     if not os.path.exists(ln_path):
@@ -130,27 +145,41 @@ def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
     hns = [_float(r.get("hns")) for r in evals[-LAST_EPISODES:]]
     hns = [h for h in hns if h is not None]
     frames = int(float(learner[-1]["actor_frames"])) if learner else 0
-    meta_cols = sorted(k for k in (learner[0] if learner else {}) if k.startswith("train/meta/")
-                       and k.rsplit("/", 2)[-2] in ("gamma", "lambda_", "g_v", "g_p", "g_e",
-                                                    "alpha"))
+    meta_cols = sorted(
+        k
+        for k in (learner[0] if learner else {})
+        if k.startswith("train/meta/")
+        and k.rsplit("/", 2)[-2] in ("gamma", "lambda_", "g_v", "g_p", "g_e", "alpha")
+    )
+
     def series(col):
         pts = [[int(float(r["actor_frames"])), _float(r.get(col))] for r in learner]
         return _thin([p for p in pts if p[1] is not None])
+
     segments = _read_segments(cfg.run_dir)
     return {
-        "game": cfg.env.game, "agent": agent, "preset": preset, "seed": cfg.seed,
-        "run": cfg.name, "frames": frames, "frames_budget": cfg.max_frames,
+        "game": cfg.env.game,
+        "agent": agent,
+        "preset": preset,
+        "seed": cfg.seed,
+        "run": cfg.name,
+        "frames": frames,
+        "frames_budget": cfg.max_frames,
         "complete": frames >= cfg.max_frames,
         "final_eval_return": (sum(r for _, r in last) / len(last)) if last else None,
         "final_eval_hns": (sum(hns) / len(hns)) if hns else None,
-        "eval_episodes": len(curve), "curve": curve,
+        "eval_episodes": len(curve),
+        "curve": curve,
         "entropy_curve": series("train/inner/entropy/h0"),
         "learning_rate_curve": series("train/inner/learning_rate"),
-        "meta_curves": {c[len("train/meta/"):]: series(c) for c in meta_cols},
-        "bmg_curves": {c[len("train/outer/"):]: series(c) for c in
-                       ("train/outer/target_distance", "train/outer/grounded_step_norm")
-                       if learner and c in learner[0]},
-        "wall_s": round(sum(s["wall_s"] for s in segments), 1), "segments": segments,
+        "meta_curves": {c[len("train/meta/") :]: series(c) for c in meta_cols},
+        "bmg_curves": {
+            c[len("train/outer/") :]: series(c)
+            for c in ("train/outer/target_distance", "train/outer/grounded_step_norm")
+            if learner and c in learner[0]
+        },
+        "wall_s": round(sum(s["wall_s"] for s in segments), 1),
+        "segments": segments,
         "commit": segments[-1]["commit"] if segments else git_commit(),
         "config": cfg.to_dict(),
         "machine": machine_facts(jax_facts=False),
@@ -173,7 +202,7 @@ def update_summary(entry: Dict) -> str:
 def _rolling(values: List[float], n: int) -> List[float]:
     out = []
     for i in range(len(values)):
-        window = values[max(0, i - n + 1):i + 1]
+        window = values[max(0, i - n + 1) : i + 1]
         out.append(sum(window) / len(window))
     return out
 
@@ -183,30 +212,42 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
     evaluation return (points, and the mean of the last 10) and policy
     entropy against frames, one colour per run."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     with open(source) as f:
         runs = [r for r in json.load(f)["runs"] if r["game"] == game]
     if not runs:
         return None
     attempts = source == ATTEMPTS
-    fig, (ax, ax_ent) = plt.subplots(2, 1, figsize=(8, 7), sharex=True,
-                                     gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax, ax_ent) = plt.subplots(
+        2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     for i, r in enumerate(runs):
         colour = f"C{i}"
-        label = (f"{r['agent']}: {r['attempt'].split(':')[0]}" if attempts
-                 else f"{r['agent']} (seed {r['seed']}, {r['preset']})")
+        label = (
+            f"{r['agent']}: {r['attempt'].split(':')[0]}"
+            if attempts
+            else f"{r['agent']} (seed {r['seed']}, {r['preset']})"
+        )
         if r["curve"]:
             x = [p[0] / 1e6 for p in r["curve"]]
             y = [p[1] for p in r["curve"]]
             ax.scatter(x, y, s=4, color=colour, alpha=0.25)
             ax.plot(x, _rolling(y, LAST_EPISODES), color=colour, label=label)
         if r["entropy_curve"]:
-            ax_ent.plot([p[0] / 1e6 for p in r["entropy_curve"]],
-                        [p[1] for p in r["entropy_curve"]], color=colour, lw=1)
+            ax_ent.plot(
+                [p[0] / 1e6 for p in r["entropy_curve"]],
+                [p[1] for p in r["entropy_curve"]],
+                color=colour,
+                lw=1,
+            )
     ax.set_ylabel("evaluation return\n(episodes; line: mean of last 10)")
-    ax.set_title(f"{game}: the whole program on 2 CPU cores"
-                 + (" (runs of earlier settings)" if attempts else ""))
+    ax.set_title(
+        f"{game}: the whole program on 2 CPU cores"
+        + (" (runs of earlier settings)" if attempts else "")
+    )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_ent.set_ylabel("policy entropy\n(nats per state)")
@@ -221,27 +262,42 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.atari_learning",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.atari_learning", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--game", default="Pong")
     parser.add_argument("--agent", default="impala", help="impala | stacx | bmg")
     parser.add_argument("--preset", default="debug")
     parser.add_argument("--frames", default="10e6", help="actor frame budget, e.g. 10e6")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--root", default=os.path.join("runs", "atari_learning"),
-                        help="folder holding the run folders")
-    parser.add_argument("--override", action="append", default=[],
-                        help="section.field=value, passed to the program (repeatable)")
-    parser.add_argument("--report_only", action="store_true",
-                        help="only rebuild the summary entry and plot from the run folder")
-    parser.add_argument("--plot_attempts", action="store_true",
-                        help="only draw <game>-attempts.png from attempts.json")
+    parser.add_argument(
+        "--root",
+        default=os.path.join("runs", "atari_learning"),
+        help="folder holding the run folders",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="section.field=value, passed to the program (repeatable)",
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="only rebuild the summary entry and plot from the run folder",
+    )
+    parser.add_argument(
+        "--plot_attempts",
+        action="store_true",
+        help="only draw <game>-attempts.png from attempts.json",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from configs import ConfigError
+
     try:
         cfg = make_run_config(args)
     except ConfigError as e:
@@ -256,10 +312,13 @@ def main(argv=None) -> int:
         print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)
         return rc or 1
     print(f"summary: {update_summary(entry)}; plot: {plot_game(cfg.env.game)}")
-    print(f"{entry['run']}: {entry['frames']} of {entry['frames_budget']} frames, "
-          f"final_eval_return {entry['final_eval_return']} over the last "
-          f"{min(LAST_EPISODES, entry['eval_episodes'])} of {entry['eval_episodes']} "
-          f"evaluation episodes, wall {entry['wall_s']:.0f} s", flush=True)
+    print(
+        f"{entry['run']}: {entry['frames']} of {entry['frames_budget']} frames, "
+        f"final_eval_return {entry['final_eval_return']} over the last "
+        f"{min(LAST_EPISODES, entry['eval_episodes'])} of {entry['eval_episodes']} "
+        f"evaluation episodes, wall {entry['wall_s']:.0f} s",
+        flush=True,
+    )
     return rc
 
 

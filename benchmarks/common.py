@@ -1,4 +1,5 @@
 """Shared benchmark helpers: machine/version facts, load average, config dumps, JSON output."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,18 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Distributions whose versions decide the numbers (read from package metadata,
 # so nothing heavy is imported just to report them).
-PACKAGES = ("jax", "jaxlib", "dm-haiku", "optax", "numpy", "ale-py", "gymnasium",
-            "dm-reverb", "tensorflow-cpu", "dm-launchpad")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "dm-haiku",
+    "optax",
+    "numpy",
+    "ale-py",
+    "gymnasium",
+    "dm-reverb",
+    "tensorflow-cpu",
+    "dm-launchpad",
+)
 
 
 def load_average() -> list:
@@ -47,12 +58,14 @@ def steal_seconds() -> float:
 def children_cpu_seconds() -> float:
     """CPU seconds of this process's finished (waited-for) descendants."""
     import resource
+
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 
 def versions() -> Dict[str, str]:
     from importlib import metadata
+
     out = {}
     for name in PACKAGES:
         try:
@@ -64,8 +77,13 @@ def versions() -> Dict[str, str]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -85,11 +103,15 @@ def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
     }
     if jax_facts:
         import jax
-        facts.update(jax=jax.__version__, backend=jax.default_backend(),
-                     devices=[str(d) for d in jax.local_devices()])
+
+        facts.update(
+            jax=jax.__version__,
+            backend=jax.default_backend(),
+            devices=[str(d) for d in jax.local_devices()],
+        )
     try:
         with open("/proc/cpuinfo") as f:
-            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         facts["cpu"] = names[0] if names else platform.processor()
     except OSError:
         facts["cpu"] = platform.processor()

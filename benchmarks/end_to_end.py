@@ -24,6 +24,7 @@ under a temporary directory, and measures:
 
 Writes benchmarks/results/end_to_end-<backend>.json (backend of the learner: cpu here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks.common import (load_average, machine_facts, read_json,
-                               steal_seconds, write_json)
+from benchmarks.common import load_average, machine_facts, read_json, steal_seconds, write_json
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
 
@@ -47,6 +47,7 @@ class CpuSampler:
 
     def __init__(self, root_pid: int):
         import psutil
+
         self._psutil = psutil
         self.root = psutil.Process(root_pid)
         self.group: Dict[int, str] = {}
@@ -97,15 +98,22 @@ class CpuSampler:
 
 
 def run_program(args, root: str, name: str, overrides: List[str]) -> dict:
-    cmd = [sys.executable, "-m", "launch.run", "--preset=debug", "--game=Pong",
-           f"--agent={args.agent}", f"--num_actors={args.actors}", f"--name={name}",
-           f"--root={root}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.run",
+        "--preset=debug",
+        "--game=Pong",
+        f"--agent={args.agent}",
+        f"--num_actors={args.actors}",
+        f"--name={name}",
+        f"--root={root}",
+    ]
     cmd += [f"--override={o}" for o in overrides]
     log_path = os.path.join(root, f"{name}.out")
     t_start = time.time()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = CpuSampler(proc.pid)
         csv_path = os.path.join(root, name, "logs", "learner.csv")
         row_times: List[float] = []
@@ -131,9 +139,17 @@ def run_program(args, root: str, name: str, overrides: List[str]) -> dict:
     t_end = time.time()
     with open(log_path, errors="replace") as f:
         out = f.read()
-    return {"cmd": cmd, "returncode": proc.returncode, "timed_out": timed_out,
-            "t_start": t_start, "t_end": t_end, "sampler": sampler, "output": out,
-            "row_times": row_times, "run_dir": os.path.join(root, name)}
+    return {
+        "cmd": cmd,
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "t_start": t_start,
+        "t_end": t_end,
+        "sampler": sampler,
+        "output": out,
+        "row_times": row_times,
+        "run_dir": os.path.join(root, name),
+    }
 
 
 def count_rows(path: str) -> int:
@@ -158,7 +174,7 @@ def steady_window(rows: List[dict], row_times: List[float]) -> dict:
     if hi <= lo:
         return {}
     dt = consumed = 0.0
-    for prev, r in zip(rows[lo:hi], rows[lo + 1:hi + 1]):
+    for prev, r in zip(rows[lo:hi], rows[lo + 1 : hi + 1]):
         steps, rate = f(r, "learner_steps") - f(prev, "learner_steps"), f(r, "steps_per_s")
         if steps <= 0 or rate <= 0:
             return {}
@@ -168,11 +184,18 @@ def steady_window(rows: List[dict], row_times: List[float]) -> dict:
     steps = f(rows[hi], "learner_steps") - f(rows[lo], "learner_steps")
     t0 = row_times[lo] if lo < len(row_times) else None
     t1 = row_times[hi] if hi < len(row_times) else None
-    return {"t0": t0, "t1": t1, "seconds": dt, "rows": hi - lo,
-            "learner_frames": consumed, "actor_frames": actor_frames,
-            "learner_fps": consumed / dt, "actor_fps": actor_frames / dt,
-            "ratio": (consumed / actor_frames) if actor_frames else None,
-            "learner_steps_per_s": steps / dt}
+    return {
+        "t0": t0,
+        "t1": t1,
+        "seconds": dt,
+        "rows": hi - lo,
+        "learner_frames": consumed,
+        "actor_frames": actor_frames,
+        "learner_fps": consumed / dt,
+        "actor_fps": actor_frames / dt,
+        "ratio": (consumed / actor_frames) if actor_frames else None,
+        "learner_steps_per_s": steps / dt,
+    }
 
 
 def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
@@ -191,13 +214,16 @@ def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
         frames_per_vec = N * frames_per_step
         # The env limit measured alone (not the env time inside the actor loop).
         out["stages"]["env step (ALE + preprocessing)"] = 1e6 / (
-            r["env_limit_steps_per_s"] * frames_per_step)
+            r["env_limit_steps_per_s"] * frames_per_step
+        )
         out["stages"]["policy inference (actor)"] = 1000 * per_vec["inference"] / frames_per_vec
         out["stages"]["Reverb write (actor side)"] = 1000 * per_vec["write"] / frames_per_vec
-        out["stages"]["actor loop bookkeeping"] = (1000 * max(per_vec.get("other", 0.0), 0.0)
-                                                   / frames_per_vec)
-        out["stages"]["Reverb server (insert), CPU"] = 1e6 * a["reverb_server_cpu_cores"] / (
-            a["steps_per_s"] * frames_per_step)
+        out["stages"]["actor loop bookkeeping"] = (
+            1000 * max(per_vec.get("other", 0.0), 0.0) / frames_per_vec
+        )
+        out["stages"]["Reverb server (insert), CPU"] = (
+            1e6 * a["reverb_server_cpu_cores"] / (a["steps_per_s"] * frames_per_step)
+        )
         out["process_cpu_cores"]["actor"] = a["process_cpu_cores"]
     if learner and "small/debug_program" in learner["results"]:
         lr = learner["results"]["small/debug_program"]
@@ -209,10 +235,12 @@ def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
         if "process_cpu_cores" in lr:
             out["process_cpu_cores"]["learner"] = lr["process_cpu_cores"]
         if window.get("learner_steps_per_s"):
-            out["learner_busy_fraction_if_alone"] = (window["learner_steps_per_s"]
-                                                     * lr["seconds_per_update"])
-            out["program_fraction_of_learner_capacity"] = (window["learner_fps"]
-                                                           / out["learner_capacity_fps"])
+            out["learner_busy_fraction_if_alone"] = (
+                window["learner_steps_per_s"] * lr["seconds_per_update"]
+            )
+            out["program_fraction_of_learner_capacity"] = (
+                window["learner_fps"] / out["learner_capacity_fps"]
+            )
     if out["stages"]:
         out["frames_per_s_alone"] = {k: 1e6 / v for k, v in out["stages"].items()}
         total = sum(out["stages"].values())
@@ -233,13 +261,17 @@ VARIANTS = {
 
 
 def variant_overrides(args, variant: str) -> List[str]:
-    budget = ([f"max_frames={args.frames}"] if variant == "debug" else
-              ["max_frames=1e9", f"max_learner_steps={args.queue_steps}"])
+    budget = (
+        [f"max_frames={args.frames}"]
+        if variant == "debug"
+        else ["max_frames=1e9", f"max_learner_steps={args.queue_steps}"]
+    )
     return VARIANTS[variant] + budget
 
 
 def measure(args, root: str, variant: str) -> dict:
     from utils.logs import read_csv
+
     overrides = variant_overrides(args, variant)
     run = run_program(args, root, f"bench-e2e-{variant}", overrides)
     csv_path = os.path.join(run["run_dir"], "logs", "learner.csv")
@@ -248,13 +280,16 @@ def measure(args, root: str, variant: str) -> dict:
     restarts = read_csv(events) if os.path.exists(events) else []
     if run["returncode"] != 0 or not rows:
         print(run["output"][-3000:], file=sys.stderr)
-        raise SystemExit(f"the debug program ({variant}) failed (exit {run['returncode']}, "
-                         f"{len(rows)} learner log rows)")
+        raise SystemExit(
+            f"the debug program ({variant}) failed (exit {run['returncode']}, "
+            f"{len(rows)} learner log rows)"
+        )
     window = steady_window(rows, run["row_times"])
     sampler = run["sampler"]
     row_times = run["row_times"]
-    cores = (sampler.between(window["t0"], window["t1"])
-             if window.get("t0") and window.get("t1") else {})
+    cores = (
+        sampler.between(window["t0"], window["t1"]) if window.get("t0") and window.get("t1") else {}
+    )
     steal = cores.pop("steal", None)
     # CPU time per 1,000 frames inside the program: the learner per frame it
     # consumed, everything else per frame the actors produced.
@@ -264,22 +299,32 @@ def measure(args, root: str, variant: str) -> dict:
         if fps and c > 0.005:
             cpu_ms[g] = 1e6 * c / fps
     return {
-        "overrides": overrides, "command": " ".join(run["cmd"][1:]),
-        "timed_out": run["timed_out"], "restarts": restarts,
+        "overrides": overrides,
+        "command": " ".join(run["cmd"][1:]),
+        "timed_out": run["timed_out"],
+        "restarts": restarts,
         "frames": float(rows[-1].get("actor_frames") or 0.0),
         "learner_steps": float(rows[-1].get("learner_steps") or 0.0),
-        "phases": {"startup_to_first_log_row_s": row_times[0] - run["t_start"],
-                   "logged_s": row_times[-1] - row_times[0],
-                   "after_last_log_row_s": run["t_end"] - row_times[-1],
-                   "total_s": run["t_end"] - run["t_start"]},
+        "phases": {
+            "startup_to_first_log_row_s": row_times[0] - run["t_start"],
+            "logged_s": row_times[-1] - row_times[0],
+            "after_last_log_row_s": run["t_end"] - row_times[-1],
+            "total_s": run["t_end"] - run["t_start"],
+        },
         "steady": window,
-        "cores_used_steady": cores, "cores_used_steady_total": sum(cores.values()),
+        "cores_used_steady": cores,
+        "cores_used_steady_total": sum(cores.values()),
         "steal_cores_steady": steal,
         "cpu_ms_per_1000_frames_steady": cpu_ms,
-        "cpu_seconds_total": ({g: c for g, c in sampler.samples[-1][1].items() if g != "steal"}
-                              if sampler.samples else {}),
-        "learner_rows": [{k: r.get(k) for k in ("actor_frames", "learner_steps",
-                                                "learner_fps", "steps_per_s")} for r in rows],
+        "cpu_seconds_total": (
+            {g: c for g, c in sampler.samples[-1][1].items() if g != "steal"}
+            if sampler.samples
+            else {}
+        ),
+        "learner_rows": [
+            {k: r.get(k) for k in ("actor_frames", "learner_steps", "learner_fps", "steps_per_s")}
+            for r in rows
+        ],
     }
 
 
@@ -302,15 +347,20 @@ def main(argv=None):
     try:
         for variant in args.variants.split(","):
             configs[variant] = make_config(
-                "debug", args.agent, "Pong", overrides=[f"actors.num_actors={args.actors}"]
-                + variant_overrides(args, variant)).to_dict()
+                "debug",
+                args.agent,
+                "Pong",
+                overrides=[f"actors.num_actors={args.actors}"] + variant_overrides(args, variant),
+            ).to_dict()
             r = runs[variant] = measure(args, root, variant)
             w = r["steady"]
-            print(f"{variant}: steady {w.get('seconds', 0):.0f} s: learner "
-                  f"{w.get('learner_fps', 0):.0f} frames/s, actors {w.get('actor_fps', 0):.0f} "
-                  f"frames/s, ratio {w.get('ratio') or float('nan'):.2f}; cores used: "
-                  + ", ".join(f"{g} {c:.2f}" for g, c in r["cores_used_steady"].items()),
-                  flush=True)
+            print(
+                f"{variant}: steady {w.get('seconds', 0):.0f} s: learner "
+                f"{w.get('learner_fps', 0):.0f} frames/s, actors {w.get('actor_fps', 0):.0f} "
+                f"frames/s, ratio {w.get('ratio') or float('nan'):.2f}; cores used: "
+                + ", ".join(f"{g} {c:.2f}" for g, c in r["cores_used_steady"].items()),
+                flush=True,
+            )
     finally:
         if args.keep:
             print(f"run folders kept under {root}")
@@ -319,14 +369,21 @@ def main(argv=None):
     base = make_config("debug", args.agent, "Pong", overrides=[f"actors.num_actors={args.actors}"])
     budget = stage_budget(base, runs.get("debug", {}).get("steady", {}), "cpu", args.out)
     if budget.get("stages"):
-        print("ms per 1000 frames, each stage alone: " + ", ".join(
-            f"{k} {v:.0f}" for k, v in budget["stages"].items())
-              + f"; slowest: {budget['slowest_stage']}")
+        print(
+            "ms per 1000 frames, each stage alone: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in budget["stages"].items())
+            + f"; slowest: {budget['slowest_stage']}"
+        )
     payload = {
-        "benchmark": "end_to_end", "facts": machine_facts(jax_facts=False), "args": vars(args),
-        "load_average_start": load_start, "load_average_end": load_average(),
+        "benchmark": "end_to_end",
+        "facts": machine_facts(jax_facts=False),
+        "args": vars(args),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
         "wall_s": time.perf_counter() - t_start,
-        "configs": configs, "runs": runs, "stage_budget": budget,
+        "configs": configs,
+        "runs": runs,
+        "stage_budget": budget,
     }
     path = write_json("end_to_end-cpu", payload, args.out)
     print(f"wrote {path}")

@@ -26,6 +26,7 @@ limiter that would block inserts without a learner.)
 Steps/s count agent steps summed over the N environments (frames/s = 4x).
 Writes benchmarks/results/env_actor-<backend>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ class FakeLearner:
 
 class FakeCounter:
     def __init__(self):
-        self.futures = SimpleNamespace(increment=lambda **kw: _done(), record=lambda **kw: _done(),
-                                       set=lambda **kw: _done())
+        self.futures = SimpleNamespace(
+            increment=lambda **kw: _done(), record=lambda **kw: _done(), set=lambda **kw: _done()
+        )
 
 
 class StageTimer:
@@ -94,6 +96,7 @@ class StageTimer:
                 return fn(*args, **kwargs)
             finally:
                 self.add(stage, time.perf_counter() - t0)
+
         return timed
 
 
@@ -106,13 +109,15 @@ def serve(obs_shape, num_actions: int, T: int, max_size: int) -> None:
     from replay import make_tables
     import reverb
 
-    tables = make_tables(ReplayConfig(mode="queue", max_size=max_size), 8, obs_shape,
-                         num_actions, T)
+    tables = make_tables(
+        ReplayConfig(mode="queue", max_size=max_size), 8, obs_shape, num_actions, T
+    )
     # reverb's default checkpointer makes a temp folder; use (and remove) our own.
     ckpt_dir = tempfile.mkdtemp(prefix="bench-reverb-")
     try:
-        server = reverb.Server(tables, checkpointer=reverb.checkpointers.DefaultCheckpointer(
-            path=ckpt_dir))
+        server = reverb.Server(
+            tables, checkpointer=reverb.checkpointers.DefaultCheckpointer(path=ckpt_dir)
+        )
         print(f"PORT {server.port}", flush=True)
         sys.stdin.read()  # until the parent closes our stdin
         server.stop()
@@ -121,12 +126,22 @@ def serve(obs_shape, num_actions: int, T: int, max_size: int) -> None:
 
 
 def start_server(obs_shape, num_actions: int, T: int, max_size: int):
-    cmd = [sys.executable, "-m", "benchmarks.env_actor", "--serve",
-           "--obs", ",".join(map(str, obs_shape)), "--actions", str(num_actions),
-           "--T", str(T), "--max_size", str(max_size)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.env_actor",
+        "--serve",
+        "--obs",
+        ",".join(map(str, obs_shape)),
+        "--actions",
+        str(num_actions),
+        "--T",
+        str(T),
+        "--max_size",
+        str(max_size),
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         line = proc.stdout.readline()
@@ -149,6 +164,7 @@ def stop_server(proc) -> None:
 
 def process_cpu_s(pid: int) -> float:
     import psutil
+
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
 
@@ -176,9 +192,14 @@ def env_limit(env_cfg, num_envs: int, threads: int, seconds: float, warmup: int 
         steal = steal_seconds() - steal0
     finally:
         env.close()
-    return {"steps_per_s": steps * num_envs / dt, "vector_steps": steps, "seconds": dt,
-            "ms_per_vector_step": 1000 * dt / steps, "process_cpu_cores": cpu / dt,
-            "steal_cores": steal / dt}
+    return {
+        "steps_per_s": steps * num_envs / dt,
+        "vector_steps": steps,
+        "seconds": dt,
+        "ms_per_vector_step": 1000 * dt / steps,
+        "process_cpu_cores": cpu / dt,
+        "steal_cores": steal / dt,
+    }
 
 
 def least_stolen(measure, max_steal: float, tries: int, label: str) -> dict:
@@ -193,8 +214,10 @@ def least_stolen(measure, max_steal: float, tries: int, label: str) -> dict:
             best = r
         if r["steal_cores"] <= max_steal:
             break
-        print(f"  {label}: steal {r['steal_cores']:.2f} cores > {max_steal}; measuring again",
-              flush=True)
+        print(
+            f"  {label}: steal {r['steal_cores']:.2f} cores > {max_steal}; measuring again",
+            flush=True,
+        )
     return best
 
 
@@ -251,10 +274,18 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
                 timer.add("write", time.perf_counter() - t0)
 
     original = replay.TrajectoryWriter
-    replay.TrajectoryWriter = TimedWriter  # Builder.make_writer imports it from `replay` when called
+    replay.TrajectoryWriter = (
+        TimedWriter  # Builder.make_writer imports it from `replay` when called
+    )
     try:
-        node = ActorNode(builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)), 0,
-                         address, FakeLearner(published), FakeCounter(), should_stop=stop)
+        node = ActorNode(
+            builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)),
+            0,
+            address,
+            FakeLearner(published),
+            FakeCounter(),
+            should_stop=stop,
+        )
         node._env.step = timer.wrap("env", node._env.step)
         node._runner.act = timer.wrap("inference", node._runner.act)
         t_build = time.perf_counter()
@@ -268,24 +299,34 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
     per_step_ms = {k: 1000 * v / max(steps, 1) for k, v in stop.stage_s.items()}
     per_step_ms["other"] = 1000 * dt / max(steps, 1) - sum(per_step_ms.values())
     return {
-        "steps_per_s": steps * N / dt, "vector_steps": steps, "seconds": dt,
+        "steps_per_s": steps * N / dt,
+        "vector_steps": steps,
+        "seconds": dt,
         "ms_per_vector_step": 1000 * dt / max(steps, 1),
         "stage_ms_per_vector_step": per_step_ms,
         "stage_share": {k: v / (1000 * dt / max(steps, 1)) for k, v in per_step_ms.items()},
-        "env_steps_per_s_inside_actor": (N * 1000 / per_step_ms["env"]
-                                         if per_step_ms.get("env") else None),
+        "env_steps_per_s_inside_actor": (
+            N * 1000 / per_step_ms["env"] if per_step_ms.get("env") else None
+        ),
         "process_cpu_cores": (stop.cpu1 - stop.cpu0) / dt,
         "reverb_server_cpu_cores": (stop.server_cpu1 - stop.server_cpu0) / dt,
         "steal_cores": (stop.steal1 - stop.steal0) / dt,
-        "warmup_steps": warmup, "warmup_s_incl_compile": warmup_s,
+        "warmup_steps": warmup,
+        "warmup_s_incl_compile": warmup_s,
         "network_params": n_params,
     }
 
 
 def actor_config(network: str, agent: str, num_envs: int, root: str):
     from configs import make_config
-    cfg = make_config("debug", agent, "Pong", name=f"bench-actor-{network}-{num_envs}",
-                      overrides=[f"actors.envs_per_actor={num_envs}", f"root={root}"])
+
+    cfg = make_config(
+        "debug",
+        agent,
+        "Pong",
+        name=f"bench-actor-{network}-{num_envs}",
+        overrides=[f"actors.envs_per_actor={num_envs}", f"root={root}"],
+    )
     if network == "deep":  # the full preset's IMPALA ResNet on the same debug program
         cfg = dataclasses.replace(cfg, network=make_config("full", agent).network)
     elif network != "small":
@@ -301,8 +342,12 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=5.0, help="measured window per figure")
     p.add_argument("--warmup", type=int, default=30, help="actor loop steps before measuring")
     p.add_argument("--max_size", type=int, default=200, help="reverb table size (items)")
-    p.add_argument("--max_steal", type=float, default=0.1,
-                   help="measure a figure again when the hypervisor took more CPU than this")
+    p.add_argument(
+        "--max_steal",
+        type=float,
+        default=0.1,
+        help="measure a figure again when the hypervisor took more CPU than this",
+    )
     p.add_argument("--tries", type=int, default=3, help="at most this many measurements per figure")
     p.add_argument("--out", default=None, help="results folder")
     # child mode: the reverb server
@@ -326,12 +371,14 @@ def main(argv=None):
     env_counts = [int(x) for x in args.envs.split(",")]
     networks = args.networks.split(",")
     base = actor_config("small", args.agent, 1, "/tmp")
-    server, address = start_server(base.env.observation_shape, num_actions(base.env),
-                                   base.agent.unroll_length, args.max_size)
+    server, address = start_server(
+        base.env.observation_shape, num_actions(base.env), base.agent.unroll_length, args.max_size
+    )
     root = tempfile.mkdtemp(prefix="bench-env-actor-")
     results, configs = {}, {}
     try:
         for N in env_counts:
+
             def limit_once():
                 return env_limit(base.env, N, base.actors.env_threads, args.seconds)
 
@@ -341,21 +388,32 @@ def main(argv=None):
             for network in networks:
                 cfg = actor_config(network, args.agent, N, root)
                 configs[network] = cfg.to_dict()
-                r = least_stolen(lambda: actor_run(cfg, address, server.pid, args.seconds,
-                                                   args.warmup),
-                                 args.max_steal, args.tries, f"N={N} actor {network}")
+                r = least_stolen(
+                    lambda: actor_run(cfg, address, server.pid, args.seconds, args.warmup),
+                    args.max_steal,
+                    args.tries,
+                    f"N={N} actor {network}",
+                )
                 actors[network] = r
                 st = r["stage_ms_per_vector_step"]
-                print(f"N={N:2d} actor {network:5s}    {r['steps_per_s']:7.0f} steps/s  "
-                      + "  ".join(f"{k} {v:.2f}" for k, v in st.items()) + " ms/step", flush=True)
+                print(
+                    f"N={N:2d} actor {network:5s}    {r['steps_per_s']:7.0f} steps/s  "
+                    + "  ".join(f"{k} {v:.2f}" for k, v in st.items())
+                    + " ms/step",
+                    flush=True,
+                )
             after = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
             limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
             for network, r in actors.items():
                 r["ratio_to_env_limit"] = r["steps_per_s"] / limit
                 print(f"N={N:2d} {network:5s} ratio {r['ratio_to_env_limit']:.2f}", flush=True)
-            results[str(N)] = {"env_limit_steps_per_s": limit, "env_before": before,
-                               "env_after": after, "actor": actors}
+            results[str(N)] = {
+                "env_limit_steps_per_s": limit,
+                "env_before": before,
+                "env_after": after,
+                "actor": actors,
+            }
     finally:
         stop_server(server)
         shutil.rmtree(root, ignore_errors=True)
@@ -365,18 +423,24 @@ def main(argv=None):
         for N, r in results.items():
             goal[N] = r["actor"]["small"]["ratio_to_env_limit"] >= GOAL
     payload = {
-        "benchmark": "env_actor", "facts": machine_facts(), "args": vars(args),
-        "load_average_start": load_start, "load_average_end": load_average(),
+        "benchmark": "env_actor",
+        "facts": machine_facts(),
+        "args": vars(args),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
         "wall_s": time.perf_counter() - t_start,
         "setup": {
             "env": "actors.environments.make_vector_env (ale-py AtariVectorEnv), debug preset "
-                   "EnvConfig, random actions",
+            "EnvConfig, random actions",
             "actor": "actors.actor.ActorNode.run, in this process; learner/counter stand-ins",
             "reverb": "reverb.Server in a subprocess (replay.make_tables, queue mode: MinSize "
-                      "limiter, inserts never wait; nothing samples)",
+            "limiter, inserts never wait; nothing samples)",
             "steps": "agent steps summed over the N envs (x4 = frames)",
         },
-        "configs": configs, "goal_ratio": GOAL, "goal_met_small": goal, "results": results,
+        "configs": configs,
+        "goal_ratio": GOAL,
+        "goal_met_small": goal,
+        "results": results,
     }
     path = write_json(f"env_actor-{jax.default_backend()}", payload, args.out)
     print(f"wrote {path}")

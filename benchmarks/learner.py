@@ -13,6 +13,7 @@ after the first (compiling) one. In steady state every update reads B new
 trajectories (MG/BMG reuse the validation batch as the next inner batch), so
 samples/s = B * T / seconds and frames/s = 4 x samples/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,15 @@ import numpy as np
 
 from agents import builders
 from agents.types import Trajectory
-from benchmarks.common import (load_average, machine_facts, steal_seconds,
-                               write_json)
+from benchmarks.common import load_average, machine_facts, steal_seconds, write_json
 from configs import make_config
 
-VARIANTS = [("impala", "impala", []), ("stacx", "stacx", ["meta.K=1"]),
-            ("bmg_L1", "bmg", ["meta.L=1"]), ("bmg_L4", "bmg", ["meta.L=4"])]
+VARIANTS = [
+    ("impala", "impala", []),
+    ("stacx", "stacx", ["meta.K=1"]),
+    ("bmg_L1", "bmg", ["meta.L=1"]),
+    ("bmg_L4", "bmg", ["meta.L=4"]),
+]
 PRESET = {"small": "debug", "deep": "full"}
 DEBUG_PROGRAM = ("debug_program", "bmg")  # the debug preset's own learner (B, T, L as preset)
 
@@ -42,13 +46,16 @@ def fake(num_batches: int, T: int, B: int, num_actions: int = 6) -> Trajectory:
         reward=rng.uniform(-1, 1, lead).astype(np.float32),
         discount=np.ones(lead, np.float32),
         behaviour_logits=rng.normal(size=lead + (num_actions,)).astype(np.float32),
-        first=np.zeros(lead, np.float32))
+        first=np.zeros(lead, np.float32),
+    )
 
 
 def variant_config(network: str, agent: str, overrides, batch: int, T: int):
-    return make_config(PRESET[network], agent,
-                       overrides=list(overrides) + [f"agent.unroll_length={T}",
-                                                    f"learner.batch_size={batch}"])
+    return make_config(
+        PRESET[network],
+        agent,
+        overrides=list(overrides) + [f"agent.unroll_length={T}", f"learner.batch_size={batch}"],
+    )
 
 
 def time_config(cfg, reps: int) -> dict:
@@ -73,12 +80,23 @@ def time_config(cfg, reps: int) -> dict:
     cores = (time.process_time() - cpu0) / sum(times)  # XLA:CPU runs ops on a thread pool
     steal = (steal_seconds() - steal0) / sum(times)
     sec = float(np.median(times))
-    return {"seconds_per_update": sec, "samples_per_s": batch * T / sec,
-            "process_cpu_cores": cores, "steal_cores": steal,
-            "frames_per_s": batch * T * cfg.env.frame_skip / sec,
-            "first_call_s": compile_s, "reps": reps, "times": times, "batch": batch, "T": T,
-            "batches_per_update": learner.num_batches, "network": cfg.network.kind,
-            "agent": cfg.agent_name, "L": cfg.meta.L, "K": cfg.meta.K}
+    return {
+        "seconds_per_update": sec,
+        "samples_per_s": batch * T / sec,
+        "process_cpu_cores": cores,
+        "steal_cores": steal,
+        "frames_per_s": batch * T * cfg.env.frame_skip / sec,
+        "first_call_s": compile_s,
+        "reps": reps,
+        "times": times,
+        "batch": batch,
+        "T": T,
+        "batches_per_update": learner.num_batches,
+        "network": cfg.network.kind,
+        "agent": cfg.agent_name,
+        "L": cfg.meta.L,
+        "K": cfg.meta.K,
+    }
 
 
 def time_update(network: str, agent: str, overrides, batch: int, T: int, reps: int):
@@ -91,8 +109,11 @@ def main(argv=None):
     p.add_argument("--T", type=int, default=20)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--networks", default="small,deep")
-    p.add_argument("--no_debug_program", action="store_true",
-                   help="skip the debug program's own learner (small, B=8, L=2)")
+    p.add_argument(
+        "--no_debug_program",
+        action="store_true",
+        help="skip the debug program's own learner (small, B=8, L=2)",
+    )
     p.add_argument("--out", default=None, help="results folder")
     args = p.parse_args(argv)
     load_start, t_start = load_average(), time.perf_counter()
@@ -103,26 +124,39 @@ def main(argv=None):
             configs[f"{network}/{name}"] = cfg.to_dict()
             r = time_config(cfg, args.reps)
             results[f"{network}/{name}"] = r
-            print(f"{network:5s} {name:7s} {r['seconds_per_update']:8.3f} s/update "
-                  f"{r['samples_per_s']:8.1f} samples/s", flush=True)
+            print(
+                f"{network:5s} {name:7s} {r['seconds_per_update']:8.3f} s/update "
+                f"{r['samples_per_s']:8.1f} samples/s",
+                flush=True,
+            )
         base = results[f"{network}/stacx"]["seconds_per_update"]
         for L in (1, 4):
             results[f"{network}/bmg_L{L}"]["ratio_to_stacx"] = (
-                results[f"{network}/bmg_L{L}"]["seconds_per_update"] / base)
+                results[f"{network}/bmg_L{L}"]["seconds_per_update"] / base
+            )
     if not args.no_debug_program:
         name, agent = DEBUG_PROGRAM
         cfg = make_config("debug", agent)
         configs[f"small/{name}"] = cfg.to_dict()
         r = time_config(cfg, max(args.reps, 5))
         results[f"small/{name}"] = r
-        print(f"small {name} (B={r['batch']}, L={r['L']}) {r['seconds_per_update']:8.3f} "
-              f"s/update {r['samples_per_s']:8.1f} samples/s", flush=True)
-    payload = {"benchmark": "learner", "facts": machine_facts(), "args": vars(args),
-               "load_average_start": load_start, "load_average_end": load_average(),
-               "wall_s": time.perf_counter() - t_start,
-               "setup": "jitted Learner.update on one device, fake Atari-shaped data already "
-                        "on the device; median of reps after the first (compiling) call",
-               "configs": configs, "results": results}
+        print(
+            f"small {name} (B={r['batch']}, L={r['L']}) {r['seconds_per_update']:8.3f} "
+            f"s/update {r['samples_per_s']:8.1f} samples/s",
+            flush=True,
+        )
+    payload = {
+        "benchmark": "learner",
+        "facts": machine_facts(),
+        "args": vars(args),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "wall_s": time.perf_counter() - t_start,
+        "setup": "jitted Learner.update on one device, fake Atari-shaped data already "
+        "on the device; median of reps after the first (compiling) call",
+        "configs": configs,
+        "results": results,
+    }
     path = write_json(f"learner-{jax.default_backend()}", payload, args.out)
     print(f"wrote {path}")
 

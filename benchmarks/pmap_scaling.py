@@ -17,6 +17,7 @@ global batch [num_batches, T + 1, B, 84, 84, 4] (so the host-side shard and
 host-to-device copy are included, as in the learner node), median of `reps`
 after the first (compiling) call. Writes benchmarks/results/pmap-<backend>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,22 @@ def child(args) -> None:
 
     n = args.child
     devices = parallel.resolve_devices(n)
-    out = {"num_devices": n, "devices": [str(d) for d in devices],
-           "backend": jax.default_backend(), "local_device_count": jax.local_device_count(),
-           "agents": {}}
+    out = {
+        "num_devices": n,
+        "devices": [str(d) for d in devices],
+        "backend": jax.default_backend(),
+        "local_device_count": jax.local_device_count(),
+        "agents": {},
+    }
     for agent in args.agents.split(","):
         preset = "debug" if args.network == "small" else "full"
-        cfg = make_config(preset, agent, overrides=[f"learner.batch_size={args.batch}",
-                                                    f"learner.num_devices={n}"])
+        cfg = make_config(
+            preset,
+            agent,
+            overrides=[f"learner.batch_size={args.batch}", f"learner.num_devices={n}"],
+        )
         nets = builders.make_networks(cfg, (84, 84, 4), 6)
-        pl = parallel.ParallelLearner(lambda axis: builders.make_learner(cfg, nets, axis),
-                                      devices)
+        pl = parallel.ParallelLearner(lambda axis: builders.make_learner(cfg, nets, axis), devices)
         state = pl.replicate(pl.learner.init(jax.random.PRNGKey(0)))
         data = fake(pl.learner.num_batches, cfg.agent.unroll_length, cfg.learner.batch_size)
         t0 = time.perf_counter()
@@ -64,18 +71,32 @@ def child(args) -> None:
         steal = (steal_seconds() - steal0) / sum(times)
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         out["agents"][agent] = {
-            "seconds_per_update": sec, "samples_per_s": B * T / sec, "first_call_s": first,
+            "seconds_per_update": sec,
+            "samples_per_s": B * T / sec,
+            "first_call_s": first,
             "steal_cores": steal,
-            "times": times, "global_batch": B, "per_device_batch": B // n, "T": T,
-            "batches_per_update": pl.learner.num_batches, "config": cfg.to_dict()}
+            "times": times,
+            "global_batch": B,
+            "per_device_batch": B // n,
+            "T": T,
+            "batches_per_update": pl.learner.num_batches,
+            "config": cfg.to_dict(),
+        }
     print("RESULT " + json.dumps(out), flush=True)
 
 
 def detect_backend() -> str:
     """The default jax backend, found in a subprocess (this process stays jax-free)."""
-    r = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend(), "
-                        "jax.local_device_count())"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import jax; print(jax.default_backend(), jax.local_device_count())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     parts = r.stdout.split()
     return parts[0] if parts else "cpu"
 
@@ -87,9 +108,13 @@ def main(argv=None):
     p.add_argument("--network", default="small", choices=["small", "deep"])
     p.add_argument("--batch", type=int, default=8, help="global batch (the debug preset's)")
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--platform", default="auto", choices=["auto", "cpu"],
-                   help="auto: real devices when jax finds an accelerator, else forced "
-                        "host devices; cpu: always forced host devices")
+    p.add_argument(
+        "--platform",
+        default="auto",
+        choices=["auto", "cpu"],
+        help="auto: real devices when jax finds an accelerator, else forced "
+        "host devices; cpu: always forced host devices",
+    )
     p.add_argument("--timeout", type=int, default=600, help="seconds per device count")
     p.add_argument("--out", default=None)
     p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -99,6 +124,7 @@ def main(argv=None):
         return
 
     from benchmarks.common import load_average, machine_facts, write_json
+
     load_start, t_start = load_average(), time.perf_counter()
     backend = "cpu" if args.platform == "cpu" else detect_backend()
     forced = backend == "cpu"
@@ -107,37 +133,66 @@ def main(argv=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         if forced:
             env["JAX_PLATFORMS"] = "cpu"
-            flags = [f for f in env.get("XLA_FLAGS", "").split()
-                     if not f.startswith("--xla_force_host_platform_device_count")]
+            flags = [
+                f
+                for f in env.get("XLA_FLAGS", "").split()
+                if not f.startswith("--xla_force_host_platform_device_count")
+            ]
             env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
-        cmd = [sys.executable, "-m", "benchmarks.pmap_scaling", "--child", str(n),
-               "--agents", args.agents, "--network", args.network, "--batch", str(args.batch),
-               "--reps", str(args.reps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.pmap_scaling",
+            "--child",
+            str(n),
+            "--agents",
+            args.agents,
+            "--network",
+            args.network,
+            "--batch",
+            str(args.batch),
+            "--reps",
+            str(args.reps),
+        ]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-        lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+        lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
         if r.returncode != 0 or not lines:
             tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
             skipped[str(n)] = " | ".join(tail)
             print(f"{n} device(s): skipped ({skipped[str(n)]})", flush=True)
             continue
-        res = json.loads(lines[-1][len("RESULT "):])
+        res = json.loads(lines[-1][len("RESULT ") :])
         runs[str(n)] = res
         for agent, a in res["agents"].items():
-            print(f"{n} device(s) {agent:6s} {a['seconds_per_update']:7.3f} s/update "
-                  f"(per-device batch {a['per_device_batch']})", flush=True)
+            print(
+                f"{n} device(s) {agent:6s} {a['seconds_per_update']:7.3f} s/update "
+                f"(per-device batch {a['per_device_batch']})",
+                flush=True,
+            )
     if "1" in runs:
         for n, res in runs.items():
             for agent, a in res["agents"].items():
-                a["relative_to_1_device"] = (a["seconds_per_update"]
-                                             / runs["1"]["agents"][agent]["seconds_per_update"])
-    payload = {"benchmark": "pmap_scaling", "facts": machine_facts(jax_facts=False),
-               "args": vars(args),
-               "load_average_start": load_start, "load_average_end": load_average(),
-               "wall_s": time.perf_counter() - t_start,
-               "backend": backend, "forced_host_devices": forced,
-               "note": ("forced host devices share this machine's CPU cores: the figures "
-                        "show pmap overhead, not speed-up") if forced else "real devices",
-               "results": runs, "skipped": skipped}
+                a["relative_to_1_device"] = (
+                    a["seconds_per_update"] / runs["1"]["agents"][agent]["seconds_per_update"]
+                )
+    payload = {
+        "benchmark": "pmap_scaling",
+        "facts": machine_facts(jax_facts=False),
+        "args": vars(args),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "wall_s": time.perf_counter() - t_start,
+        "backend": backend,
+        "forced_host_devices": forced,
+        "note": (
+            "forced host devices share this machine's CPU cores: the figures "
+            "show pmap overhead, not speed-up"
+        )
+        if forced
+        else "real devices",
+        "results": runs,
+        "skipped": skipped,
+    }
     path = write_json(f"pmap-{backend}", payload, args.out)
     print(f"wrote {path}")
 

@@ -6,6 +6,7 @@
 
 Only numbers come from here; the prose around the block is hand-written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def _mark(r: Optional[dict], key: str = "steal_cores") -> str:
     return "*" if v is not None and v > STOLEN else ""
 
 
-STEAL_NOTE = (f"\* measured while the hypervisor took more than {STOLEN} of this VM's cores "
-              f"(steal time in /proc/stat): slower than the machine can do.")
+STEAL_NOTE = (
+    rf"\* measured while the hypervisor took more than {STOLEN} of this VM's cores "
+    f"(steal time in /proc/stat): slower than the machine can do."
+)
 
 
 def _load(x) -> str:
@@ -38,26 +41,34 @@ def _load(x) -> str:
 
 def _when(d: dict) -> str:
     f = d["facts"]
-    return (f"{f['time'][:16].replace('T', ' ')}, load {_load(d.get('load_average_start'))}"
-            f" -> {_load(d.get('load_average_end'))}")
+    return (
+        f"{f['time'][:16].replace('T', ' ')}, load {_load(d.get('load_average_start'))}"
+        f" -> {_load(d.get('load_average_end'))}"
+    )
 
 
 def machine_line(docs: List[dict]) -> str:
     f = docs[0]["facts"]
     v = f.get("versions", {})
-    pkgs = ", ".join(f"{k} {v[k]}" for k in ("jax", "ale-py", "dm-reverb", "dm-launchpad")
-                     if k in v)
-    return (f"Machine: {f.get('cpu', '?')}, {f.get('cpu_count', '?')} cores, Python "
-            f"{f.get('python', '?')}, {pkgs}; commit {f.get('git_commit') or '?'}.")
+    pkgs = ", ".join(
+        f"{k} {v[k]}" for k in ("jax", "ale-py", "dm-reverb", "dm-launchpad") if k in v
+    )
+    return (
+        f"Machine: {f.get('cpu', '?')}, {f.get('cpu_count', '?')} cores, Python "
+        f"{f.get('python', '?')}, {pkgs}; commit {f.get('git_commit') or '?'}."
+    )
 
 
 def env_actor_section(d: dict) -> List[str]:
     res = d["results"]
     nets = [n for n in ("small", "deep") if any(n in r["actor"] for r in res.values())]
-    out = [f"**Environment limit and actor** (`benchmarks.env_actor`; {_when(d)}; "
-           f"{d['args']['seconds']:.0f} s per figure; Pong, debug preset EnvConfig; agent "
-           f"steps/s summed over the envs, x4 = frames/s; one actor process, policy jitted "
-           f"on CPU, Reverb server in a separate process):", ""]
+    out = [
+        f"**Environment limit and actor** (`benchmarks.env_actor`; {_when(d)}; "
+        f"{d['args']['seconds']:.0f} s per figure; Pong, debug preset EnvConfig; agent "
+        f"steps/s summed over the envs, x4 = frames/s; one actor process, policy jitted "
+        f"on CPU, Reverb server in a separate process):",
+        "",
+    ]
     head = "| envs per actor | env limit (steps/s) |"
     sep = "|---|---|"
     for n in nets:
@@ -75,13 +86,21 @@ def env_actor_section(d: dict) -> List[str]:
         for n in nets:
             a = r["actor"].get(n)
             flagged = flagged or bool(_mark(a))
-            row += (f" {a['steps_per_s']:.0f}{_mark(a)} | {a['ratio_to_env_limit']:.2f} |" if a
-                    else " | |")
+            row += (
+                f" {a['steps_per_s']:.0f}{_mark(a)} | {a['ratio_to_env_limit']:.2f} |"
+                if a
+                else " | |"
+            )
         a = r["actor"].get("small")
         if a:
             st = a["stage_ms_per_vector_step"]
-            row += " " + " / ".join(f"{st.get(k, 0.0):.2f}"
-                                   for k in ("env", "inference", "write", "other")) + " |"
+            row += (
+                " "
+                + " / ".join(
+                    f"{st.get(k, 0.0):.2f}" for k in ("env", "inference", "write", "other")
+                )
+                + " |"
+            )
         else:
             row += " |"
         out.append(row)
@@ -89,18 +108,27 @@ def env_actor_section(d: dict) -> List[str]:
         out += ["", STEAL_NOTE]
     goal = d.get("goal_met_small") or {}
     met = [N for N, ok in goal.items() if ok]
-    out += ["", f"Goal (small network >= {d['goal_ratio']:.1f} of the limit): "
-            + (f"met at {', '.join(sorted(met, key=int))} env(s) per actor."
-               if met else "not met at any env count.")]
+    out += [
+        "",
+        f"Goal (small network >= {d['goal_ratio']:.1f} of the limit): "
+        + (
+            f"met at {', '.join(sorted(met, key=int))} env(s) per actor."
+            if met
+            else "not met at any env count."
+        ),
+    ]
     return out
 
 
 def learner_section(d: dict) -> List[str]:
     a = d["args"]
-    out = [f"**Learner** (`benchmarks.learner`; {_when(d)}; jitted update on one CPU device, "
-           f"data on the device, B = {a['batch']}, T = {a['T']}, median of {a['reps']}):", "",
-           "| network | agent | s / update | samples / s | frames / s | BMG / STACX |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        f"**Learner** (`benchmarks.learner`; {_when(d)}; jitted update on one CPU device, "
+        f"data on the device, B = {a['batch']}, T = {a['T']}, median of {a['reps']}):",
+        "",
+        "| network | agent | s / update | samples / s | frames / s | BMG / STACX |",
+        "|---|---|---|---|---|---|",
+    ]
     names = {"impala": "impala", "stacx": "stacx", "bmg_L1": "bmg L1", "bmg_L4": "bmg L4"}
     res = d["results"]
     flagged = any(_mark(r) for r in res.values())
@@ -111,13 +139,17 @@ def learner_section(d: dict) -> List[str]:
                 continue
             ratio = f"{r['ratio_to_stacx']:.2f}" if "ratio_to_stacx" in r else ""
             fps = r.get("frames_per_s", 4 * r["samples_per_s"])
-            out.append(f"| {net} | {label} | {r['seconds_per_update']:.3f}{_mark(r)} | "
-                       f"{r['samples_per_s']:.0f} | {fps:.0f} | {ratio} |")
+            out.append(
+                f"| {net} | {label} | {r['seconds_per_update']:.3f}{_mark(r)} | "
+                f"{r['samples_per_s']:.0f} | {fps:.0f} | {ratio} |"
+            )
     r = res.get("small/debug_program")
     if r:
-        out.append(f"| small | bmg L{r['L']}, B = {r['batch']} (debug program) | "
-                   f"{r['seconds_per_update']:.3f}{_mark(r)} | {r['samples_per_s']:.0f} | "
-                   f"{r['frames_per_s']:.0f} | |")
+        out.append(
+            f"| small | bmg L{r['L']}, B = {r['batch']} (debug program) | "
+            f"{r['seconds_per_update']:.3f}{_mark(r)} | {r['samples_per_s']:.0f} | "
+            f"{r['frames_per_s']:.0f} | |"
+        )
     if flagged:
         out += ["", STEAL_NOTE]
     return out
@@ -129,11 +161,17 @@ def pmap_section(d: dict) -> List[str]:
         return [f"**pmap scaling**: no results ({d.get('skipped')})."]
     agents = list(next(iter(res.values()))["agents"])
     any_agent = next(iter(next(iter(res.values()))["agents"].values()))
-    kind = ("forced host devices sharing the CPU cores: overhead, not speed-up"
-            if d.get("forced_host_devices") else f"real {d.get('backend')} devices")
-    out = [f"**pmap scaling** (`benchmarks.pmap_scaling`; {_when(d)}; {kind}; "
-           f"`ParallelLearner.update` incl. host shard and copy, global batch "
-           f"{any_agent['global_batch']}, small network, median of {d['args']['reps']}):", ""]
+    kind = (
+        "forced host devices sharing the CPU cores: overhead, not speed-up"
+        if d.get("forced_host_devices")
+        else f"real {d.get('backend')} devices"
+    )
+    out = [
+        f"**pmap scaling** (`benchmarks.pmap_scaling`; {_when(d)}; {kind}; "
+        f"`ParallelLearner.update` incl. host shard and copy, global batch "
+        f"{any_agent['global_batch']}, small network, median of {d['args']['reps']}):",
+        "",
+    ]
     head, sep = "| devices | per-device batch |", "|---|---|"
     for a in agents:
         head += f" {a} s / update | vs 1 device |"
@@ -148,8 +186,9 @@ def pmap_section(d: dict) -> List[str]:
             x = r["agents"][a]
             rel = x.get("relative_to_1_device")
             flagged = flagged or bool(_mark(x))
-            row += (f" {x['seconds_per_update']:.3f}{_mark(x)} | "
-                    + (f"{rel:.2f}x |" if rel else " |"))
+            row += f" {x['seconds_per_update']:.3f}{_mark(x)} | " + (
+                f"{rel:.2f}x |" if rel else " |"
+            )
         out.append(row)
     if flagged:
         out += ["", STEAL_NOTE]
@@ -160,59 +199,79 @@ def pmap_section(d: dict) -> List[str]:
 
 def end_to_end_section(d: dict) -> List[str]:
     a = d["args"]
-    out = [f"**End to end** (`benchmarks.end_to_end`; {_when(d)}; `launch.run --preset=debug "
-           f"--agent={a['agent']} --num_actors={a['actors']}`, Pong, local_mp; steady window "
-           f"= learner log rows after the first; cores = CPU time of the program's processes "
-           f"by node, from /proc):", "",
-           "| replay | steady s | actors (frames/s) | learner consumes (frames/s) | ratio | "
-           "cores: learner / actors / evaluator / replay | learner steps/s |",
-           "|---|---|---|---|---|---|---|"]
-    labels = {"debug": "uniform, 1 sample per insert (debug preset)",
-              "queue": "queue (FIFO, actors never wait)"}
+    out = [
+        f"**End to end** (`benchmarks.end_to_end`; {_when(d)}; `launch.run --preset=debug "
+        f"--agent={a['agent']} --num_actors={a['actors']}`, Pong, local_mp; steady window "
+        f"= learner log rows after the first; cores = CPU time of the program's processes "
+        f"by node, from /proc):",
+        "",
+        "| replay | steady s | actors (frames/s) | learner consumes (frames/s) | ratio | "
+        "cores: learner / actors / evaluator / replay | learner steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "debug": "uniform, 1 sample per insert (debug preset)",
+        "queue": "queue (FIFO, actors never wait)",
+    }
     flagged = False
     for variant, r in d["runs"].items():
         w, c = r["steady"], r["cores_used_steady"]
-        cores = " / ".join(f"{c.get(g, 0.0):.2f}" for g in ("learner", "actor", "evaluator",
-                                                          "replay"))
+        cores = " / ".join(
+            f"{c.get(g, 0.0):.2f}" for g in ("learner", "actor", "evaluator", "replay")
+        )
         m = _mark(r, "steal_cores_steady")
         flagged = flagged or bool(m)
-        out.append(f"| {labels.get(variant, variant)}{m} | {w.get('seconds', 0):.0f} | "
-                   f"{w.get('actor_fps', 0):.0f} | {w.get('learner_fps', 0):.0f} | "
-                   f"{(w.get('ratio') or float('nan')):.2f} | {cores} | "
-                   f"{w.get('learner_steps_per_s', 0):.2f} |")
+        out.append(
+            f"| {labels.get(variant, variant)}{m} | {w.get('seconds', 0):.0f} | "
+            f"{w.get('actor_fps', 0):.0f} | {w.get('learner_fps', 0):.0f} | "
+            f"{(w.get('ratio') or float('nan')):.2f} | {cores} | "
+            f"{w.get('learner_steps_per_s', 0):.2f} |"
+        )
     if flagged:
         out += ["", STEAL_NOTE]
     b = d.get("stage_budget") or {}
     if b.get("stages"):
         debug = d["runs"].get("debug", {})
         prog = debug.get("cpu_ms_per_1000_frames_steady", {})
-        out += ["", "Where the time goes, each stage measured alone (one process with the "
-                "whole machine; actor stages from env_actor at the debug preset's 4 envs per "
-                "actor, small network; learner: the debug program's own bmg update, B = 8, "
-                "L = 2): milliseconds per 1,000 frames and the frames/s that stage sustains "
-                "alone:", "",
-                "| stage | ms / 1000 frames | frames/s alone | share |",
-                "|---|---|---|---|"]
+        out += [
+            "",
+            "Where the time goes, each stage measured alone (one process with the "
+            "whole machine; actor stages from env_actor at the debug preset's 4 envs per "
+            "actor, small network; learner: the debug program's own bmg update, B = 8, "
+            "L = 2): milliseconds per 1,000 frames and the frames/s that stage sustains "
+            "alone:",
+            "",
+            "| stage | ms / 1000 frames | frames/s alone | share |",
+            "|---|---|---|---|",
+        ]
         for k, v in sorted(b["stages"].items(), key=lambda kv: -kv[1]):
-            out.append(f"| {k} | {v:.0f} | {b['frames_per_s_alone'][k]:.0f} | "
-                       f"{100 * b['share'][k]:.0f} % |")
+            out.append(
+                f"| {k} | {v:.0f} | {b['frames_per_s_alone'][k]:.0f} | "
+                f"{100 * b['share'][k]:.0f} % |"
+            )
         slow = b["slowest_stage"]
-        line = (f"Slowest stage: **{slow}**, {b['stages'][slow]:.0f} ms per 1,000 frames "
-                f"({100 * b['share'][slow]:.0f} % of the sum of all stages)")
+        line = (
+            f"Slowest stage: **{slow}**, {b['stages'][slow]:.0f} ms per 1,000 frames "
+            f"({100 * b['share'][slow]:.0f} % of the sum of all stages)"
+        )
         cores = b.get("process_cpu_cores", {})
         if "learner" in cores:
             line += f"; alone it keeps {cores['learner']:.1f} of the cores busy"
         out += ["", line + "."]
         if "program_fraction_of_learner_capacity" in b:
-            out.append(f"In the debug program the learner consumed "
-                       f"{debug['steady']['learner_fps']:.0f} frames/s, "
-                       f"{100 * b['program_fraction_of_learner_capacity']:.0f} % of the "
-                       f"{b['learner_capacity_fps']:.0f} frames/s it sustains alone.")
+            out.append(
+                f"In the debug program the learner consumed "
+                f"{debug['steady']['learner_fps']:.0f} frames/s, "
+                f"{100 * b['program_fraction_of_learner_capacity']:.0f} % of the "
+                f"{b['learner_capacity_fps']:.0f} frames/s it sustains alone."
+            )
         if prog:
-            out.append("CPU time inside the debug program (steady window), ms per 1,000 "
-                       "frames: " + ", ".join(f"{g} {v:.0f}" for g, v in
-                                              sorted(prog.items(), key=lambda kv: -kv[1]))
-                       + " (learner per frame consumed, the others per frame produced).")
+            out.append(
+                "CPU time inside the debug program (steady window), ms per 1,000 "
+                "frames: "
+                + ", ".join(f"{g} {v:.0f}" for g, v in sorted(prog.items(), key=lambda kv: -kv[1]))
+                + " (learner per frame consumed, the others per frame produced)."
+            )
     return out
 
 
@@ -223,25 +282,34 @@ def bench_run_line(d: Optional[dict]) -> List[str]:
     secs = d.get("seconds", {})
     order = ("env_actor", "learner", "pmap_scaling", "end_to_end")
     parts = ", ".join(
-        f"{k} {secs[k]:.0f} s" + (f" ({foreign[k]:.2f} / {steal.get(k, float('nan')):.2f})"
-                                  if k in foreign else "")
-        for k in sorted(secs, key=lambda k: order.index(k) if k in order else 9))
-    return [f"`make bench` took {d['wall_s'] / 60:.1f} min: {parts}. In brackets: cores "
-            f"that other processes on the machine / the hypervisor (steal) used meanwhile "
-            f"(from /proc/stat, less the benchmark's own CPU time; the load averages quoted "
-            f"below include the benchmarks themselves)."]
+        f"{k} {secs[k]:.0f} s"
+        + (f" ({foreign[k]:.2f} / {steal.get(k, float('nan')):.2f})" if k in foreign else "")
+        for k in sorted(secs, key=lambda k: order.index(k) if k in order else 9)
+    )
+    return [
+        f"`make bench` took {d['wall_s'] / 60:.1f} min: {parts}. In brackets: cores "
+        f"that other processes on the machine / the hypervisor (steal) used meanwhile "
+        f"(from /proc/stat, less the benchmark's own CPU time; the load averages quoted "
+        f"below include the benchmarks themselves)."
+    ]
 
 
 def render(backend: str = "cpu", out_dir: str = None) -> str:
-    docs = {k: read_json(f"{k}-{backend}", out_dir)
-            for k in ("env_actor", "learner", "pmap", "end_to_end")}
+    docs = {
+        k: read_json(f"{k}-{backend}", out_dir)
+        for k in ("env_actor", "learner", "pmap", "end_to_end")
+    }
     present = [d for d in docs.values() if d]
     if not present:
         return "No benchmark results yet: run `make bench`."
     lines = [machine_line(present), ""]
     lines += bench_run_line(read_json("bench-run", out_dir)) + [""]
-    for key, fn in (("env_actor", env_actor_section), ("learner", learner_section),
-                    ("pmap", pmap_section), ("end_to_end", end_to_end_section)):
+    for key, fn in (
+        ("env_actor", env_actor_section),
+        ("learner", learner_section),
+        ("pmap", pmap_section),
+        ("end_to_end", end_to_end_section),
+    ):
         if docs[key]:
             lines += fn(docs[key]) + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -256,8 +324,10 @@ def write_block(text: str, path: str = None) -> str:
     with open(path) as f:
         readme = f.read()
     if START not in readme or END not in readme:
-        raise SystemExit(f"{path} has no benchmark block: add the lines\n{START}\n{END}\n"
-                         f"to its Benchmarks section")
+        raise SystemExit(
+            f"{path} has no benchmark block: add the lines\n{START}\n{END}\n"
+            f"to its Benchmarks section"
+        )
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     with open(path, "w") as f:

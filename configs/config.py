@@ -4,6 +4,7 @@ Every field is checked in `__post_init__`; a bad value raises `ConfigError`
 whose message names the field, the value and what is allowed. No globals, no
 flags: `launch/` turns command-line flags into these objects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,14 @@ def geometric_mix(lam: float, K: int) -> Tuple[float, ...]:
     return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
 
 
-def _num(owner: Any, field: str, lo: float = 0.0, hi: float = math.inf,
-         lo_open: bool = False, hi_open: bool = False) -> None:
+def _num(
+    owner: Any,
+    field: str,
+    lo: float = 0.0,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     v = getattr(owner, field)
     ok = _is_num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
@@ -75,6 +82,7 @@ class EnvConfig:
 
     `kind='catch'` is the built-in pixel game used to prove the pipeline learns.
     """
+
     kind: str = "atari"
     game: str = "Pong"  # CamelCase name from the 57-game table (ignored for catch)
     frame_skip: int = 4  # action repeat, max-pool over the last two frames
@@ -126,6 +134,7 @@ class NetworkConfig:
     """`deep`: IMPALA ResNet (channels 16/32/32, 2 residual blocks per section).
     `small`: two conv layers, for CPU debug runs. `tiny`: one small conv layer,
     for tests. All end in a `hidden`-unit ReLU layer."""
+
     kind: str = "deep"
     channels: Tuple[int, ...] = (16, 32, 32)
     blocks_per_section: int = 2
@@ -134,8 +143,11 @@ class NetworkConfig:
 
     def __post_init__(self):
         _choice(self, "kind", NETWORK_KINDS)
-        if (not isinstance(self.channels, tuple) or not self.channels
-                or not all(_is_int(c) and c >= 1 for c in self.channels)):
+        if (
+            not isinstance(self.channels, tuple)
+            or not self.channels
+            or not all(_is_int(c) and c >= 1 for c in self.channels)
+        ):
             _fail(self, "channels", self.channels, "must be a non-empty tuple of positive integers")
         _int(self, "blocks_per_section", 0, 16)
         _int(self, "hidden", 1)
@@ -167,6 +179,7 @@ class AgentConfig:
     `learning_rate`, decayed linearly to 0 over the run's budget when
     `lr_schedule='linear'` (`agents.learning._rmsprop`).
     """
+
     kind: str = "impala"
     num_heads: int = 1
     unroll_length: int = 20  # T: each trajectory has T + 1 observations
@@ -249,6 +262,7 @@ class MetaConfig:
     over time and batch like the inner loss. `outer_g_v` = 0.5 in our
     0.5 * (v_s - V)^2 form is STAC's g_v = 0.25 on (v_s - V)^2.
     """
+
     objective: str = "none"
     K: int = 1
     L: int = 1
@@ -286,8 +300,12 @@ class MetaConfig:
         _num(self, "mix_lambda", 0.0, 1.0)
         w = self.mix_weights
         if w and (len(w) != self.K or not all(_is_num(x) and x >= 0 for x in w) or sum(w) <= 0):
-            _fail(self, "mix_weights", w, f"must be empty or K={self.K} numbers >= 0 "
-                                          f"with a positive sum")
+            _fail(
+                self,
+                "mix_weights",
+                w,
+                f"must be empty or K={self.K} numbers >= 0 with a positive sum",
+            )
 
     @property
     def mix_coefficients(self) -> Tuple[float, ...]:
@@ -300,14 +318,22 @@ class MetaConfig:
     def grounded_step_size(self, inner_learning_rate: float) -> float:
         """a of the target's grounded step: `target_step_size`, or when it is 0
         the default of `target_step`, a multiple of the inner learning rate."""
-        return (self.target_step_size
-                or DEFAULT_TARGET_STEP_SCALES[self.target_step] * inner_learning_rate)
+        return (
+            self.target_step_size
+            or DEFAULT_TARGET_STEP_SCALES[self.target_step] * inner_learning_rate
+        )
 
     @property
     def outer_values(self) -> Tuple[float, ...]:
         """(gamma, lambda_, g_v, g_p, g_e, alpha=1) of the outer loss."""
-        return (self.outer_gamma, self.outer_lambda, self.outer_g_v, self.outer_g_p,
-                self.outer_g_e, 1.0)
+        return (
+            self.outer_gamma,
+            self.outer_lambda,
+            self.outer_g_v,
+            self.outer_g_p,
+            self.outer_g_e,
+            1.0,
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -321,6 +347,7 @@ class ReplayConfig:
     """`queue`: on-policy FIFO, each trajectory sampled once (IMPALA).
     `uniform`: a small replay sampled uniformly, `samples_per_insert` times on
     average per trajectory."""
+
     mode: str = "queue"
     max_size: int = 0  # trajectories; 0 = 10 x the learner batch
     samples_per_insert: float = 1.0  # uniform mode only
@@ -350,9 +377,13 @@ class LearnerConfig:
         _int(self, "batch_size", 1)
         _int(self, "num_devices", 0)
         if self.num_devices and self.batch_size % self.num_devices:
-            _fail(self, "batch_size", self.batch_size,
-                  f"must divide by num_devices={self.num_devices} (each device gets "
-                  f"batch_size / num_devices trajectories)")
+            _fail(
+                self,
+                "batch_size",
+                self.batch_size,
+                f"must divide by num_devices={self.num_devices} (each device gets "
+                f"batch_size / num_devices trajectories)",
+            )
         _int(self, "publish_every", 1)
         _num(self, "log_every_seconds", 0.0, lo_open=True)
         _num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
@@ -406,12 +437,17 @@ class RunConfig:
         _int(self, "max_frames", 1)
         _int(self, "max_learner_steps", 0)
         if self.agent.kind == "impala" and self.meta.objective != "none":
-            _fail(self, "meta.objective", self.meta.objective,
-                  "must be 'none' with agent.kind='impala' (meta-learning needs agent.kind='stacx')")
+            _fail(
+                self,
+                "meta.objective",
+                self.meta.objective,
+                "must be 'none' with agent.kind='impala' (meta-learning needs agent.kind='stacx')",
+            )
 
     @property
     def run_dir(self) -> str:
         import os
+
         return os.path.join(self.root, self.name)
 
     def budget_reached(self, frames: float, learner_steps: float) -> bool:
@@ -421,6 +457,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         """Plain JSON-ready nested dict (tuples become lists); `from_dict` inverts it."""
         import json
+
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
@@ -434,8 +471,9 @@ class RunConfig:
         """'impala', 'stacx' (MG), 'bmg', or 'stacx-fixed' (no meta-learning)."""
         if self.agent.kind == "impala":
             return "impala"
-        return {"mg": "stacx", "bmg": "bmg", "mixed": "stacx-mixed",
-                "none": "stacx-fixed"}[self.meta.objective]
+        return {"mg": "stacx", "bmg": "bmg", "mixed": "stacx-mixed", "none": "stacx-fixed"}[
+            self.meta.objective
+        ]
 
     @property
     def inner_steps_per_update(self) -> int:
@@ -449,16 +487,18 @@ class RunConfig:
         trajectory sampled `samples_per_insert` times in uniform mode (once in
         queue mode); a learner-step budget, when set and smaller, wins."""
         spi = self.replay.samples_per_insert if self.replay.mode == "uniform" else 1.0
-        frames_per_batch = (self.learner.batch_size * self.agent.unroll_length
-                            * self.env.frames_per_step)
+        frames_per_batch = (
+            self.learner.batch_size * self.agent.unroll_length * self.env.frames_per_step
+        )
         steps = math.ceil(self.max_frames * spi / frames_per_batch)
         if self.max_learner_steps:
             steps = min(steps, self.max_learner_steps * self.inner_steps_per_update)
         return max(1, steps)
 
 
-def budget_reached(frames: float, learner_steps: float, max_frames: int,
-                   max_learner_steps: int = 0) -> bool:
+def budget_reached(
+    frames: float, learner_steps: float, max_frames: int, max_learner_steps: int = 0
+) -> bool:
     """The stopping test of every run: frames >= max_frames, or learner steps
     >= max_learner_steps when that budget is set (0 = none)."""
     if frames >= max_frames:
@@ -471,6 +511,7 @@ def save_config(cfg: RunConfig, path: str) -> None:
     import json
     import os
     import tempfile
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
@@ -482,12 +523,14 @@ def save_config(cfg: RunConfig, path: str) -> None:
 def load_config(path: str) -> RunConfig:
     """The RunConfig a `save_config` file holds; ConfigError if it cannot be read."""
     import json
+
     try:
         with open(path) as f:
             data = json.load(f)
     except OSError as e:
-        raise ConfigError(f"config file {path!r} is not allowed: cannot read it "
-                          f"({e.strerror})") from None
+        raise ConfigError(
+            f"config file {path!r} is not allowed: cannot read it ({e.strerror})"
+        ) from None
     except ValueError as e:
         raise ConfigError(f"config file {path!r} is not allowed: not JSON ({e})") from None
     return RunConfig.from_dict(data)
@@ -495,15 +538,20 @@ def load_config(path: str) -> RunConfig:
 
 def _from_dict(cls, data: Any, where: str):
     import typing
+
     if not isinstance(data, dict):
-        raise ConfigError(f"config {where or cls.__name__}={data!r} is not allowed: "
-                          f"expected a mapping of {cls.__name__} fields")
+        raise ConfigError(
+            f"config {where or cls.__name__}={data!r} is not allowed: "
+            f"expected a mapping of {cls.__name__} fields"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"config key {where}{unknown[0]!r} is not allowed: "
-                          f"{cls.__name__} has the fields {names}")
+        raise ConfigError(
+            f"config key {where}{unknown[0]!r} is not allowed: "
+            f"{cls.__name__} has the fields {names}"
+        )
     values = {}
     for name, value in data.items():
         t = hints[name]

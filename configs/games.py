@@ -6,6 +6,7 @@ reads no file until a function is called.
 Human-normalised score, in percent (100 = human level, 0 = random play):
     HNS = 100 * (score - random) / (human - random)
 """
+
 from __future__ import annotations
 
 import csv

@@ -1,12 +1,22 @@
 """Presets (`debug`, `full`), agent choices and `section.field=value` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
 import typing
 from typing import Any, Iterable, Optional
 
-from configs.config import (AgentConfig, ActorConfig, ConfigError, EnvConfig, LearnerConfig,
-                            MetaConfig, NetworkConfig, ReplayConfig, RunConfig)
+from configs.config import (
+    AgentConfig,
+    ActorConfig,
+    ConfigError,
+    EnvConfig,
+    LearnerConfig,
+    MetaConfig,
+    NetworkConfig,
+    ReplayConfig,
+    RunConfig,
+)
 
 PRESETS = ("debug", "full", "test")
 AGENTS = ("impala", "stacx", "bmg")
@@ -25,8 +35,9 @@ def _agent_sections(agent: str, meta: MetaConfig) -> tuple:
     if agent in ("stacx", "bmg"):
         # STACX: three heads; the fields are the scales of the meta-learned values.
         # g_v = 0.5 in our 0.5 * (v_s - V)^2 form is STAC's 0.25 on (v_s - V)^2.
-        stacx = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.5,
-                            g_p=1.0, g_e=0.01, alpha=1.0)
+        stacx = AgentConfig(
+            kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.5, g_p=1.0, g_e=0.01, alpha=1.0
+        )
         objective = "mg" if agent == "stacx" else "bmg"
         return stacx, dataclasses.replace(meta, objective=objective)
     raise ConfigError(f"unknown agent {agent!r}: allowed agents are {list(AGENTS)}")
@@ -44,14 +55,23 @@ def _catch(cfg: RunConfig) -> RunConfig:
         env=dataclasses.replace(cfg.env, kind="catch", game=CATCH, frame_size=10, frame_stack=1),
         network=dataclasses.replace(cfg.network, kind="tiny", hidden=64),
         agent=dataclasses.replace(cfg.agent, learning_rate=3e-3),
-        learner=dataclasses.replace(cfg.learner, batch_size=16))
+        learner=dataclasses.replace(cfg.learner, batch_size=16),
+    )
 
 
-def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong",
-                name: Optional[str] = None, overrides: Iterable[str] = (), *,
-                root: Optional[str] = None, seed: Optional[int] = None,
-                max_frames: Optional[int] = None, max_learner_steps: Optional[int] = None,
-                num_actors: Optional[int] = None) -> RunConfig:
+def make_config(
+    preset: str = "debug",
+    agent: str = "impala",
+    game: str = "Pong",
+    name: Optional[str] = None,
+    overrides: Iterable[str] = (),
+    *,
+    root: Optional[str] = None,
+    seed: Optional[int] = None,
+    max_frames: Optional[int] = None,
+    max_learner_steps: Optional[int] = None,
+    num_actors: Optional[int] = None,
+) -> RunConfig:
     """The one path to a validated RunConfig: a preset, an agent and a game
     (one of the 57, or 'Catch'), then `overrides`, strings `section.field=value`
     (e.g. `learner.batch_size=16`, `meta.L=4`), then the keyword fields that
@@ -69,11 +89,14 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
         # Published IMPALA (deep) / STACX / BMG Atari settings (docs/design.md).
         agent_cfg, meta = _agent_sections(agent, BMG_META)
         cfg = RunConfig(
-            name=name, max_frames=200_000_000,
+            name=name,
+            max_frames=200_000_000,
             env=EnvConfig(kind="catch" if catch else "atari", game=game),
-            network=NetworkConfig(kind="deep", channels=(16, 32, 32), blocks_per_section=2,
-                                  hidden=256),
-            agent=agent_cfg, meta=meta,
+            network=NetworkConfig(
+                kind="deep", channels=(16, 32, 32), blocks_per_section=2, hidden=256
+            ),
+            agent=agent_cfg,
+            meta=meta,
             replay=ReplayConfig(mode="queue"),
             learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
             actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100),
@@ -87,36 +110,60 @@ def make_config(preset: str = "debug", agent: str = "impala", game: str = "Pong"
         agent_cfg, meta = _agent_sections(agent, meta)
         # debug: RMSProp eps 1e-5 instead of IMPALA's 0.01, and a constant
         # learning rate (docs/design.md section 4, with the runs that chose them).
-        agent_cfg = dataclasses.replace(agent_cfg, unroll_length=10 if tiny else 20,
-                                        rms_eps=0.01 if tiny else 1e-5,
-                                        lr_schedule="linear" if tiny else "constant")
+        agent_cfg = dataclasses.replace(
+            agent_cfg,
+            unroll_length=10 if tiny else 20,
+            rms_eps=0.01 if tiny else 1e-5,
+            lr_schedule="linear" if tiny else "constant",
+        )
         cfg = RunConfig(
             name=name,
             max_frames=40_000 if tiny else 250_000,
             env=EnvConfig(kind="catch" if catch else "atari", game=game),
-            network=NetworkConfig(kind="tiny" if tiny else "small", channels=(16, 32),
-                                  hidden=32 if tiny else 256, meta_embedding=8),
-            agent=agent_cfg, meta=meta,
+            network=NetworkConfig(
+                kind="tiny" if tiny else "small",
+                channels=(16, 32),
+                hidden=32 if tiny else 256,
+                meta_embedding=8,
+            ),
+            agent=agent_cfg,
+            meta=meta,
             # debug: a small uniform replay, each unroll sampled twice on average
             # (the rate limiter keeps actors and learner in step on 2 cores).
-            replay=ReplayConfig(mode="queue" if tiny else "uniform",
-                                samples_per_insert=1.0 if tiny else 2.0, timeout_ms=60_000),
-            learner=LearnerConfig(batch_size=4 if tiny else 8, log_every_seconds=5.0,
-                                  checkpoint_every_minutes=1.0),
-            actors=ActorConfig(num_actors=2, envs_per_actor=4,
-                               param_refresh_steps=10 if tiny else 20,
-                               eval_pause_seconds=0.0 if tiny else 15.0),
+            replay=ReplayConfig(
+                mode="queue" if tiny else "uniform",
+                samples_per_insert=1.0 if tiny else 2.0,
+                timeout_ms=60_000,
+            ),
+            learner=LearnerConfig(
+                batch_size=4 if tiny else 8, log_every_seconds=5.0, checkpoint_every_minutes=1.0
+            ),
+            actors=ActorConfig(
+                num_actors=2,
+                envs_per_actor=4,
+                param_refresh_steps=10 if tiny else 20,
+                eval_pause_seconds=0.0 if tiny else 15.0,
+            ),
         )
     if catch:
         cfg = _catch(cfg)
     cfg = apply_overrides(cfg, overrides)
-    fields = {k: v for k, v in (("root", root), ("seed", seed), ("max_frames", max_frames),
-                                ("max_learner_steps", max_learner_steps)) if v is not None}
+    fields = {
+        k: v
+        for k, v in (
+            ("root", root),
+            ("seed", seed),
+            ("max_frames", max_frames),
+            ("max_learner_steps", max_learner_steps),
+        )
+        if v is not None
+    }
     if fields:
         cfg = dataclasses.replace(cfg, **fields)
     if num_actors is not None:
-        cfg = dataclasses.replace(cfg, actors=dataclasses.replace(cfg.actors,
-                                                                  num_actors=num_actors))
+        cfg = dataclasses.replace(
+            cfg, actors=dataclasses.replace(cfg.actors, num_actors=num_actors)
+        )
     return cfg
 
 
@@ -155,8 +202,10 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
             return tuple(int(x) for x in text.replace("(", "").replace(")", "").split(",") if x)
         return text
     except ValueError:
-        raise ConfigError(f"override {where}={text!r} is not allowed: cannot parse it as "
-                          f"{getattr(t, '__name__', t)}") from None
+        raise ConfigError(
+            f"override {where}={text!r} is not allowed: cannot parse it as "
+            f"{getattr(t, '__name__', t)}"
+        ) from None
 
 
 def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
@@ -174,13 +223,17 @@ def _set(obj: Any, path: list, text: str, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     name = path[0]
     if name not in fields:
-        raise ConfigError(f"override {where!r} is not allowed: {type(obj).__name__} has no field "
-                          f"{name!r}; fields are {sorted(fields)}")
+        raise ConfigError(
+            f"override {where!r} is not allowed: {type(obj).__name__} has no field "
+            f"{name!r}; fields are {sorted(fields)}"
+        )
     current = getattr(obj, name)
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
-            raise ConfigError(f"override {where!r} is not allowed: {name!r} is a section; "
-                              f"name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}")
+            raise ConfigError(
+                f"override {where!r} is not allowed: {name!r} is a section; "
+                f"name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}"
+            )
         value = _set(current, path[1:], text, where)
     else:
         if len(path) != 1:

@@ -14,6 +14,7 @@ wildcard listeners then exist only inside that namespace and nothing outside
 the program can reach them. The program needs no other network access (ALE
 ROMs ship with ale-py; logs and checkpoints are files).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -47,7 +48,7 @@ _TCP_LISTEN = "0A"
 
 class Listener(NamedTuple):
     pid: int
-    address: str   # e.g. '::', '127.0.0.1'
+    address: str  # e.g. '::', '127.0.0.1'
     port: int
 
     @property
@@ -75,10 +76,12 @@ def isolate_network() -> None:
     if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NetworkIsolationError(
-            err, f"cannot create a private network namespace ({os.strerror(err)}); "
-                 f"the kernel or container forbids unprivileged user namespaces "
-                 f"(check /proc/sys/user/max_user_namespaces, or Docker's seccomp "
-                 f"profile). Use --network=host and see docs/operations.md, 'Network exposure'")
+            err,
+            f"cannot create a private network namespace ({os.strerror(err)}); "
+            f"the kernel or container forbids unprivileged user namespaces "
+            f"(check /proc/sys/user/max_user_namespaces, or Docker's seccomp "
+            f"profile). Use --network=host and see docs/operations.md, 'Network exposure'",
+        )
     try:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
@@ -88,8 +91,9 @@ def isolate_network() -> None:
             f.write(f"{gid} {gid} 1")
         _loopback_up()
     except OSError as e:
-        raise NetworkIsolationError(e.errno or errno.EPERM,
-                                    f"network namespace set-up failed: {e}") from e
+        raise NetworkIsolationError(
+            e.errno or errno.EPERM, f"network namespace set-up failed: {e}"
+        ) from e
 
 
 def _loopback_up() -> None:
@@ -126,7 +130,7 @@ def _decode(hex_addr: str) -> str:
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
     # /proc/net/tcp6 stores four host-order 32-bit words.
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
 
 

@@ -10,6 +10,7 @@ Started with `launch_type='local_mp'`: one process per node. TensorFlow (pulled
 in by Reverb/Launchpad) never sees a GPU; only the learner's JAX may use the
 accelerator, actors and the evaluator run JAX on CPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,17 +24,20 @@ from learner import checkpoint as ckpt_lib
 def should_stop() -> bool:
     """True once Launchpad asked this node's program to stop (never blocks)."""
     import launchpad as lp
+
     return lp.wait_for_stop(0)
 
 
 def stop_program() -> None:
     import launchpad as lp
+
     lp.stop()
 
 
 def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int]:
     """(observation_shape, num_actions) without stepping anything."""
     from actors.environments import num_actions
+
     return cfg.env.observation_shape, num_actions(cfg.env)
 
 
@@ -41,9 +45,7 @@ CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop
 
 
 def process_env(group: str, jax_platform: Optional[str]) -> Dict[str, str]:
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2",
-           "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-           NODE_ENV: group}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", NODE_ENV: group}
     if jax_platform:
         env["JAX_PLATFORMS"] = jax_platform
     return env
@@ -74,20 +76,35 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     # from exiting on stop. Every call gets a deadline; callers retry.
     counter.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("learner"):
-        learner = program.add_node(lp.CourierNode(
-            LearnerNode, builder, replay, counter, resume_path, stop_fn=stop_program,
-            should_stop=should_stop))
+        learner = program.add_node(
+            lp.CourierNode(
+                LearnerNode,
+                builder,
+                replay,
+                counter,
+                resume_path,
+                stop_fn=stop_program,
+                should_stop=should_stop,
+            )
+        )
     learner.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("actor"):
         for i in range(cfg.actors.num_actors):
-            program.add_node(lp.CourierNode(ActorNode, builder, i, replay, learner, counter,
-                                            should_stop=should_stop))
+            program.add_node(
+                lp.CourierNode(
+                    ActorNode, builder, i, replay, learner, counter, should_stop=should_stop
+                )
+            )
     if cfg.actors.evaluator:
         with program.group("evaluator"):
-            program.add_node(lp.CourierNode(EvaluatorNode, builder, learner, counter,
-                                            should_stop=should_stop))
-    resources = {group: PythonProcess(env=process_env(group, "cpu"))
-                 for group in ("replay", "counter", "actor", "evaluator")}
+            program.add_node(
+                lp.CourierNode(EvaluatorNode, builder, learner, counter, should_stop=should_stop)
+            )
+    resources = {
+        group: PythonProcess(env=process_env(group, "cpu"))
+        for group in ("replay", "counter", "actor", "evaluator")
+    }
     resources["learner"] = PythonProcess(
-        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS")))
+        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"))
+    )
     return program, resources

@@ -20,6 +20,7 @@ Definitions (also printed in report.md):
 The plan is the sweep's manifest (`sweep.json`, every game any sweep on this
 folder was asked to run); without one, the run folders found in the folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,7 @@ def read_episodes(run_dir: str, game: str) -> List[tuple]:
 
 def _game_of_folder(run_dir: str) -> Optional[str]:
     from configs.games import reference_table
+
     m = _RUN_NAME.match(os.path.basename(run_dir))
     if m and m.group("game") in reference_table():
         return m.group("game")
@@ -84,10 +86,16 @@ def find_plan(sweep_dir: str):
     runs = []
     if manifest:
         for r in manifest.get("runs", []):
-            runs.append(dict(game=r["game"], seed=int(r["seed"]), name=r["name"],
-                             run_dir=os.path.join(sweep_dir, r.get("run_dir", r["name"])),
-                             max_frames=r.get("max_frames"),
-                             max_learner_steps=r.get("max_learner_steps", 0)))
+            runs.append(
+                dict(
+                    game=r["game"],
+                    seed=int(r["seed"]),
+                    name=r["name"],
+                    run_dir=os.path.join(sweep_dir, r.get("run_dir", r["name"])),
+                    max_frames=r.get("max_frames"),
+                    max_learner_steps=r.get("max_learner_steps", 0),
+                )
+            )
         games = list(manifest.get("games", []))
     else:
         for entry in sorted(os.listdir(sweep_dir)):
@@ -98,11 +106,20 @@ def find_plan(sweep_dir: str):
             if game is None:
                 continue
             m = _RUN_NAME.match(entry)
-            runs.append(dict(game=game, seed=int(m.group("seed")) if m else 0, name=entry,
-                             run_dir=run_dir, max_frames=None, max_learner_steps=0))
+            runs.append(
+                dict(
+                    game=game,
+                    seed=int(m.group("seed")) if m else 0,
+                    name=entry,
+                    run_dir=run_dir,
+                    max_frames=None,
+                    max_learner_steps=0,
+                )
+            )
         games = []
     if not manifest:  # the reference table's (alphabetical) order
         from configs.games import all_games
+
         order = {g: i for i, g in enumerate(all_games())}
         runs.sort(key=lambda r: (order[r["game"]], r["seed"], r["name"]))
     for r in runs:
@@ -114,13 +131,17 @@ def find_plan(sweep_dir: str):
 def _run_finished(run: Dict) -> bool:
     from configs.config import budget_reached
     from launch.sweep import checkpoint_counters, read_marker
+
     marker = read_marker(run["run_dir"])
     if run.get("max_frames") is None:
         return marker is not None
     for counters in (marker, checkpoint_counters(run["run_dir"])):
-        if counters and budget_reached(float(counters.get("frames", 0)),
-                                       float(counters.get("learner_steps", 0)),
-                                       run["max_frames"], run.get("max_learner_steps") or 0):
+        if counters and budget_reached(
+            float(counters.get("frames", 0)),
+            float(counters.get("learner_steps", 0)),
+            run["max_frames"],
+            run.get("max_learner_steps") or 0,
+        ):
             return True
     return False
 
@@ -131,14 +152,23 @@ def _run_finished(run: Dict) -> bool:
 def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
     """Per-run and per-game results, and the median / mean HNS across games."""
     from configs.games import hns
+
     manifest, games, runs = find_plan(sweep_dir)
     per_run = []
     for run in runs:
         episodes = read_episodes(run["run_dir"], run["game"])
-        row = dict(game=run["game"], seed=run["seed"], name=run["name"], run_dir=run["run_dir"],
-                   episodes=len(episodes), final_score=None, hns=None, frames=None,
-                   finished=_run_finished(run) if os.path.isdir(run["run_dir"]) else False,
-                   curve=[(f, hns(run["game"], r)) for f, r in episodes])
+        row = dict(
+            game=run["game"],
+            seed=run["seed"],
+            name=run["name"],
+            run_dir=run["run_dir"],
+            episodes=len(episodes),
+            final_score=None,
+            hns=None,
+            frames=None,
+            finished=_run_finished(run) if os.path.isdir(run["run_dir"]) else False,
+            curve=[(f, hns(run["game"], r)) for f, r in episodes],
+        )
         if episodes:
             tail = episodes[-last:]
             row["final_score"] = statistics.fmean(r for _, r in tail)
@@ -149,9 +179,16 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
     for game in games:
         mine = [r for r in per_run if r["game"] == game]
         done = [r for r in mine if r["final_score"] is not None]
-        g = dict(game=game, seeds=len(mine), seeds_with_results=len(done),
-                 seeds_finished=sum(r["finished"] for r in mine),
-                 final_score=None, hns=None, frames=None, hns_per_seed=[])
+        g = dict(
+            game=game,
+            seeds=len(mine),
+            seeds_with_results=len(done),
+            seeds_finished=sum(r["finished"] for r in mine),
+            final_score=None,
+            hns=None,
+            frames=None,
+            hns_per_seed=[],
+        )
         if done:
             g["final_score"] = statistics.fmean(r["final_score"] for r in done)
             g["hns"] = statistics.fmean(r["hns"] for r in done)
@@ -165,12 +202,18 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
             g["status"] = "in progress"
         per_game.append(g)
     scored = {g["game"]: g["hns"] for g in per_game if g["hns"] is not None}
-    return dict(sweep_dir=os.path.abspath(sweep_dir), manifest=manifest, last=last,
-                per_run=per_run, per_game=per_game,
-                median=statistics.median(scored.values()) if scored else None,
-                mean=statistics.fmean(scored.values()) if scored else None,
-                games_with_results=len(scored), games_planned=len(per_game),
-                missing=[g["game"] for g in per_game if g["hns"] is None])
+    return dict(
+        sweep_dir=os.path.abspath(sweep_dir),
+        manifest=manifest,
+        last=last,
+        per_run=per_run,
+        per_game=per_game,
+        median=statistics.median(scored.values()) if scored else None,
+        mean=statistics.fmean(scored.values()) if scored else None,
+        games_with_results=len(scored),
+        games_planned=len(per_game),
+        missing=[g["game"] for g in per_game if g["hns"] is None],
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -199,49 +242,103 @@ def write_csvs(s: Dict, out: str) -> List[str]:
     game_path, run_path = os.path.join(out, "per_game.csv"), os.path.join(out, "per_run.csv")
     with open(game_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["game", "status", "seeds", "seeds_with_results", "seeds_finished",
-                    "final_score", "hns", "frames", "hns_per_seed"])
+        w.writerow(
+            [
+                "game",
+                "status",
+                "seeds",
+                "seeds_with_results",
+                "seeds_finished",
+                "final_score",
+                "hns",
+                "frames",
+                "hns_per_seed",
+            ]
+        )
         for g in s["per_game"]:
-            w.writerow([g["game"], g["status"], g["seeds"], g["seeds_with_results"],
-                        g["seeds_finished"], _num(g["final_score"], "{:.6g}"),
-                        _num(g["hns"], "{:.6g}"), _num(g["frames"], "{:.0f}"),
-                        ";".join(f"{seed}:{h:.6g}" for seed, h in g["hns_per_seed"])])
+            w.writerow(
+                [
+                    g["game"],
+                    g["status"],
+                    g["seeds"],
+                    g["seeds_with_results"],
+                    g["seeds_finished"],
+                    _num(g["final_score"], "{:.6g}"),
+                    _num(g["hns"], "{:.6g}"),
+                    _num(g["frames"], "{:.0f}"),
+                    ";".join(f"{seed}:{h:.6g}" for seed, h in g["hns_per_seed"]),
+                ]
+            )
     with open(run_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["game", "seed", "name", "finished", "episodes", "final_score", "hns",
-                    "frames", "run_dir"])
+        w.writerow(
+            [
+                "game",
+                "seed",
+                "name",
+                "finished",
+                "episodes",
+                "final_score",
+                "hns",
+                "frames",
+                "run_dir",
+            ]
+        )
         for r in s["per_run"]:
-            w.writerow([r["game"], r["seed"], r["name"], int(r["finished"]), r["episodes"],
-                        _num(r["final_score"], "{:.6g}"), _num(r["hns"], "{:.6g}"),
-                        _num(r["frames"], "{:.0f}"), os.path.relpath(r["run_dir"], s["sweep_dir"])])
+            w.writerow(
+                [
+                    r["game"],
+                    r["seed"],
+                    r["name"],
+                    int(r["finished"]),
+                    r["episodes"],
+                    _num(r["final_score"], "{:.6g}"),
+                    _num(r["hns"], "{:.6g}"),
+                    _num(r["frames"], "{:.0f}"),
+                    os.path.relpath(r["run_dir"], s["sweep_dir"]),
+                ]
+            )
     return [game_path, run_path]
 
 
 def write_markdown(s: Dict, out: str, images: Sequence[str]) -> str:
     m = s["manifest"] or {}
     lines = [f"# Sweep report: {os.path.basename(s['sweep_dir'])}", ""]
-    lines.append(f"Sweep folder `{s['sweep_dir']}`"
-                 + (f"; agent `{m.get('agent')}`, preset `{m.get('preset')}`, "
-                    f"{m.get('max_frames'):,} frames per run" if m.get("max_frames") else "")
-                 + (f" or {m['max_learner_steps']:,} learner steps" if m.get("max_learner_steps") else "")
-                 + f". Made {datetime.datetime.now().isoformat(timespec='seconds')}.")
+    lines.append(
+        f"Sweep folder `{s['sweep_dir']}`"
+        + (
+            f"; agent `{m.get('agent')}`, preset `{m.get('preset')}`, "
+            f"{m.get('max_frames'):,} frames per run"
+            if m.get("max_frames")
+            else ""
+        )
+        + (f" or {m['max_learner_steps']:,} learner steps" if m.get("max_learner_steps") else "")
+        + f". Made {datetime.datetime.now().isoformat(timespec='seconds')}."
+    )
     lines.append("")
     lines += [f"* {d}" for d in definitions(s["last"])]
     lines.append("")
     missing = s["missing"]
-    lines.append(f"**Median HNS {_pct(s['median'])}**, mean HNS {_pct(s['mean'])}, over "
-                 f"{s['games_with_results']} of {s['games_planned']} games"
-                 + (f" ({len(missing)} missing: {', '.join(missing)})" if missing else "")
-                 + ". Published medians (57 games, 200M frames): "
-                 + ", ".join(f"{name} {v:g} %" for name, v in PUBLISHED_MEDIANS) + ".")
+    lines.append(
+        f"**Median HNS {_pct(s['median'])}**, mean HNS {_pct(s['mean'])}, over "
+        f"{s['games_with_results']} of {s['games_planned']} games"
+        + (f" ({len(missing)} missing: {', '.join(missing)})" if missing else "")
+        + ". Published medians (57 games, 200M frames): "
+        + ", ".join(f"{name} {v:g} %" for name, v in PUBLISHED_MEDIANS)
+        + "."
+    )
     lines.append("")
-    lines.append("| game | status | seeds with results | final score | HNS % | HNS % per seed | frames |")
+    lines.append(
+        "| game | status | seeds with results | final score | HNS % | HNS % per seed | frames |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     for g in s["per_game"]:
         seeds = ", ".join(f"{h:.1f}" for _, h in g["hns_per_seed"])
-        lines.append(f"| {g['game']} | {g['status']} | {g['seeds_with_results']}/{g['seeds']} | "
-                     f"{_num(g['final_score']) or 'missing'} | {_num(g['hns']) or 'missing'} | "
-                     f"{seeds} | {_num(g['frames'], '{:,.0f}')} |")
+        lines.append(
+            f"| {g['game']} | {g['status']} | {g['seeds_with_results']}/{g['seeds']} | "
+            f"{_num(g['final_score']) or 'missing'} | {_num(g['hns']) or 'missing'} | "
+            f"{seeds} | {_num(g['frames'], '{:,.0f}')} |"
+        )
     lines.append("")
     for img in images:
         lines.append(f"![{os.path.splitext(os.path.basename(img))[0]}]({os.path.basename(img)})")
@@ -254,6 +351,7 @@ def write_markdown(s: Dict, out: str, images: Sequence[str]) -> str:
 
 def plot_bars(s: Dict, path: str) -> str:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -263,15 +361,15 @@ def plot_bars(s: Dict, path: str) -> str:
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.22 * max(len(rows), 1)))
     ys = range(len(rows))
     values = [g["hns"] if g["hns"] is not None else 0.0 for g in rows]
-    colors = ["tab:blue" if g["hns"] is not None and g["hns"] >= 100 else "tab:gray"
-              for g in rows]
+    colors = ["tab:blue" if g["hns"] is not None and g["hns"] >= 100 else "tab:gray" for g in rows]
     bars = ax.barh(list(ys), values, color=colors, height=0.7)
     for bar, g in zip(bars, rows):
         if g["hns"] is None:
             bar.set_visible(False)
     ax.set_yticks(list(ys))
-    ax.set_yticklabels([g["game"] + (" (missing)" if g["hns"] is None else "") for g in rows],
-                       fontsize=7)
+    ax.set_yticklabels(
+        [g["game"] + (" (missing)" if g["hns"] is None else "") for g in rows], fontsize=7
+    )
     for y, g in zip(ys, rows):
         if g["hns"] is None:
             ax.text(0.0, y, "  missing", va="center", ha="left", fontsize=7, color="tab:red")
@@ -280,12 +378,19 @@ def plot_bars(s: Dict, path: str) -> str:
     for (name, v), c in zip(PUBLISHED_MEDIANS, ("tab:orange", "tab:green")):
         ax.axvline(v, color=c, ls=":", lw=1.5, label=f"{name} published median ({v:g} %)")
     if s["median"] is not None:
-        ax.axvline(s["median"], color="tab:red", lw=1.5,
-                   label=f"this sweep: median {s['median']:.1f} % ({s['games_with_results']} games)")
+        ax.axvline(
+            s["median"],
+            color="tab:red",
+            lw=1.5,
+            label=f"this sweep: median {s['median']:.1f} % ({s['games_with_results']} games)",
+        )
     ax.set_xlabel("HNS % (symmetric log scale: logarithmic beyond ±1 %)")
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_title(f"HNS per game: final score = mean of the last {s['last']} evaluation episodes, "
-                 f"seeds averaged", fontsize=9)
+    ax.set_title(
+        f"HNS per game: final score = mean of the last {s['last']} evaluation episodes, "
+        f"seeds averaged",
+        fontsize=9,
+    )
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -297,7 +402,7 @@ def plot_bars(s: Dict, path: str) -> str:
 def _smooth(values: List[float], window: int) -> List[float]:
     out = []
     for i in range(len(values)):
-        chunk = values[max(0, i - window + 1): i + 1]
+        chunk = values[max(0, i - window + 1) : i + 1]
         out.append(sum(chunk) / len(chunk))
     return out
 
@@ -311,6 +416,7 @@ def _frames_label(x: float, _pos=None) -> str:
 
 def plot_curves(s: Dict, path: str) -> str:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -322,40 +428,59 @@ def plot_curves(s: Dict, path: str) -> str:
     cols = min(8, max(1, math.ceil(math.sqrt(len(games)))))
     rows = max(1, math.ceil(len(games) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.flat[len(games):]:
+    for ax in axes.flat[len(games) :]:
         ax.axis("off")
     for ax, g in zip(axes.flat, games):
         ax.set_title(g["game"], fontsize=8)
         ax.tick_params(labelsize=6)
         runs = [r for r in s["per_run"] if r["game"] == g["game"] and r["curve"]]
         if not runs:
-            ax.text(0.5, 0.5, "missing", transform=ax.transAxes, ha="center", va="center",
-                    color="tab:red", fontsize=9)
+            ax.text(
+                0.5,
+                0.5,
+                "missing",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="tab:red",
+                fontsize=9,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             continue
         for r in runs:
             xs = [f for f, _ in r["curve"]]
-            ax.plot(xs, _smooth([h for _, h in r["curve"]], s["last"]), lw=1,
-                    color=f"C{r['seed'] % 10}")
+            ax.plot(
+                xs, _smooth([h for _, h in r["curve"]], s["last"]), lw=1, color=f"C{r['seed'] % 10}"
+            )
             seeds.add(r["seed"])
         lo, hi = ax.get_ylim()
         if lo <= 100 <= hi:
             ax.axhline(100, color="black", ls="--", lw=0.6)
         ax.xaxis.set_major_formatter(FuncFormatter(_frames_label))
-    handles = [Line2D([], [], color=f"C{seed % 10}", label=f"seed {seed}") for seed in sorted(seeds)]
+    handles = [
+        Line2D([], [], color=f"C{seed % 10}", label=f"seed {seed}") for seed in sorted(seeds)
+    ]
     if handles:
         fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=min(len(handles), 5))
-    fig.suptitle(f"HNS % vs frames (running mean of {s['last']} evaluation episodes, "
-                 f"one line per seed; dashed: human level)", fontsize=10)
+    fig.suptitle(
+        f"HNS % vs frames (running mean of {s['last']} evaluation episodes, "
+        f"one line per seed; dashed: human level)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def write_report(sweep_dir: str, out: Optional[str] = None, last: int = DEFAULT_LAST,
-                 plots: bool = True, summary: Optional[Dict] = None) -> Dict:
+def write_report(
+    sweep_dir: str,
+    out: Optional[str] = None,
+    last: int = DEFAULT_LAST,
+    plots: bool = True,
+    summary: Optional[Dict] = None,
+) -> Dict:
     """Summarize and write every file; returns the summary plus `files`."""
     s = summary or summarize(sweep_dir, last)
     out = out or os.path.join(sweep_dir, "report")
@@ -363,8 +488,10 @@ def write_report(sweep_dir: str, out: Optional[str] = None, last: int = DEFAULT_
     files = write_csvs(s, out)
     images = []
     if plots:
-        images = [plot_bars(s, os.path.join(out, "hns_per_game.png")),
-                  plot_curves(s, os.path.join(out, "learning_curves.png"))]
+        images = [
+            plot_bars(s, os.path.join(out, "hns_per_game.png")),
+            plot_curves(s, os.path.join(out, "learning_curves.png")),
+        ]
     files.insert(0, write_markdown(s, out, images))
     s["files"] = files + images
     return s
@@ -374,8 +501,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m launch.report", description=__doc__.split("\n")[0])
     p.add_argument("sweep", help="sweep folder (the --out of launch.sweep)")
     p.add_argument("--out", default=None, help="report folder (default <sweep>/report)")
-    p.add_argument("--last", type=int, default=DEFAULT_LAST,
-                   help="evaluator episodes averaged for a run's final score")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=DEFAULT_LAST,
+        help="evaluator episodes averaged for a run's final score",
+    )
     p.add_argument("--no_plots", action="store_true", help="tables only")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.last < 1:
@@ -390,13 +521,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: cannot read the sweep in {args.sweep!r}: {e}", file=sys.stderr)
         return 2
     if not s["per_game"]:
-        print(f"error: {args.sweep!r} has no sweep.json and no run folder with results",
-              file=sys.stderr)
+        print(
+            f"error: {args.sweep!r} has no sweep.json and no run folder with results",
+            file=sys.stderr,
+        )
         return 2
     s = write_report(args.sweep, args.out, args.last, plots=not args.no_plots, summary=s)
-    print(f"median HNS {_pct(s['median'])}, mean HNS {_pct(s['mean'])} over "
-          f"{s['games_with_results']} of {s['games_planned']} games"
-          + (f" ({len(s['missing'])} missing)" if s["missing"] else ""))
+    print(
+        f"median HNS {_pct(s['median'])}, mean HNS {_pct(s['mean'])} over "
+        f"{s['games_with_results']} of {s['games_planned']} games"
+        + (f" ({len(s['missing'])} missing)" if s["missing"] else "")
+    )
     for path in s["files"]:
         print(f"wrote {path}")
     return 0

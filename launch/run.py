@@ -8,6 +8,7 @@ The validated config is written to <run folder>/config.json;
 `--config=<that file>` runs exactly it (the sweep and the learning-curve
 experiment start their programs that way).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,18 @@ FLAGS = flags.FLAGS
 
 
 # The flags that choose the config; `--config` replaces all of them.
-CONFIG_FLAGS = ("preset", "game", "agent", "name", "root", "max_frames", "max_learner_steps",
-                "num_actors", "seed", "override")
+CONFIG_FLAGS = (
+    "preset",
+    "game",
+    "agent",
+    "name",
+    "root",
+    "max_frames",
+    "max_learner_steps",
+    "num_actors",
+    "seed",
+    "override",
+)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -33,41 +44,61 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("preset", "debug", "debug | full | test", **fv)
     flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'", **fv)
     flags.DEFINE_string("agent", "impala", "impala | stacx | bmg", **fv)
-    flags.DEFINE_string("name", None,
-                        "run name (folder under --root); default <game>-<agent>-<preset>", **fv)
+    flags.DEFINE_string(
+        "name", None, "run name (folder under --root); default <game>-<agent>-<preset>", **fv
+    )
     flags.DEFINE_string("root", "runs", "folder holding run folders", **fv)
-    flags.DEFINE_string("config", None,
-                        "a run's config.json (written into every run folder): run exactly that "
-                        "config; no other config flag may be given with it", **fv)
+    flags.DEFINE_string(
+        "config",
+        None,
+        "a run's config.json (written into every run folder): run exactly that "
+        "config; no other config flag may be given with it",
+        **fv,
+    )
     flags.DEFINE_string("resume", None, "checkpoint file or run folder to resume from", **fv)
-    flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset",
-                        **fv)
+    flags.DEFINE_string("max_frames", None, "frame budget (e.g. 2e5); overrides the preset", **fv)
     flags.DEFINE_integer("max_learner_steps", None, "learner step budget (0 = none)", **fv)
     flags.DEFINE_integer("num_actors", None, "actor processes; overrides the preset", **fv)
     flags.DEFINE_integer("seed", None, "seed", **fv)
     flags.DEFINE_multi_string("override", [], "section.field=value, e.g. meta.L=4", **fv)
-    flags.DEFINE_string("network", "auto",
-                        "isolated: run the program in a private network namespace (loopback "
-                        "only); host: listen on this host's interfaces; auto: isolated when the "
-                        "kernel allows it (docs/operations.md, 'Network exposure')", **fv)
-    flags.DEFINE_integer("max_restarts", 3, "restarts allowed per crashed actor/evaluator process",
-                         **fv)
+    flags.DEFINE_string(
+        "network",
+        "auto",
+        "isolated: run the program in a private network namespace (loopback "
+        "only); host: listen on this host's interfaces; auto: isolated when the "
+        "kernel allows it (docs/operations.md, 'Network exposure')",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "max_restarts", 3, "restarts allowed per crashed actor/evaluator process", **fv
+    )
 
 
 def build_config(f: flags.FlagValues = FLAGS):
     """The RunConfig the command line asks for; ConfigError on any bad value."""
     from configs import ConfigError, load_config, make_config, parse_count
+
     if f.config is not None:
         given = [n for n in CONFIG_FLAGS if f[n].present]
         if given:
-            raise ConfigError(f"--{given[0]} is not allowed with --config={f.config!r}: the "
-                              f"file holds the whole config (edit it, or drop --config)")
+            raise ConfigError(
+                f"--{given[0]} is not allowed with --config={f.config!r}: the "
+                f"file holds the whole config (edit it, or drop --config)"
+            )
         return load_config(f.config)
-    frames = (parse_count("--max_frames", f.max_frames, "2e5")
-              if f.max_frames is not None else None)
-    return make_config(f.preset, f.agent, f.game, name=f.name, overrides=f.override,
-                       root=f.root, seed=f.seed, max_frames=frames,
-                       max_learner_steps=f.max_learner_steps, num_actors=f.num_actors)
+    frames = parse_count("--max_frames", f.max_frames, "2e5") if f.max_frames is not None else None
+    return make_config(
+        f.preset,
+        f.agent,
+        f.game,
+        name=f.name,
+        overrides=f.override,
+        root=f.root,
+        seed=f.seed,
+        max_frames=frames,
+        max_learner_steps=f.max_learner_steps,
+        num_actors=f.num_actors,
+    )
 
 
 def check_run_dir(run_dir: str) -> None:
@@ -79,12 +110,15 @@ def check_run_dir(run_dir: str) -> None:
             fh.write("ok")
         os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"run folder {run_dir!r} is not allowed: it must be writable "
-                              f"({e.strerror}); choose another --root or --name") from None
+        raise PermissionError(
+            f"run folder {run_dir!r} is not allowed: it must be writable "
+            f"({e.strerror}); choose another --root or --name"
+        ) from None
 
 
 def summary(cfg) -> str:
     from utils.logs import read_csv
+
     lines = [f"run folder: {os.path.abspath(cfg.run_dir)}"]
     path = os.path.join(cfg.run_dir, "logs", "evaluator.csv")
     if os.path.exists(path):
@@ -92,12 +126,15 @@ def summary(cfg) -> str:
         if rows:
             last = rows[-1]
             hns = last.get("hns", "")
-            lines.append(f"final evaluation: {last['game']} return {float(last['episode_return']):.1f}"
-                         + (f", HNS {float(hns):.1f} %" if hns not in ("", "nan") else "")
-                         + f" ({len(rows)} evaluation episodes)")
+            lines.append(
+                f"final evaluation: {last['game']} return {float(last['episode_return']):.1f}"
+                + (f", HNS {float(hns):.1f} %" if hns not in ("", "nan") else "")
+                + f" ({len(rows)} evaluation episodes)"
+            )
     ckpts = os.path.join(cfg.run_dir, "checkpoints")
     if os.path.isdir(ckpts):
         from learner.checkpoint import list_checkpoints
+
         found = list_checkpoints(ckpts)
         if found:
             lines.append(f"checkpoint: {found[-1][1]}")
@@ -107,6 +144,7 @@ def summary(cfg) -> str:
 def main(argv):
     del argv
     from launch.network import NetworkIsolationError, apply_mode
+
     try:
         # First of all: the kernel refuses a new user namespace once a thread
         # exists (importing numpy starts OpenBLAS threads).
@@ -116,13 +154,14 @@ def main(argv):
         sys.exit(2)
     from configs import ConfigError, save_config
     from learner.checkpoint import CheckpointError
+
     try:
         if FLAGS.max_restarts < 0:
-            raise ValueError(f"--max_restarts={FLAGS.max_restarts} is not allowed: "
-                             f"must be >= 0")
+            raise ValueError(f"--max_restarts={FLAGS.max_restarts} is not allowed: must be >= 0")
         cfg = build_config()
         check_run_dir(cfg.run_dir)
         from launch.program import make_program
+
         program, resources = make_program(cfg, FLAGS.resume)
         # Written once everything is valid: bad input leaves the folder as it was.
         save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
@@ -131,29 +170,40 @@ def main(argv):
         sys.exit(2)
     import launchpad as lp
     from launchpad.launch.run_locally import launch_local_output_to_files as to_files
+
     # Each node's stdout/stderr goes to <run>/launchpad/<start time>/<group>/<task>;
     # the learner's progress lines are echoed here. (With output_to_files a
     # crashing node stops the program; current_terminal would not notice.)
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
     to_files._LOGGING_DIR = log_dir
-    print(f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
-          f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
-          + ("" if network == "isolated" else
-             " (Reverb and courier listen on all interfaces: docs/operations.md, 'Network exposure')"),
-          flush=True)
-    manager = lp.launch(program, launch_type="local_mp", terminal="output_to_files",
-                        local_resources=resources)
+    print(
+        f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
+        f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
+        + (
+            ""
+            if network == "isolated"
+            else " (Reverb and courier listen on all interfaces: docs/operations.md, "
+            "'Network exposure')"
+        ),
+        flush=True,
+    )
+    manager = lp.launch(
+        program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
+    )
     done = threading.Event()
-    echo = threading.Thread(target=follow, args=(os.path.join(log_dir, "learner", "0"), done),
-                            daemon=True)
+    echo = threading.Thread(
+        target=follow, args=(os.path.join(log_dir, "learner", "0"), done), daemon=True
+    )
     echo.start()
     from launch.supervisor import supervise
     from utils.logs import CsvLog
+
     events = CsvLog(os.path.join(cfg.run_dir, "logs", "events.csv"))
     failed, restarts = None, {}
     try:
-        restarts = supervise(manager, log_dir, lambda group: resources[group].env, events,
-                             FLAGS.max_restarts)
+        restarts = supervise(
+            manager, log_dir, lambda group: resources[group].env, events, FLAGS.max_restarts
+        )
     except RuntimeError as e:  # a node exited with an error
         failed = e
     finally:
@@ -172,13 +222,14 @@ def main(argv):
 def node_errors(log_dir: str):
     """(node, last exception line) for each node log that ends in a traceback."""
     import re
+
     found = []
     for group in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
         for task in sorted(os.listdir(os.path.join(log_dir, group))):
             with open(os.path.join(log_dir, group, task), errors="replace") as f:
                 lines = f.read().splitlines()
-            errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", l)]
-            if errors and any(l.startswith("Traceback") for l in lines):
+            errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+            if errors and any(ln.startswith("Traceback") for ln in lines):
                 found.append((f"{group}/{task}", errors[-1].strip()))
     return found
 

@@ -13,6 +13,7 @@ This reads WorkerManager internals of the pinned dm-launchpad 0.5.2
 (`_mutex`, `_active_workers`, `_stop_event`, `_check_workers`,
 `_first_failure`); tests/test_fault_tolerance.py covers it end to end.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,14 @@ def task_id(args) -> str:
     return args[args.index("--lp_task_id") + 1] if "--lp_task_id" in args else "0"
 
 
-def supervise(manager, log_dir: str, env_for_group: Callable[[str], Mapping[str, str]],
-              events: Optional[CsvLog] = None, max_restarts: int = 3,
-              poll_s: float = 0.5) -> Dict[str, int]:
+def supervise(
+    manager,
+    log_dir: str,
+    env_for_group: Callable[[str], Mapping[str, str]],
+    events: Optional[CsvLog] = None,
+    max_restarts: int = 3,
+    poll_s: float = 0.5,
+) -> Dict[str, int]:
     """Blocks until every worker has exited; returns restarts per 'group/task'.
     Raises RuntimeError (as `manager.wait()` does) if the program failed."""
     restarts: Dict[str, int] = {}
@@ -51,13 +57,24 @@ def supervise(manager, log_dir: str, env_for_group: Callable[[str], Mapping[str,
                         if code in (None, 0) or restarts.get(name, 0) >= max_restarts:
                             continue
                         restarts[name] = restarts.get(name, 0) + 1
-                        workers[i] = _restart(worker, group, log_dir, env_for_group(group), code,
-                                              restarts[name])
-                        print(f"[launcher] {name} exited with code {code}; restarted "
-                              f"({restarts[name]} of at most {max_restarts})", flush=True)
+                        workers[i] = _restart(
+                            worker, group, log_dir, env_for_group(group), code, restarts[name]
+                        )
+                        print(
+                            f"[launcher] {name} exited with code {code}; restarted "
+                            f"({restarts[name]} of at most {max_restarts})",
+                            flush=True,
+                        )
                         if events is not None:
-                            events.write({"time": time.time(), "event": "restart", "node": name,
-                                          "exit_code": code, "restarts": restarts[name]})
+                            events.write(
+                                {
+                                    "time": time.time(),
+                                    "event": "restart",
+                                    "node": name,
+                                    "exit_code": code,
+                                    "restarts": restarts[name],
+                                }
+                            )
             manager._check_workers()
             failure, manager._first_failure = manager._first_failure, None
             active = any(manager._active_workers.values())
@@ -68,8 +85,14 @@ def supervise(manager, log_dir: str, env_for_group: Callable[[str], Mapping[str,
         time.sleep(poll_s)
 
 
-def _restart(worker: subprocess.Popen, group: str, log_dir: str, env: Mapping[str, str],
-             code: int, count: int) -> subprocess.Popen:
+def _restart(
+    worker: subprocess.Popen,
+    group: str,
+    log_dir: str,
+    env: Mapping[str, str],
+    code: int,
+    count: int,
+) -> subprocess.Popen:
     path = os.path.join(log_dir, group, task_id(worker.args))
     with open(path, "a") as out:
         out.write(f"\n[launcher] exited with code {code}; restart {count}\n")

@@ -10,6 +10,7 @@ a config that changes them is refused with a message naming the differences.
 
 numpy + json only: no TensorFlow, Reverb or JAX import here.
 """
+
 from __future__ import annotations
 
 import glob
@@ -54,12 +55,23 @@ def list_checkpoints(directory: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def save(directory: str, step: int, leaves: List[np.ndarray], counters: Dict[str, float],
-         config: Dict[str, Any], keep: int = 3) -> str:
+def save(
+    directory: str,
+    step: int,
+    leaves: List[np.ndarray],
+    counters: Dict[str, float],
+    config: Dict[str, Any],
+    keep: int = 3,
+) -> str:
     """Write `ckpt-<step>.npz` atomically; keep the newest `keep` files."""
     os.makedirs(directory, exist_ok=True)
-    header = {"format": FORMAT_VERSION, "step": int(step), "num_leaves": len(leaves),
-              "counters": {k: float(v) for k, v in counters.items()}, "config": config}
+    header = {
+        "format": FORMAT_VERSION,
+        "step": int(step),
+        "num_leaves": len(leaves),
+        "counters": {k: float(v) for k, v in counters.items()},
+        "config": config,
+    }
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     final = os.path.join(directory, f"ckpt-{int(step):010d}.npz")
@@ -92,13 +104,24 @@ def load(path: str) -> Checkpoint:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())
             leaves = [data[f"leaf_{i:05d}"] for i in range(header["num_leaves"])]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, OSError, EOFError,
-            json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or truncated "
-                              f"({type(e).__name__}: {e})") from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+    ) as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or truncated ({type(e).__name__}: {e})"
+        ) from None
     if header.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format {header.get('format')!r}; "
-                              f"this code reads format {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has format {header.get('format')!r}; "
+            f"this code reads format {FORMAT_VERSION}"
+        )
     return Checkpoint(path, int(header["step"]), leaves, header["counters"], header["config"])
 
 
@@ -122,12 +145,15 @@ def resolve(resume: str) -> Checkpoint:
             if ckpt is None:
                 raise CheckpointError(f"no readable checkpoint in {d!r}: every file is corrupt")
             return ckpt
-    raise CheckpointError(f"resume path {resume!r} is not allowed: it must be a checkpoint file "
-                          f"or a run folder containing checkpoints/ckpt-*.npz, and it has none")
+    raise CheckpointError(
+        f"resume path {resume!r} is not allowed: it must be a checkpoint file "
+        f"or a run folder containing checkpoints/ckpt-*.npz, and it has none"
+    )
 
 
-def for_run(run_dir: str, config: Dict[str, Any], resume: Optional[str] = None,
-            log=print) -> Optional[Checkpoint]:
+def for_run(
+    run_dir: str, config: Dict[str, Any], resume: Optional[str] = None, log=print
+) -> Optional[Checkpoint]:
     """The checkpoint a run continues from: `resume` (file or folder) if given,
     else the newest readable one in the run folder; refused if its config
     does not fit `config`. None for a fresh run."""
@@ -144,21 +170,29 @@ def check_compatible(ckpt: Checkpoint, config: Dict[str, Any]) -> None:
         old, new = ckpt.config.get(section, {}), config.get(section, {})
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
-                diffs.append(f"{section}.{key}: checkpoint {old.get(key)!r} vs now {new.get(key)!r}")
+                diffs.append(
+                    f"{section}.{key}: checkpoint {old.get(key)!r} vs now {new.get(key)!r}"
+                )
     if diffs:
         raise CheckpointError(
-            f"checkpoint {ckpt.path!r} does not fit the current config: " + "; ".join(diffs)
-            + ". Start a new run (another --name) or resume with the checkpoint's settings.")
+            f"checkpoint {ckpt.path!r} does not fit the current config: "
+            + "; ".join(diffs)
+            + ". Start a new run (another --name) or resume with the checkpoint's settings."
+        )
 
 
 def restore_leaves(ckpt: Checkpoint, template_leaves: List[Any]) -> List[np.ndarray]:
     """Check leaf count, shapes and dtypes against a template; return the leaves."""
     if len(ckpt.leaves) != len(template_leaves):
-        raise CheckpointError(f"checkpoint {ckpt.path!r} has {len(ckpt.leaves)} arrays, the "
-                              f"current learner state has {len(template_leaves)}")
+        raise CheckpointError(
+            f"checkpoint {ckpt.path!r} has {len(ckpt.leaves)} arrays, the "
+            f"current learner state has {len(template_leaves)}"
+        )
     for i, (a, t) in enumerate(zip(ckpt.leaves, template_leaves)):
         t_shape, t_dtype = tuple(np.shape(t)), np.dtype(getattr(t, "dtype", np.asarray(t).dtype))
         if a.shape != t_shape or a.dtype != t_dtype:
-            raise CheckpointError(f"checkpoint {ckpt.path!r} array {i} has shape {a.shape} "
-                                  f"{a.dtype}, the current learner expects {t_shape} {t_dtype}")
+            raise CheckpointError(
+                f"checkpoint {ckpt.path!r} array {i} has shape {a.shape} "
+                f"{a.dtype}, the current learner expects {t_shape} {t_dtype}"
+            )
     return ckpt.leaves

@@ -4,6 +4,7 @@ publish parameters, count, log and checkpoint.
 Launchpad serves this object over courier: actors and the evaluator call
 `get_params()`; Launchpad calls `run()` once the node is up.
 """
+
 from __future__ import annotations
 
 import threading
@@ -29,10 +30,15 @@ def stack_batches(window: List[Trajectory]) -> Trajectory:
 class LearnerNode:
     """Owns the TrainingState. Builds everything JAX in its own process."""
 
-    def __init__(self, builder: Builder, replay: Any, counter: Any,
-                 resume: Optional[str] = None,  # a checkpoint file
-                 stop_fn: Optional[Callable[[], None]] = None,
-                 should_stop: Optional[Callable[[], bool]] = None):
+    def __init__(
+        self,
+        builder: Builder,
+        replay: Any,
+        counter: Any,
+        resume: Optional[str] = None,  # a checkpoint file
+        stop_fn: Optional[Callable[[], None]] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ):
         import jax
         from agents import parallel
 
@@ -75,6 +81,7 @@ class LearnerNode:
     # -------------------------------------------------------------- internals
     def _host_state(self):
         import jax
+
         return jax.device_get(self._parallel.unreplicate(self._state))
 
     def _publish(self) -> None:
@@ -92,14 +99,20 @@ class LearnerNode:
 
     def save_checkpoint(self, counts_timeout_s: float = 10.0) -> str:
         import jax
+
         host = self._host_state()
         counts = self._get_counts(counts_timeout_s)
         counts["learner_steps"] = float(host.step)
         counts["trajectories_consumed"] = float(self._trajectories)
         counts["skipped_updates"] = float(host.skipped)
-        path = ckpt_lib.save(self._ckpt_dir, int(host.step), jax.tree_util.tree_leaves(host),
-                             counts, self._cfg.to_dict(),
-                             keep=self._cfg.learner.keep_checkpoints)
+        path = ckpt_lib.save(
+            self._ckpt_dir,
+            int(host.step),
+            jax.tree_util.tree_leaves(host),
+            counts,
+            self._cfg.to_dict(),
+            keep=self._cfg.learner.keep_checkpoints,
+        )
         print(f"[learner] checkpoint {path}", flush=True)
         return path
 
@@ -107,18 +120,26 @@ class LearnerNode:
         """Sample, update, publish; log and checkpoint on their clocks; stop at
         the budget or when asked, with a last log row and checkpoint."""
         from replay import address_of
+
         cfg = self._cfg
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         # Wait for data in 1 s slices so a stop request is seen at once.
         data = self._builder.make_dataset(self._replay, next_timeout_ms=1_000)
-        windows = _Windows(data, self._parallel.learner.num_batches, address_of(self._replay),
-                           cfg.replay.timeout_ms)
+        windows = _Windows(
+            data,
+            self._parallel.learner.num_batches,
+            address_of(self._replay),
+            cfg.replay.timeout_ms,
+        )
         step = int(self._published[0])
         self._period = _Period(step)
         t_ckpt, m = time.time(), None
-        print(f"[learner] {cfg.agent_name} on {cfg.env.label}: "
-              f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
-              f"{windows.num_batches} batch(es) per update", flush=True)
+        print(
+            f"[learner] {cfg.agent_name} on {cfg.env.label}: "
+            f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
+            f"{windows.num_batches} batch(es) per update",
+            flush=True,
+        )
         try:
             while not self._should_stop() and not self._budget_reached(step):
                 window = windows.next()
@@ -149,8 +170,7 @@ class LearnerNode:
     def _budget_reached(self, step: int) -> bool:
         frames = self._get_counts().get("frames", 0)
         if self._cfg.budget_reached(frames, step):
-            print(f"[learner] budget reached: frames={frames:.0f} learner_steps={step}",
-                  flush=True)
+            print(f"[learner] budget reached: frames={frames:.0f} learner_steps={step}", flush=True)
             return True
         return False
 
@@ -168,31 +188,50 @@ class LearnerNode:
         self.save_checkpoint(counts_timeout_s=wait_s)
         self._log.close()
 
-    def _write_log(self, m: Dict[str, Any], step: int, now: float,
-                   counter_timeout_s: float = 5.0) -> None:
+    def _write_log(
+        self, m: Dict[str, Any], step: int, now: float, counter_timeout_s: float = 5.0
+    ) -> None:
         """One log row and progress line for the period since the last one."""
         import jax
+
         metrics = {k: float(v) for k, v in m.items()}
-        consumed, dt, steps = (self._period.consumed, now - self._period.start,
-                               step - self._period.step)
+        consumed, dt, steps = (
+            self._period.consumed,
+            now - self._period.start,
+            step - self._period.step,
+        )
         self._period = _Period(step, now)
         counts = self._get_counts(counter_timeout_s)
-        latest = await_future(self._counter.futures.get_latest(),
-                              timeout_s=counter_timeout_s) or {}
+        latest = await_future(self._counter.futures.get_latest(), timeout_s=counter_timeout_s) or {}
         skipped = int(jax.device_get(self._parallel.unreplicate(self._state.skipped)))
         if skipped > self._skipped_logged:
-            print(f"[learner] skipped {skipped - self._skipped_logged} update(s) with a "
-                  f"non-finite loss or gradient ({skipped} in this run so far); "
-                  f"parameters kept", flush=True)
+            print(
+                f"[learner] skipped {skipped - self._skipped_logged} update(s) with a "
+                f"non-finite loss or gradient ({skipped} in this run so far); "
+                f"parameters kept",
+                flush=True,
+            )
             self._skipped_logged = skipped
-        row = dict(learner_steps=step, learner_fps=consumed / dt, steps_per_s=steps / dt,
-                   actor_frames=counts.get("frames", 0), episodes=counts.get("episodes", 0),
-                   skipped_updates=skipped, **{f"train/{k}": v for k, v in metrics.items()})
+        row = dict(
+            learner_steps=step,
+            learner_fps=consumed / dt,
+            steps_per_s=steps / dt,
+            actor_frames=counts.get("frames", 0),
+            episodes=counts.get("episodes", 0),
+            skipped_updates=skipped,
+            **{f"train/{k}": v for k, v in metrics.items()},
+        )
         self._log.write(row, int(counts.get("frames", 0)))
-        parts = [f"frames={counts.get('frames', 0):.0f}", f"steps={step}",
-                 f"fps={consumed / dt:.0f}"]
-        for key, label in (("train_return", "return"), ("eval_return", "eval"),
-                           ("eval_hns", "hns%")):
+        parts = [
+            f"frames={counts.get('frames', 0):.0f}",
+            f"steps={step}",
+            f"fps={consumed / dt:.0f}",
+        ]
+        for key, label in (
+            ("train_return", "return"),
+            ("eval_return", "eval"),
+            ("eval_hns", "hns%"),
+        ):
             if key in latest:
                 parts.append(f"{label}={latest[key]:.2f}")
         loss = metrics.get("inner/loss/h0")
@@ -230,6 +269,7 @@ class _Windows:
         """The next full window, or None after a 1 s wait without data (it says
         so once per replay timeout: actors may be down or throttled)."""
         from replay import ReplayTimeoutError
+
         if len(self._window) == self.num_batches:  # the last one was used
             self._window = self._window[-1:] if self.num_batches > 1 else []
         while len(self._window) < self.num_batches:
@@ -238,9 +278,11 @@ class _Windows:
             except ReplayTimeoutError:
                 self._waited_s += 1.0
                 if self._waited_s >= self._timeout_s:
-                    print(f"[learner] no data from replay at {self._address} for "
-                          f"{self._waited_s:.0f} s (actors down or throttled?); still waiting",
-                          flush=True)
+                    print(
+                        f"[learner] no data from replay at {self._address} for "
+                        f"{self._waited_s:.0f} s (actors down or throttled?); still waiting",
+                        flush=True,
+                    )
                     self._waited_s = 0.0
                 return None
             self._waited_s = 0.0

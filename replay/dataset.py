@@ -1,5 +1,6 @@
 """The learner side of the replay: a time-major `Trajectory` dataset whose
 every wait is bounded (`make_dataset`, `TrajectoryIterator`)."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,17 @@ from typing import Optional, Union
 
 from agents.types import Trajectory
 from configs import ReplayConfig
-from replay.tables import (TABLE, ReplayError, ReplayTimeoutError, _as_client, _server_info,
-                           address_of, reverb, tf)
+from replay.tables import (
+    TABLE,
+    ReplayError,
+    ReplayTimeoutError,
+    _as_client,
+    _server_info,
+    address_of,
+    reverb,
+    tf,
+)
+
 
 def _time_major(x: tf.Tensor) -> tf.Tensor:
     perm = [1, 0] + list(range(2, x.shape.rank))
@@ -48,7 +58,7 @@ class _Puller:
             except StopIteration:
                 # reverb ended the stream: its rate limiter timed out. Reopen.
                 self.last_rate_limited = time.monotonic()
-            except Exception as e:  # noqa: BLE001 -- handed to the consumer
+            except Exception as e:
                 if not self.put(("error", e)):
                     return
                 self.stop.wait(1.0)  # do not spin on a persistent error
@@ -73,8 +83,9 @@ class TrajectoryIterator:
     Call `close()` (or drop the iterator) to stop the thread.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, address: str, table: str,
-                 batch_size: int, timeout_ms: int):
+    def __init__(
+        self, dataset: tf.data.Dataset, address: str, table: str, batch_size: int, timeout_ms: int
+    ):
         self._address = address
         self._table = table
         self._batch_size = batch_size
@@ -94,8 +105,9 @@ class TrajectoryIterator:
         if self._puller.stop.is_set():
             raise ReplayError("TrajectoryIterator used after close()")
         if self._thread is None:
-            self._thread = threading.Thread(target=self._puller.run, daemon=True,
-                                            name=f"replay-sampler-{self._table}")
+            self._thread = threading.Thread(
+                target=self._puller.run, daemon=True, name=f"replay-sampler-{self._table}"
+            )
             self._thread.start()
         try:
             kind, value = self._puller.queue.get(timeout=self._timeout_ms / 1000.0)
@@ -104,8 +116,10 @@ class TrajectoryIterator:
         if kind == "batch":
             self.batches += 1
             return value
-        raise ReplayError(f"sampling replay table {self._table!r} at {self._address} failed: "
-                          f"{type(value).__name__}: {getattr(value, 'message', value)}") from value
+        raise ReplayError(
+            f"sampling replay table {self._table!r} at {self._address} failed: "
+            f"{type(value).__name__}: {getattr(value, 'message', value)}"
+        ) from value
 
     def close(self, join_timeout_s: float = 1.0) -> None:
         """Stops the puller thread (waits at most `join_timeout_s`). Idempotent.
@@ -121,23 +135,35 @@ class TrajectoryIterator:
         self._puller.stop.set()
 
     def _timeout_message(self) -> str:
-        head = (f"no batch of {self._batch_size} trajectories from replay table "
-                f"{self._table!r} at {self._address} within timeout_ms={self._timeout_ms}")
+        head = (
+            f"no batch of {self._batch_size} trajectories from replay table "
+            f"{self._table!r} at {self._address} within timeout_ms={self._timeout_ms}"
+        )
         since = time.monotonic() - self._puller.last_rate_limited
         if since < 2 * self._timeout_ms / 1000.0 + 1.0:
-            why = ("reverb's rate limiter blocked sampling: the table holds fewer than "
-                   "min_size items (actors not writing yet?) or, in uniform mode, the "
-                   "samples-per-insert ratio is ahead of the inserts")
+            why = (
+                "reverb's rate limiter blocked sampling: the table holds fewer than "
+                "min_size items (actors not writing yet?) or, in uniform mode, the "
+                "samples-per-insert ratio is ahead of the inserts"
+            )
         else:
-            why = ("the sample stream made no progress: server unreachable, or items "
-                   "arrive slower than one batch per timeout")
+            why = (
+                "the sample stream made no progress: server unreachable, or items "
+                "arrive slower than one batch per timeout"
+            )
         return f"{head}: {why}. Call next() again to keep waiting."
 
 
-def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg: ReplayConfig,
-                 table: str = TABLE, *, max_in_flight_samples_per_worker: Optional[int] = None,
-                 num_workers_per_iterator: int = -1,
-                 next_timeout_ms: Optional[int] = None) -> TrajectoryIterator:
+def make_dataset(
+    server_address: Union[str, reverb.Client],
+    batch_size: int,
+    cfg: ReplayConfig,
+    table: str = TABLE,
+    *,
+    max_in_flight_samples_per_worker: Optional[int] = None,
+    num_workers_per_iterator: int = -1,
+    next_timeout_ms: Optional[int] = None,
+) -> TrajectoryIterator:
     """Learner input: an iterator of time-major numpy `Trajectory` batches.
 
     `server_address` is 'host:port' or a `reverb.Client` (what a Launchpad
@@ -159,14 +185,18 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
     _server_info(_as_client(server_address), table, timeout_s)
     try:
         ds = reverb.TrajectoryDataset.from_table_signature(
-            server_address=server_address, table=table,
+            server_address=server_address,
+            table=table,
             max_in_flight_samples_per_worker=in_flight,
             num_workers_per_iterator=num_workers_per_iterator,
             rate_limiter_timeout_ms=cfg.timeout_ms,
-            get_signature_timeout_secs=timeout_s)
+            get_signature_timeout_secs=timeout_s,
+        )
     except reverb.DeadlineExceededError as e:
-        raise ReplayTimeoutError(f"reverb server at {server_address} did not send the "
-                                 f"signature of {table!r} within {timeout_s} s") from e
+        raise ReplayTimeoutError(
+            f"reverb server at {server_address} did not send the "
+            f"signature of {table!r} within {timeout_s} s"
+        ) from e
     except ValueError as e:
         raise ReplayError(str(e)) from e
 
@@ -178,5 +208,6 @@ def make_dataset(server_address: Union[str, reverb.Client], batch_size: int, cfg
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda *fields: tuple(_time_major(x) for x in fields))
     ds = ds.prefetch(cfg.prefetch_batches)
-    return TrajectoryIterator(ds, server_address, table, batch_size,
-                              next_timeout_ms or cfg.timeout_ms)
+    return TrajectoryIterator(
+        ds, server_address, table, batch_size, next_timeout_ms or cfg.timeout_ms
+    )

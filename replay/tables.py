@@ -15,6 +15,7 @@ Every wait is bounded by a timeout and a stall becomes a `ReplayTimeoutError`
 (a `TimeoutError`) naming the table, the address and the timeout; nothing here
 can hang silently.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,12 +57,17 @@ class ReplayTimeoutError(ReplayError, TimeoutError):
 # ----------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------
-def table_signature(observation_shape: Sequence[int], num_actions: int,
-                    unroll_length: int) -> Trajectory:
+def table_signature(
+    observation_shape: Sequence[int], num_actions: int, unroll_length: int
+) -> Trajectory:
     """`Trajectory` of `tf.TensorSpec`, every field with a leading T + 1 axis."""
     spec = trajectory_spec(tuple(observation_shape), num_actions, unroll_length)
-    return Trajectory(*[tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=name)
-                        for name, s in zip(Trajectory._fields, spec)])
+    return Trajectory(
+        *[
+            tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=name)
+            for name, s in zip(Trajectory._fields, spec)
+        ]
+    )
 
 
 def resolve_max_size(cfg: ReplayConfig, batch_size: int) -> int:
@@ -75,16 +81,23 @@ def resolve_max_size(cfg: ReplayConfig, batch_size: int) -> int:
         raise ValueError(
             f"replay max_size={max_size} is too small: it must be > batch_size + 1 = "
             f"{batch_size + 1} (batch_size={batch_size}); set ReplayConfig.max_size to "
-            f"at least {batch_size + 2}, or 0 for 10 x batch = {10 * batch_size}")
+            f"at least {batch_size + 2}, or 0 for 10 x batch = {10 * batch_size}"
+        )
     if cfg.min_size > max_size:
         raise ValueError(
             f"replay min_size={cfg.min_size} is larger than max_size={max_size}: the "
-            f"table could never hold enough items to allow sampling")
+            f"table could never hold enough items to allow sampling"
+        )
     return max_size
 
 
-def make_tables(cfg: ReplayConfig, batch_size: int, observation_shape: Sequence[int],
-                num_actions: int, unroll_length: int) -> List[reverb.Table]:
+def make_tables(
+    cfg: ReplayConfig,
+    batch_size: int,
+    observation_shape: Sequence[int],
+    num_actions: int,
+    unroll_length: int,
+) -> List[reverb.Table]:
     """The replay tables (one, named `TABLE`) for `cfg.mode`.
 
     queue (IMPALA, as Acme builds it; not `Table.queue`): uniform sampler,
@@ -117,27 +130,35 @@ def make_tables(cfg: ReplayConfig, batch_size: int, observation_shape: Sequence[
     max_size = resolve_max_size(cfg, batch_size)
     signature = table_signature(observation_shape, num_actions, unroll_length)
     if cfg.mode == "queue":
-        return [reverb.Table(
-            name=TABLE,
-            sampler=reverb.selectors.Uniform(),
-            remover=reverb.selectors.Fifo(),
-            max_size=max_size,
-            max_times_sampled=1,
-            rate_limiter=reverb.rate_limiters.MinSize(cfg.min_size),
-            signature=signature)]
+        return [
+            reverb.Table(
+                name=TABLE,
+                sampler=reverb.selectors.Uniform(),
+                remover=reverb.selectors.Fifo(),
+                max_size=max_size,
+                max_times_sampled=1,
+                rate_limiter=reverb.rate_limiters.MinSize(cfg.min_size),
+                signature=signature,
+            )
+        ]
     if cfg.mode == "uniform":
         spi = float(cfg.samples_per_insert)
         error_buffer = max(2.0 * max(1.0, spi), 2.0 * batch_size)
-        return [reverb.Table(
-            name=TABLE,
-            sampler=reverb.selectors.Uniform(),
-            remover=reverb.selectors.Fifo(),
-            max_size=max_size,
-            max_times_sampled=0,  # unlimited
-            rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
-                samples_per_insert=spi, min_size_to_sample=cfg.min_size,
-                error_buffer=error_buffer),
-            signature=signature)]
+        return [
+            reverb.Table(
+                name=TABLE,
+                sampler=reverb.selectors.Uniform(),
+                remover=reverb.selectors.Fifo(),
+                max_size=max_size,
+                max_times_sampled=0,  # unlimited
+                rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
+                    samples_per_insert=spi,
+                    min_size_to_sample=cfg.min_size,
+                    error_buffer=error_buffer,
+                ),
+                signature=signature,
+            )
+        ]
     raise ValueError(f"replay mode={cfg.mode!r} must be 'queue' or 'uniform'")
 
 
@@ -152,8 +173,9 @@ def address_of(server: Union[str, reverb.Client]) -> str:
     return server.server_address if isinstance(server, reverb.Client) else str(server)
 
 
-def table_size(address_or_client: Union[str, reverb.Client], table: str = TABLE,
-               timeout_s: int = 10) -> int:
+def table_size(
+    address_or_client: Union[str, reverb.Client], table: str = TABLE, timeout_s: int = 10
+) -> int:
     """Current number of items in `table` (bounded by `timeout_s`)."""
     client = _as_client(address_or_client)
     info = _server_info(client, table, timeout_s)
@@ -164,8 +186,9 @@ def _as_client(address_or_client: Union[str, reverb.Client]) -> reverb.Client:
     if isinstance(address_or_client, reverb.Client):
         return address_or_client
     if not isinstance(address_or_client, str) or not address_or_client:
-        raise TypeError(f"expected a reverb.Client or a 'host:port' address, "
-                        f"got {address_or_client!r}")
+        raise TypeError(
+            f"expected a reverb.Client or a 'host:port' address, got {address_or_client!r}"
+        )
     return reverb.Client(address_or_client)
 
 
@@ -175,8 +198,11 @@ def _server_info(client: reverb.Client, table: str, timeout_s: int):
     except reverb.DeadlineExceededError as e:
         raise ReplayTimeoutError(
             f"reverb server at {client.server_address} did not answer within "
-            f"{timeout_s} s (is it running?)") from e
+            f"{timeout_s} s (is it running?)"
+        ) from e
     if table not in info:
-        raise ReplayError(f"reverb server at {client.server_address} has no table "
-                          f"{table!r}; it has {sorted(info)}")
+        raise ReplayError(
+            f"reverb server at {client.server_address} has no table "
+            f"{table!r}; it has {sorted(info)}"
+        )
     return info

@@ -1,6 +1,7 @@
 """The actor side of the replay: `TrajectoryWriter` (T + 1 step items per
 environment, overlapping by one step) and the bounded, backing-off waits for
 a server that is starting, throttling or gone."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,17 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from agents.types import Trajectory
-from replay.tables import (TABLE, ReplayError, ReplayTimeoutError, _FIELD_DTYPES, _NUM_FIELDS, _as_client,
-                           _server_info, reverb)
+from replay.tables import (
+    TABLE,
+    ReplayError,
+    ReplayTimeoutError,
+    _FIELD_DTYPES,
+    _NUM_FIELDS,
+    _as_client,
+    _server_info,
+    reverb,
+)
+
 
 class TrajectoryWriter:
     """Writes the unrolls of N environments that one actor steps together.
@@ -43,9 +53,15 @@ class TrajectoryWriter:
     Do not append the same step again.
     """
 
-    def __init__(self, client_or_address: Union[str, reverb.Client], num_envs: int,
-                 unroll_length: int, table: str = TABLE, timeout_ms: int = 30_000,
-                 max_in_flight_items: Optional[int] = None):
+    def __init__(
+        self,
+        client_or_address: Union[str, reverb.Client],
+        num_envs: int,
+        unroll_length: int,
+        table: str = TABLE,
+        timeout_ms: int = 30_000,
+        max_in_flight_items: Optional[int] = None,
+    ):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r} must be a positive integer")
         if not isinstance(unroll_length, int) or unroll_length < 1:
@@ -65,7 +81,8 @@ class TrajectoryWriter:
             raise ValueError(f"max_in_flight_items={max_in_flight_items!r} must be >= 0")
         _server_info(self._client, table, max(1, math.ceil(timeout_ms / 1000)))
         self._writer = self._client.trajectory_writer(
-            num_keep_alive_refs=unroll_length + 1, get_signature_timeout_ms=timeout_ms)
+            num_keep_alive_refs=unroll_length + 1, get_signature_timeout_ms=timeout_ms
+        )
         self._steps = 0
         self._closed = False
         self.items_written = 0
@@ -99,10 +116,12 @@ class TrajectoryWriter:
             return 0
         history = self._writer.history  # flat tuple of N * num_fields columns
         for e in range(self._num_envs):
-            cols = history[e * _NUM_FIELDS:(e + 1) * _NUM_FIELDS]
+            cols = history[e * _NUM_FIELDS : (e + 1) * _NUM_FIELDS]
             self._writer.create_item(
-                table=self._table, priority=1.0,
-                trajectory=Trajectory(*[c[-(T + 1):] for c in cols]))
+                table=self._table,
+                priority=1.0,
+                trajectory=Trajectory(*[c[-(T + 1) :] for c in cols]),
+            )
         self.items_written += self._num_envs
         self._flush(self._max_in_flight)
         return self._num_envs
@@ -139,10 +158,12 @@ class TrajectoryWriter:
                 f"confirmed within timeout_ms={self._timeout_ms} ({block_until_num_items} "
                 f"items may stay in flight); the server is unreachable or its rate limiter "
                 f"is blocking inserts (learner behind?). The step was recorded; keep "
-                f"appending or call flush() again") from e
+                f"appending or call flush() again"
+            ) from e
         except RuntimeError as e:
-            raise ReplayError(f"replay insert into table {self._table!r} at "
-                              f"{self._address} failed: {e}") from e
+            raise ReplayError(
+                f"replay insert into table {self._table!r} at {self._address} failed: {e}"
+            ) from e
 
     def _flatten(self, step: Trajectory) -> tuple:
         if len(step) != _NUM_FIELDS:
@@ -152,12 +173,13 @@ class TrajectoryWriter:
         for name, value, dtype in zip(Trajectory._fields, step, _FIELD_DTYPES):
             arr = np.asarray(value)
             if arr.ndim == 0 or arr.shape[0] != n:
-                raise ValueError(f"Trajectory.{name} has shape {arr.shape}: the leading "
-                                 f"axis must be num_envs={n} (one step, no time axis)")
+                raise ValueError(
+                    f"Trajectory.{name} has shape {arr.shape}: the leading "
+                    f"axis must be num_envs={n} (one step, no time axis)"
+                )
             if arr.dtype != dtype:
                 if not np.can_cast(arr.dtype, dtype, casting="same_kind"):
-                    raise TypeError(f"Trajectory.{name} has dtype {arr.dtype}, "
-                                    f"expected {dtype}")
+                    raise TypeError(f"Trajectory.{name} has dtype {arr.dtype}, expected {dtype}")
                 arr = arr.astype(dtype)
             fields.append(arr)
         # env-major flat tuple: column e * num_fields + f is field f of env e.
@@ -169,7 +191,7 @@ def server_reachable(client: reverb.Client, timeout_s: int = 1) -> bool:
     try:
         client.server_info(max(1, int(timeout_s)))
         return True
-    except Exception:  # noqa: BLE001 -- any failure means "not now"
+    except Exception:
         return False
 
 
@@ -190,9 +212,14 @@ class _Backoff:
         return not should_stop()
 
 
-def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: Callable[[], bool],
-                   name: str, address: str, log: Callable[[str], None] = print,
-                   max_backoff_s: float = 30.0) -> Optional["TrajectoryWriter"]:
+def connect_writer(
+    make_writer: Callable[[], "TrajectoryWriter"],
+    should_stop: Callable[[], bool],
+    name: str,
+    address: str,
+    log: Callable[[str], None] = print,
+    max_backoff_s: float = 30.0,
+) -> Optional["TrajectoryWriter"]:
     """`make_writer()`, retried with exponential backoff (1 s doubling to
     `max_backoff_s`) while the server does not answer; None if stopped."""
     backoff, attempt = _Backoff(max_backoff_s), 0
@@ -201,16 +228,22 @@ def connect_writer(make_writer: Callable[[], "TrajectoryWriter"], should_stop: C
             return make_writer()
         except ReplayTimeoutError as e:
             attempt += 1
-            log(f"[{name}] replay server at {address} unreachable ({e}); "
-                f"retry {attempt} in {backoff.delay:.0f} s")
+            log(
+                f"[{name}] replay server at {address} unreachable ({e}); "
+                f"retry {attempt} in {backoff.delay:.0f} s"
+            )
             if not backoff.wait(should_stop):
                 return None
     return None
 
 
-def wait_until_taken(writer: "TrajectoryWriter", should_stop: Callable[[], bool], name: str,
-                     log: Callable[[str], None] = print,
-                     max_backoff_s: float = 30.0) -> Optional[float]:
+def wait_until_taken(
+    writer: "TrajectoryWriter",
+    should_stop: Callable[[], bool],
+    name: str,
+    log: Callable[[str], None] = print,
+    max_backoff_s: float = 30.0,
+) -> Optional[float]:
     """After an insert timed out: flush until Reverb holds every pending item.
 
     While the server answers, the wait is the rate limiter throttling this
@@ -226,8 +259,10 @@ def wait_until_taken(writer: "TrajectoryWriter", should_stop: Callable[[], bool]
             writer.flush()
             if down_since is not None:
                 outage = time.monotonic() - down_since
-                log(f"[{name}] replay server at {writer.address} is back after "
-                    f"{outage:.0f} s; carrying on")
+                log(
+                    f"[{name}] replay server at {writer.address} is back after "
+                    f"{outage:.0f} s; carrying on"
+                )
                 return outage
             return 0.0
         except ReplayTimeoutError:
@@ -235,8 +270,10 @@ def wait_until_taken(writer: "TrajectoryWriter", should_stop: Callable[[], bool]
                 continue  # rate limited: keep waiting for the learner
             if down_since is None:
                 down_since = time.monotonic()
-            log(f"[{name}] replay server at {writer.address} unreachable for "
-                f"{time.monotonic() - down_since:.0f} s; retrying in {backoff.delay:.0f} s")
+            log(
+                f"[{name}] replay server at {writer.address} unreachable for "
+                f"{time.monotonic() - down_since:.0f} s; retrying in {backoff.delay:.0f} s"
+            )
             if not backoff.wait(should_stop):
                 return None
     return None

@@ -1,4 +1,5 @@
 """Shared fixtures: small fake trajectories for agent-core tests."""
+
 import os
 import sys
 

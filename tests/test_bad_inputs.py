@@ -1,5 +1,6 @@
 """Bad input on the command line: a clear error naming the value and what is
 allowed, exit status 2, and no existing file touched."""
+
 import hashlib
 import os
 import subprocess
@@ -19,8 +20,13 @@ def existing(tmp_path_factory):
     """A run folder with a checkpoint and logs, as a finished test-preset run leaves it."""
     root = str(tmp_path_factory.mktemp("runs"))
     cfg = make_config("test", "impala", "Pong", name="keep", overrides=[f"root={root}"])
-    ckpt_lib.save(ckpt_lib.checkpoint_dir(cfg.run_dir), 7, [np.arange(3.0)],
-                  {"frames": 1000.0, "learner_steps": 7.0}, cfg.to_dict())
+    ckpt_lib.save(
+        ckpt_lib.checkpoint_dir(cfg.run_dir),
+        7,
+        [np.arange(3.0)],
+        {"frames": 1000.0, "learner_steps": 7.0},
+        cfg.to_dict(),
+    )
     CsvLog(os.path.join(cfg.run_dir, "logs", "learner.csv")).write({"learner_steps": 7})
     blocker = os.path.join(root, "a-file")
     with open(blocker, "w") as f:
@@ -63,10 +69,25 @@ CASES = [
 def test_bad_input_is_a_clear_error_and_touches_nothing(existing, args, words):
     before = snapshot(existing)
     args = [a.replace("{root}", existing) for a in args]
-    cmd = [sys.executable, "-m", "launch.run", "--preset=test", "--game=Pong",
-           f"--root={existing}", "--name=keep", "--max_learner_steps=1", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.run",
+        "--preset=test",
+        "--game=Pong",
+        f"--root={existing}",
+        "--name=keep",
+        "--max_learner_steps=1",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("error: ")

@@ -1,4 +1,5 @@
 """The Acme-style Builder: one place makes tables, writer, dataset, learner, policy."""
+
 import pickle
 
 import jax
@@ -18,16 +19,19 @@ def test_builder_is_picklable_and_rebuilds_its_networks_in_each_process():
     assert "networks" not in copy.__dict__
     assert (copy.cfg, copy.observation_shape, copy.num_actions) == (b.cfg, (12, 12, 1), 3)
     again = copy.make_learner().init(jax.random.PRNGKey(0))
-    for x, y in zip(jax.tree_util.tree_leaves(state.params),
-                    jax.tree_util.tree_leaves(again.params)):
+    for x, y in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(again.params)
+    ):
         np.testing.assert_array_equal(x, y)
-    actions, logits = copy.make_policy()(state.params, state.meta.logits,
-                                         np.zeros((5, 12, 12, 1), np.uint8), jax.random.PRNGKey(1))
+    actions, logits = copy.make_policy()(
+        state.params, state.meta.logits, np.zeros((5, 12, 12, 1), np.uint8), jax.random.PRNGKey(1)
+    )
     assert actions.shape == (5,) and logits.shape == (5, 3)
 
 
 def test_builder_tables_follow_the_config():
     from replay import TABLE
+
     cfg = make_config("test", "impala", overrides=["replay.mode=uniform", "replay.max_size=40"])
     (table,) = Builder(cfg, (12, 12, 1), 3).make_tables()
     assert table.name == TABLE and table.info.max_size == 40

@@ -3,6 +3,7 @@ built-in Catch game. A uniformly random policy scores -0.6 on average
 (the ball lands in the paddle's column 1 time in 5); a solved game scores +1.
 Measured on 2 cores: the evaluator's mean return over its last episodes
 reaches 0.9-1.0 within 600 learner steps (about a minute) for both agents."""
+
 import os
 
 import numpy as np
@@ -19,8 +20,9 @@ REQUIRED = 0.5  # clearly better than random: 55 % of the way from -0.6 to 1.0
 
 @pytest.mark.parametrize("agent", ["impala", "bmg"])
 def test_pipeline_learns_catch(tmp_path, agent):
-    proc = run_program(str(tmp_path), "--game=Catch", f"--agent={agent}", "--name=catch",
-                       "--max_learner_steps=600")
+    proc = run_program(
+        str(tmp_path), "--game=Catch", f"--agent={agent}", "--name=catch", "--max_learner_steps=600"
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = read_csv(os.path.join(str(tmp_path), "catch", "logs", "evaluator.csv"))
     returns = np.array([float(r["episode_return"]) for r in rows])

@@ -1,4 +1,5 @@
 """Checkpoints: atomic write, keep-k, corrupt-file fallback, config compatibility."""
+
 import os
 
 import numpy as np

@@ -5,6 +5,7 @@ go through the same parsers and config builders as the real programs (the
 sweep plans its runs); any other `python -m module` must be importable and
 every `make target` must exist in the Makefile.
 """
+
 import importlib.util
 import os
 import re
@@ -25,8 +26,9 @@ def readme_commands(path=os.path.join(ROOT, "README.md")):
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             commands.append(line.split(" #")[0].strip())
-    commands += re.findall(r"`((?:python -m|make) [^`]+)`", re.sub(r"```.*?```", "", text,
-                                                                   flags=re.S))
+    commands += re.findall(
+        r"`((?:python -m|make) [^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S)
+    )
     return [c for c in commands if c.startswith(("python -m ", "make "))]
 
 
@@ -42,17 +44,20 @@ def check_command(command: str, tmp: str) -> None:
     module, argv = words[2], words[3:]
     if module == "launch.run":
         from launch.run import build_config, define_flags
+
         fv = flags.FlagValues()
         define_flags(fv)
         fv(["launch.run"] + argv)
         build_config(fv)
     elif module == "launch.sweep":
         from launch import sweep
+
         args = sweep.parse_args(argv)
         sweep.validate(args)
         assert sweep.plan_runs(args, os.path.join(tmp, "sweep"))
     elif module == "benchmarks.atari_learning":
         from benchmarks import atari_learning
+
         atari_learning.make_run_config(atari_learning.parse_args(argv))
     else:
         assert importlib.util.find_spec(module) is not None, f"{command!r}: no module {module}"
@@ -75,6 +80,7 @@ def test_readme_command_parses_and_validates(command, tmp_path):
 def test_a_bad_readme_command_would_fail(tmp_path):
     """The check is not vacuous: a mistyped agent, override or target fails."""
     from configs import ConfigError
+
     with pytest.raises(ConfigError, match="unknown agent 'bmgg'"):
         check_command("python -m launch.run --agent=bmgg", str(tmp_path))
     with pytest.raises(ConfigError, match="has no field 'LL'"):
@@ -87,6 +93,7 @@ def test_config_flag_excludes_the_other_config_flags(tmp_path):
     """`--config` runs exactly the file: combining it with a config flag is an error."""
     from configs import ConfigError, make_config, save_config
     from launch.run import build_config, define_flags
+
     cfg = make_config("test", "bmg", "Catch", root=str(tmp_path), seed=4)
     path = str(tmp_path / "config.json")
     save_config(cfg, path)

@@ -1,12 +1,29 @@
 """Foundation: config validation, presets, overrides, HNS with hand-computed values."""
+
 import subprocess
 import sys
 
 import pytest
 
-from configs import (ActorConfig, AgentConfig, ConfigError, EnvConfig, LearnerConfig, MetaConfig,
-                     NetworkConfig, ReplayConfig, RunConfig, all_games, get_game, hns,
-                     make_config, mean_hns, median_hns, suggest_game, aggregate_hns)
+from configs import (
+    ActorConfig,
+    AgentConfig,
+    ConfigError,
+    EnvConfig,
+    LearnerConfig,
+    MetaConfig,
+    NetworkConfig,
+    ReplayConfig,
+    RunConfig,
+    all_games,
+    get_game,
+    hns,
+    make_config,
+    mean_hns,
+    median_hns,
+    suggest_game,
+    aggregate_hns,
+)
 
 
 def test_table_has_57_games_with_pong_reference():
@@ -51,32 +68,89 @@ def test_unknown_game_suggests_closest():
         hns("Zork", 1.0)
 
 
-@pytest.mark.parametrize("make, field, value, allowed", [
-    (lambda: EnvConfig(kind="mujoco"), "EnvConfig.kind", "'mujoco'", "one of ['atari', 'catch']"),
-    (lambda: EnvConfig(frame_skip=0), "EnvConfig.frame_skip", "0", "integer in [1, 16]"),
-    (lambda: EnvConfig(sticky_action_prob=1.5), "EnvConfig.sticky_action_prob", "1.5", "[0.0, 1.0]"),
-    (lambda: NetworkConfig(kind="huge"), "NetworkConfig.kind", "'huge'", "['small', 'deep', 'tiny']"),
-    (lambda: NetworkConfig(channels=()), "NetworkConfig.channels", "()", "non-empty tuple"),
-    (lambda: AgentConfig(kind="dqn"), "AgentConfig.kind", "'dqn'", "['impala', 'stacx']"),
-    (lambda: AgentConfig(learning_rate=-0.1), "AgentConfig.learning_rate", "-0.1", "(0.0, 10.0]"),
-    (lambda: AgentConfig(kind="impala", num_heads=3), "AgentConfig.num_heads", "3", "must be 1"),
-    (lambda: AgentConfig(gamma=1.2), "AgentConfig.gamma", "1.2", "[0.0, 1.0]"),
-    (lambda: MetaConfig(objective="maml"), "MetaConfig.objective", "'maml'", "['none', 'mg', 'bmg', 'mixed']"),
-    (lambda: MetaConfig(K=0), "MetaConfig.K", "0", "integer in [1, 64]"),
-    (lambda: MetaConfig(L=0), "MetaConfig.L", "0", "integer in [1, 64]"),
-    (lambda: MetaConfig(matching="cosine"), "MetaConfig.matching", "'cosine'", "['l2', 'kl', 'kl_v']"),
-    (lambda: MetaConfig(target_step="adam"), "MetaConfig.target_step", "'adam'", "['sgd', 'rms']"),
-    (lambda: ReplayConfig(mode="prioritized"), "ReplayConfig.mode", "'prioritized'", "['queue', 'uniform']"),
-    (lambda: ReplayConfig(timeout_ms=0), "ReplayConfig.timeout_ms", "0", ">= 1"),
-    (lambda: LearnerConfig(batch_size=0), "LearnerConfig.batch_size", "0", ">= 1"),
-    (lambda: ActorConfig(num_actors=0), "ActorConfig.num_actors", "0", "[1, 4096]"),
-    (lambda: ActorConfig(evaluator="yes"), "ActorConfig.evaluator", "'yes'", "True or False"),
-    (lambda: EnvConfig(full_action_space=1), "EnvConfig.full_action_space", "1", "True or False"),
-    (lambda: RunConfig(max_frames=-5), "RunConfig.max_frames", "-5", ">= 1"),
-    (lambda: RunConfig(name="a/b"), "RunConfig.name", "'a/b'", "without '/'"),
-    (lambda: RunConfig(meta=MetaConfig(objective="bmg")), "RunConfig.meta.objective", "'bmg'",
-     "agent.kind='stacx'"),
-])
+@pytest.mark.parametrize(
+    "make, field, value, allowed",
+    [
+        (
+            lambda: EnvConfig(kind="mujoco"),
+            "EnvConfig.kind",
+            "'mujoco'",
+            "one of ['atari', 'catch']",
+        ),
+        (lambda: EnvConfig(frame_skip=0), "EnvConfig.frame_skip", "0", "integer in [1, 16]"),
+        (
+            lambda: EnvConfig(sticky_action_prob=1.5),
+            "EnvConfig.sticky_action_prob",
+            "1.5",
+            "[0.0, 1.0]",
+        ),
+        (
+            lambda: NetworkConfig(kind="huge"),
+            "NetworkConfig.kind",
+            "'huge'",
+            "['small', 'deep', 'tiny']",
+        ),
+        (lambda: NetworkConfig(channels=()), "NetworkConfig.channels", "()", "non-empty tuple"),
+        (lambda: AgentConfig(kind="dqn"), "AgentConfig.kind", "'dqn'", "['impala', 'stacx']"),
+        (
+            lambda: AgentConfig(learning_rate=-0.1),
+            "AgentConfig.learning_rate",
+            "-0.1",
+            "(0.0, 10.0]",
+        ),
+        (
+            lambda: AgentConfig(kind="impala", num_heads=3),
+            "AgentConfig.num_heads",
+            "3",
+            "must be 1",
+        ),
+        (lambda: AgentConfig(gamma=1.2), "AgentConfig.gamma", "1.2", "[0.0, 1.0]"),
+        (
+            lambda: MetaConfig(objective="maml"),
+            "MetaConfig.objective",
+            "'maml'",
+            "['none', 'mg', 'bmg', 'mixed']",
+        ),
+        (lambda: MetaConfig(K=0), "MetaConfig.K", "0", "integer in [1, 64]"),
+        (lambda: MetaConfig(L=0), "MetaConfig.L", "0", "integer in [1, 64]"),
+        (
+            lambda: MetaConfig(matching="cosine"),
+            "MetaConfig.matching",
+            "'cosine'",
+            "['l2', 'kl', 'kl_v']",
+        ),
+        (
+            lambda: MetaConfig(target_step="adam"),
+            "MetaConfig.target_step",
+            "'adam'",
+            "['sgd', 'rms']",
+        ),
+        (
+            lambda: ReplayConfig(mode="prioritized"),
+            "ReplayConfig.mode",
+            "'prioritized'",
+            "['queue', 'uniform']",
+        ),
+        (lambda: ReplayConfig(timeout_ms=0), "ReplayConfig.timeout_ms", "0", ">= 1"),
+        (lambda: LearnerConfig(batch_size=0), "LearnerConfig.batch_size", "0", ">= 1"),
+        (lambda: ActorConfig(num_actors=0), "ActorConfig.num_actors", "0", "[1, 4096]"),
+        (lambda: ActorConfig(evaluator="yes"), "ActorConfig.evaluator", "'yes'", "True or False"),
+        (
+            lambda: EnvConfig(full_action_space=1),
+            "EnvConfig.full_action_space",
+            "1",
+            "True or False",
+        ),
+        (lambda: RunConfig(max_frames=-5), "RunConfig.max_frames", "-5", ">= 1"),
+        (lambda: RunConfig(name="a/b"), "RunConfig.name", "'a/b'", "without '/'"),
+        (
+            lambda: RunConfig(meta=MetaConfig(objective="bmg")),
+            "RunConfig.meta.objective",
+            "'bmg'",
+            "agent.kind='stacx'",
+        ),
+    ],
+)
 def test_every_validation_error_names_field_value_and_allowed(make, field, value, allowed):
     with pytest.raises(ConfigError) as e:
         make()
@@ -106,9 +180,18 @@ def test_presets_and_agents():
 
 
 def test_overrides_parse_types_and_reject_unknown_fields():
-    cfg = make_config("debug", "bmg", overrides=[
-        "meta.L=4", "max_frames=1e6", "network.channels=8,16", "actors.evaluator=false",
-        "agent.learning_rate=3e-4", "meta.matching=kl_v"])
+    cfg = make_config(
+        "debug",
+        "bmg",
+        overrides=[
+            "meta.L=4",
+            "max_frames=1e6",
+            "network.channels=8,16",
+            "actors.evaluator=false",
+            "agent.learning_rate=3e-4",
+            "meta.matching=kl_v",
+        ],
+    )
     assert cfg.meta.L == 4 and cfg.max_frames == 1_000_000
     assert cfg.network.channels == (8, 16) and cfg.actors.evaluator is False
     assert cfg.agent.learning_rate == 3e-4 and cfg.meta.matching == "kl_v"
@@ -129,11 +212,13 @@ def test_configs_are_frozen():
 
 
 def test_importing_configs_has_no_side_effects():
-    code = ("import sys, threading; import configs; configs.make_config('full', 'bmg');"
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('jax', 'jaxlib', 'tensorflow', 'reverb', 'launchpad', 'numpy', 'haiku')];"
-            "assert not heavy, heavy; assert threading.active_count() == 1;"
-            "print('clean')")
+    code = (
+        "import sys, threading; import configs; configs.make_config('full', 'bmg');"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('jax', 'jaxlib', 'tensorflow', 'reverb', 'launchpad', 'numpy', 'haiku')];"
+        "assert not heavy, heavy; assert threading.active_count() == 1;"
+        "print('clean')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "clean"
 
@@ -150,38 +235,68 @@ def test_derived_budget_step_size_and_agent_name():
     assert catch.env.frames_per_step == 1 and catch.inner_steps_budget == 25  # 4000 / (16 * 10)
     # BMG's grounded step: a multiple of the inner learning rate per kind, or explicit.
     bmg = make_config("full", "bmg")
-    assert (bmg.meta.K, bmg.meta.L, bmg.meta.target_step, bmg.meta.matching) == (1, 4, "rms", "kl_v")
+    assert (bmg.meta.K, bmg.meta.L, bmg.meta.target_step, bmg.meta.matching) == (
+        1,
+        4,
+        "rms",
+        "kl_v",
+    )
     assert bmg.meta.grounded_step_size(6e-4) == 6e-4
     assert MetaConfig(target_step="sgd", target_step_size=0.3).grounded_step_size(6e-4) == 0.3
     mixed = make_config("debug", "stacx", overrides=["meta.objective=mixed"])
     assert mixed.agent_name == "stacx-mixed"
-    with pytest.raises(ConfigError, match=r"AgentConfig.lr_schedule='cosine' is not allowed: "
-                                          r"must be one of \['linear', 'constant'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"AgentConfig.lr_schedule='cosine' is not allowed: "
+        r"must be one of \['linear', 'constant'\]",
+    ):
         AgentConfig(lr_schedule="cosine")
 
 
 def test_catch_is_a_game_of_its_own():
     cfg = make_config("debug", "impala", "Catch")
     assert (cfg.env.kind, cfg.env.game, cfg.env.label, cfg.name) == (
-        "catch", "Catch", "Catch", "Catch-impala-debug")
+        "catch",
+        "Catch",
+        "Catch",
+        "Catch-impala-debug",
+    )
     assert (cfg.env.frame_size, cfg.env.frame_stack, cfg.network.kind) == (10, 1, "tiny")
     assert make_config("debug", "impala", "Pong").env.label == "Pong"
 
 
 def test_config_round_trips_through_its_file(tmp_path):
     from configs import load_config, save_config
-    cfg = make_config("full", "bmg", "Breakout", name="b", root=str(tmp_path), seed=3,
-                      max_frames=1000, max_learner_steps=7, num_actors=5,
-                      overrides=["network.channels=8,8", "meta.mix_weights=()"])
+
+    cfg = make_config(
+        "full",
+        "bmg",
+        "Breakout",
+        name="b",
+        root=str(tmp_path),
+        seed=3,
+        max_frames=1000,
+        max_learner_steps=7,
+        num_actors=5,
+        overrides=["network.channels=8,8", "meta.mix_weights=()"],
+    )
     path = str(tmp_path / "config.json")
     save_config(cfg, path)
     assert load_config(path) == cfg
-    assert (cfg.seed, cfg.max_frames, cfg.max_learner_steps, cfg.actors.num_actors) == (3, 1000, 7, 5)
+    assert (cfg.seed, cfg.max_frames, cfg.max_learner_steps, cfg.actors.num_actors) == (
+        3,
+        1000,
+        7,
+        5,
+    )
     assert cfg.network.channels == (8, 8)
     bad = cfg.to_dict()
     bad["learner"]["batchsize"] = 4
-    with pytest.raises(ConfigError, match=r"config key learner.'batchsize' is not allowed: "
-                                          r"LearnerConfig has the fields \['batch_size'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config key learner.'batchsize' is not allowed: "
+        r"LearnerConfig has the fields \['batch_size'",
+    ):
         RunConfig.from_dict(bad)
     bad = cfg.to_dict()
     bad["learner"]["batch_size"] = 0
@@ -195,5 +310,5 @@ def test_budget_test_and_meta_dim_are_derived_once():
     cfg = make_config("test", "stacx", max_frames=100, max_learner_steps=5)
     assert not cfg.budget_reached(99, 4)
     assert cfg.budget_reached(100, 0) and cfg.budget_reached(0, 5)
-    assert not make_config("test", "stacx", max_frames=100).budget_reached(99, 10 ** 9)
+    assert not make_config("test", "stacx", max_frames=100).budget_reached(99, 10**9)
     assert cfg.agent.meta_dim == 6 * 3 and make_config("test", "impala").agent.meta_dim == 0

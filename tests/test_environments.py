@@ -1,4 +1,5 @@
 """Tests of actors/environments.py against the real ALE and the built-in Catch game."""
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -7,8 +8,15 @@ import numpy as np
 import pytest
 
 from configs import EnvConfig
-from actors.environments import (CATCH_COLUMNS, CATCH_ROWS, AtariVectorEnv, CatchVectorEnv,
-                                 StepResult, make_vector_env, num_actions)
+from actors.environments import (
+    CATCH_COLUMNS,
+    CATCH_ROWS,
+    AtariVectorEnv,
+    CatchVectorEnv,
+    StepResult,
+    make_vector_env,
+    num_actions,
+)
 
 
 def _pong(**kw) -> EnvConfig:
@@ -92,7 +100,9 @@ def test_frame_cap_truncates_with_same_step_reset():
         assert sorted(i for i, _, _ in res.episode_returns) == [0, 1]
         for _, ret, frames in res.episode_returns:
             assert frames == cap
-            assert ret <= 0.0  # Pong only pays +-1; nobody scores a point in 402 frames of this play
+            assert (
+                ret <= 0.0
+            )  # Pong only pays +-1; nobody scores a point in 402 frames of this play
         # Same-step reset: with no no-ops, Pong's new episode starts exactly like the first one.
         np.testing.assert_array_equal(res.observation, first_obs)
         assert (env.episode_frames == 0).all()
@@ -183,9 +193,9 @@ def _blocks(frame: np.ndarray) -> List[Tuple[int, int, int, int]]:
     for rows in groups:
         cols = np.flatnonzero(frame[rows].any(axis=0))
         top, bottom, left, right = rows[0], rows[-1], cols[0], cols[-1]
-        assert (frame[top:bottom + 1, left:right + 1] == 255).all()  # solid
+        assert (frame[top : bottom + 1, left : right + 1] == 255).all()  # solid
         boxes.append((int(top), int(bottom), int(left), int(right)))
-    assert frame.astype(bool).sum() == sum((b - t + 1) * (r - l + 1) for t, b, l, r in boxes)
+    assert frame.astype(bool).sum() == sum((b - t + 1) * (r - left + 1) for t, b, left, r in boxes)
     return boxes
 
 

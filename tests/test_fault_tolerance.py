@@ -9,6 +9,7 @@ counters, log rows, parameter checksums, and that no process outlives the run.
    counters continue, logs are appended.
 3. SIGTERM to the launcher -> final checkpoint, bounded exit, no orphans.
 """
+
 import hashlib
 import os
 import signal
@@ -27,8 +28,14 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 STOP_BOUND_S = 30  # Launchpad's stop notice is 10 s; generous for a loaded CI box
-FAST = ["--preset=test", "--game=Catch", "--agent=impala", "--max_frames=1e9",
-        "--override=learner.log_every_seconds=1", "--override=learner.checkpoint_every_minutes=0.05"]
+FAST = [
+    "--preset=test",
+    "--game=Catch",
+    "--agent=impala",
+    "--max_frames=1e9",
+    "--override=learner.log_every_seconds=1",
+    "--override=learner.checkpoint_every_minutes=0.05",
+]
 
 
 class Program:
@@ -40,9 +47,13 @@ class Program:
         self.out_path = out or os.path.join(root, f"{name}-{time.time_ns()}.out")
         self._out = open(self.out_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "launch.run", *FAST, f"--root={root}", f"--name={name}",
-             *extra], cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+            [sys.executable, "-m", "launch.run", *FAST, f"--root={root}", f"--name={name}", *extra],
+            cwd=ROOT,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        )
         self.seen_pids = set()
 
     def output(self):
@@ -137,8 +148,9 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     assert sorted(nodes) == ["actor", "counter", "evaluator", "learner", "replay"], nodes
 
     # Network exposure: every listener is on loopback or a documented one.
-    listeners = [s for pids in nodes.values() for pid in pids
-                 for s in network.listening_sockets(pid)]
+    listeners = [
+        s for pids in nodes.values() for pid in pids for s in network.listening_sockets(pid)
+    ]
     groups = {pid: g for g, pids in nodes.items() for pid in pids}
     assert network.unexpected_listeners(listeners, groups) == []
     assert {groups[s.pid] for s in listeners} == set(network.KNOWN_LISTENERS)
@@ -153,8 +165,12 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     assert row["node"] in ("actor/0", "actor/1")
     step_at_kill = learner_step(p.run_dir)
     wait_for(lambda: len(p.nodes().get("actor", [])) == 2, 60, "the restarted actor", p)
-    wait_for(lambda: learner_step(p.run_dir) >= step_at_kill + 20, 120,
-             "learning after the actor crash", p)
+    wait_for(
+        lambda: learner_step(p.run_dir) >= step_at_kill + 20,
+        120,
+        "learning after the actor crash",
+        p,
+    )
     assert victim not in p.nodes()["actor"]
 
     # Ctrl-C: a final checkpoint, every process gone within the bound.
@@ -170,16 +186,24 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     final_logged = learner_step(p.run_dir)
     assert last.step >= final_logged >= step_at_kill + 20
     assert last.counters["learner_steps"] == last.step
-    assert "[learner] checkpoint" in open(p.run_dir + "/launchpad/" + os.listdir(
-        p.run_dir + "/launchpad")[0] + "/learner/0").read()
+    assert (
+        "[learner] checkpoint"
+        in open(
+            p.run_dir + "/launchpad/" + os.listdir(p.run_dir + "/launchpad")[0] + "/learner/0"
+        ).read()
+    )
 
 
 def test_learner_sigkill_then_resume_continues(tmp_path, programs):
     root = str(tmp_path)
     p = programs(root, "kill", "--max_learner_steps=100000")
     ckpts = ckpt_lib.checkpoint_dir(p.run_dir)
-    wait_for(lambda: len(ckpt_lib.list_checkpoints(ckpts)) >= 2
-             if os.path.isdir(ckpts) else False, 240, "two periodic checkpoints", p)
+    wait_for(
+        lambda: len(ckpt_lib.list_checkpoints(ckpts)) >= 2 if os.path.isdir(ckpts) else False,
+        240,
+        "two periodic checkpoints",
+        p,
+    )
     nodes = p.nodes()
     if "network isolated" in p.output():  # auto: the kernel allowed a private namespace
         assert all(network.interfaces(pid) == ["lo"] for pids in nodes.values() for pid in pids)
@@ -215,8 +239,10 @@ def test_learner_sigkill_then_resume_continues(tmp_path, programs):
         assert final.counters[key] > good.counters[key], key
     # Logs were appended: the first run's rows are still there, in order.
     rows_after = learner_rows(p.run_dir)
-    assert rows_after[:len(rows_before)] == rows_before
-    assert int(float(rows_after[-1]["learner_steps"])) > int(float(rows_before[-1]["learner_steps"]))
+    assert rows_after[: len(rows_before)] == rows_before
+    assert int(float(rows_after[-1]["learner_steps"])) > int(
+        float(rows_before[-1]["learner_steps"])
+    )
     # The good checkpoint the resume started from is unchanged on disk.
     assert not os.path.exists(good.path) or checksum(ckpt_lib.load(good.path).leaves) == good_sum
 

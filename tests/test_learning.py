@@ -1,5 +1,6 @@
 """Meta-gradients: finite differences, the BMG/MG equivalence, stopped targets,
 and full updates on Atari-shaped data."""
+
 import dataclasses
 import functools
 
@@ -16,15 +17,31 @@ from tests.conftest import fake_batches
 OBS, A, T, B = (5,), 3, 4, 3
 
 
-TINY_AGENT = AgentConfig(kind="stacx", num_heads=3, gamma=1.0, lambda_=1.0, g_v=0.25, g_p=1.0,
-                         g_e=0.01, alpha=1.0, learning_rate=0.05, lr_schedule="constant",
-                         max_grad_norm=1e6)
+TINY_AGENT = AgentConfig(
+    kind="stacx",
+    num_heads=3,
+    gamma=1.0,
+    lambda_=1.0,
+    g_v=0.25,
+    g_p=1.0,
+    g_e=0.01,
+    alpha=1.0,
+    learning_rate=0.05,
+    lr_schedule="constant",
+    max_grad_norm=1e6,
+)
 
 
 def _tiny_network():
     """A 1-layer tanh MLP with the 3 STACX heads (smooth everywhere that matters)."""
-    return nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
-                                         num_heads=3, meta_dim=18, meta_embedding=4)
+    return nets.make_networks_from_torso(
+        functools.partial(nets.mlp_torso, hidden=8),
+        OBS,
+        A,
+        num_heads=3,
+        meta_dim=18,
+        meta_embedding=4,
+    )
 
 
 def _tiny_learner(meta: MetaConfig):
@@ -39,7 +56,8 @@ def _tiny_setup(meta: MetaConfig, seed=0):
     logits = state.meta.logits + jax.random.normal(jax.random.PRNGKey(7), (3, 6))
     batches = jax.tree_util.tree_map(
         lambda x: jnp.asarray(x, jnp.float64) if x.dtype.kind == "f" else jnp.asarray(x),
-        fake_batches(meta.K + 1, T, B, OBS, A, seed=seed, float_obs=True))
+        fake_batches(meta.K + 1, T, B, OBS, A, seed=seed, float_obs=True),
+    )
     eta_outer = learner.eta(logits)
     return learner, state, logits, eta_outer, batches
 
@@ -78,9 +96,19 @@ def test_bmg_l1_l2_sgd_is_step_size_times_mg(K):
     a = 0.3
     with enable_x64():
         mg, state, logits, eta_outer, batches = _tiny_setup(
-            MetaConfig(objective="mg", K=K, kl_weight=0.0))
-        bmg = _tiny_learner(MetaConfig(objective="bmg", K=K, L=1, matching="l2",
-                                       target_step="sgd", target_step_size=a, kl_weight=5.0))
+            MetaConfig(objective="mg", K=K, kl_weight=0.0)
+        )
+        bmg = _tiny_learner(
+            MetaConfig(
+                objective="bmg",
+                K=K,
+                L=1,
+                matching="l2",
+                target_step="sgd",
+                target_step_size=a,
+                kl_weight=5.0,
+            )
+        )
         args = (eta_outer, state.params, state.opt_state, batches)
         g_mg = jax.grad(lambda w: mg.meta_objective(w, *args)[0])(logits)
         g_bmg = jax.grad(lambda w: bmg.meta_objective(w, *args)[0])(logits)
@@ -98,14 +126,15 @@ def test_no_gradient_reaches_the_bootstrapped_target(target_step, L):
         def target_sum(params, w):
             target, _ = learner.bootstrap_target(params, state.opt_state, w, eta_outer, val)
             return sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(target))
+
         g_params, g_w = jax.grad(target_sum, argnums=(0, 1))(state.params, logits)
         assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree_util.tree_leaves(g_params))
         assert float(jnp.abs(g_w).max()) == 0.0
         # ...while the target itself moved away from its starting point.
-        target, _ = learner.bootstrap_target(state.params, state.opt_state, logits, eta_outer,
-                                             val)
-        moved = jax.tree_util.tree_map(lambda t, p: float(jnp.abs(t - p).max()), target,
-                                       state.params)
+        target, _ = learner.bootstrap_target(state.params, state.opt_state, logits, eta_outer, val)
+        moved = jax.tree_util.tree_map(
+            lambda t, p: float(jnp.abs(t - p).max()), target, state.params
+        )
         assert max(jax.tree_util.tree_leaves(moved)) > 1e-6
 
 
@@ -118,6 +147,7 @@ def test_bmg_kl_matching_is_zero_with_zero_gradient_at_the_target():
         def main_head(params):
             lg, v = network.apply(params, batches.observation[1], eta_outer)
             return lg[..., 0, :], v[..., 0]
+
         # Learner == target: the KL-and-value matching of x with itself.
         logits_x, values_x = main_head(state.params)
         mu = losses.kl_v_matching(logits_x, logits_x, values_x, values_x)
@@ -125,6 +155,7 @@ def test_bmg_kl_matching_is_zero_with_zero_gradient_at_the_target():
         def mu_of(params):
             lg, v = main_head(params)
             return losses.kl_v_matching(logits_x, lg, values_x, v)
+
         grad = jax.grad(mu_of)(state.params)
         assert abs(float(mu)) < 1e-12
         assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(grad)) < 1e-12
@@ -155,16 +186,33 @@ def test_one_bmg_update_on_atari_shaped_data(preset):
     batches = fake_batches(learner.num_batches, 20, 4, (84, 84, 4), 6)
     new, metrics = jax.jit(learner.update)(state, batches)
     assert int(new.step) == 1 and int(new.skipped) == 0
-    change = [float(jnp.abs(a - b).max()) for a, b in zip(
-        jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(state.params))]
+    change = [
+        float(jnp.abs(a - b).max())
+        for a, b in zip(
+            jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(state.params)
+        )
+    ]
     assert min(change) > 0.0  # every parameter array moved
     assert float(jnp.abs(new.meta.logits - state.meta.logits).min()) > 0.0
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(new))
     assert all(np.isfinite(float(v)) for v in metrics.values())
-    expected = {"meta/loss", "meta/grad_norm", "outer/kl", "outer/loss", "inner/grad_norm",
-                "inner/pg/h2", "inner/value/h0", "inner/entropy/h1", "meta/gamma/h0",
-                "meta/alpha/h2", "meta/g_e/h1", "skipped", "inner/learning_rate",
-                "outer/target_distance", "outer/grounded_step_norm"}
+    expected = {
+        "meta/loss",
+        "meta/grad_norm",
+        "outer/kl",
+        "outer/loss",
+        "inner/grad_norm",
+        "inner/pg/h2",
+        "inner/value/h0",
+        "inner/entropy/h1",
+        "meta/gamma/h0",
+        "meta/alpha/h2",
+        "meta/g_e/h1",
+        "skipped",
+        "inner/learning_rate",
+        "outer/target_distance",
+        "outer/grounded_step_norm",
+    }
     assert expected <= set(metrics)
 
 
@@ -174,11 +222,12 @@ def test_mixed_with_one_hot_weights_is_k_step_mg(lam, k):
     K = 3
     with enable_x64():
         mixed, state, logits, eta_outer, batches = _tiny_setup(
-            MetaConfig(objective="mixed", K=K, mix_lambda=lam))
+            MetaConfig(objective="mixed", K=K, mix_lambda=lam)
+        )
         mg = _tiny_learner(MetaConfig(objective="mg", K=k))
         args = (eta_outer, state.params, state.opt_state)
         g_mixed = jax.grad(lambda w: mixed.meta_objective(w, *args, batches)[0])(logits)
-        first = jax.tree_util.tree_map(lambda x: x[:k + 1], batches)
+        first = jax.tree_util.tree_map(lambda x: x[: k + 1], batches)
         g_mg = jax.grad(lambda w: mg.meta_objective(w, *args, first)[0])(logits)
         assert float(jnp.abs(g_mg).max()) > 1e-4
         np.testing.assert_array_equal(np.asarray(g_mixed), np.asarray(g_mg))
@@ -187,17 +236,22 @@ def test_mixed_with_one_hot_weights_is_k_step_mg(lam, k):
 def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
     assert MetaConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (0.5, 0.25, 0.25)
     assert MetaConfig(objective="mixed", K=2, mix_weights=(1.0, 3.0)).mix_coefficients == (
-        0.25, 0.75)
+        0.25,
+        0.75,
+    )
     with enable_x64():
         learner, state, logits, eta_outer, batches = _tiny_setup(
-            MetaConfig(objective="mixed", K=2, mix_lambda=0.4))
+            MetaConfig(objective="mixed", K=2, mix_lambda=0.4)
+        )
         args = (eta_outer, state.params, state.opt_state, batches)
         grad = jax.grad(lambda w: learner.meta_objective(w, *args)[0])(logits)
         # f's targets fixed at x_1(w0), x_2(w0): then the objective is a plain function of w.
-        x1 = learner.inner_step(state.params, state.opt_state, logits,
-                                jax.tree_util.tree_map(lambda x: x[0], batches))
-        x2 = learner.inner_step(x1[0], x1[1], logits,
-                                jax.tree_util.tree_map(lambda x: x[1], batches))
+        x1 = learner.inner_step(
+            state.params, state.opt_state, logits, jax.tree_util.tree_map(lambda x: x[0], batches)
+        )
+        x2 = learner.inner_step(
+            x1[0], x1[1], logits, jax.tree_util.tree_map(lambda x: x[1], batches)
+        )
         f = jax.jit(lambda w: learner.meta_objective(w, *args, target_params=(x1[0], x2[0]))[0])
         eps = 1e-6
         fd = np.zeros(logits.shape)
@@ -209,8 +263,9 @@ def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
 
 
 def test_mixed_update_from_config_overrides():
-    cfg = make_config("test", "stacx", overrides=["meta.objective=mixed", "meta.K=2",
-                                                  "meta.mix_weights=1,2"])
+    cfg = make_config(
+        "test", "stacx", overrides=["meta.objective=mixed", "meta.K=2", "meta.mix_weights=1,2"]
+    )
     network = builders.make_networks(cfg, (12, 12, 1), 3)
     learner = builders.make_learner(cfg, network)
     assert learner.num_batches == 3
@@ -223,11 +278,15 @@ def test_mixed_update_from_config_overrides():
 
 def test_linear_schedule_needs_its_horizon():
     agent = dataclasses.replace(TINY_AGENT, lr_schedule="linear")
-    with pytest.raises(ValueError, match=r"decay_steps=None is not allowed with "
-                                         r"AgentConfig.lr_schedule='linear'"):
+    with pytest.raises(
+        ValueError,
+        match=r"decay_steps=None is not allowed with "
+        r"AgentConfig.lr_schedule='linear'",
+    ):
         learning.make_learner(_tiny_network(), agent, MetaConfig(objective="mg"))
-    learner = learning.make_learner(_tiny_network(), agent, MetaConfig(objective="mg"),
-                                    decay_steps=10)
+    learner = learning.make_learner(
+        _tiny_network(), agent, MetaConfig(objective="mg"), decay_steps=10
+    )
     state = learner.init(jax.random.PRNGKey(0))
     batches = fake_batches(2, T, B, OBS, A, float_obs=True)
     _, metrics = jax.jit(learner.update)(state, batches)

@@ -1,4 +1,5 @@
 """Agent losses against references: NumPy leaky V-trace, rlax, hand-computed values."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,12 +38,14 @@ def _random_inputs(seed, T=9):
     return v_tm1, v_t, r, discount, rho
 
 
-@pytest.mark.parametrize("seed, alpha, lam", [(0, 1.0, 1.0), (1, 0.5, 0.9), (2, 0.0, 0.7),
-                                               (3, 0.3, 1.0)])
+@pytest.mark.parametrize(
+    "seed, alpha, lam", [(0, 1.0, 1.0), (1, 0.5, 0.9), (2, 0.0, 0.7), (3, 0.3, 1.0)]
+)
 def test_leaky_vtrace_matches_numpy_reference(seed, alpha, lam):
     v_tm1, v_t, r, discount, rho = _random_inputs(seed)
-    vs, adv = losses.leaky_vtrace(*map(jnp.asarray, (v_tm1, v_t, r, discount, rho)),
-                                  alpha=alpha, lambda_=lam)
+    vs, adv = losses.leaky_vtrace(
+        *map(jnp.asarray, (v_tm1, v_t, r, discount, rho)), alpha=alpha, lambda_=lam
+    )
     vs_ref, adv_ref = numpy_leaky_vtrace(v_tm1, v_t, r, discount, rho, alpha, lam)
     np.testing.assert_allclose(vs, vs_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-5)
@@ -55,27 +58,44 @@ def test_alpha_one_is_rlax_vtrace(seed, lam):
     ref = rlax.vtrace_td_error_and_advantage(v_tm1, v_t, r, discount, rho, lambda_=lam)
     np.testing.assert_allclose(vs - v_tm1, ref.errors, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(adv, ref.pg_advantage, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(vs - v_tm1, rlax.vtrace(v_tm1, v_t, r, discount, rho, lam),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        vs - v_tm1, rlax.vtrace(v_tm1, v_t, r, discount, rho, lam), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_leaky_vtrace_on_policy_one_step_by_hand():
     # T = 1, rho = 1: vs = r + d * V(x1) = 1 + 0.9 * 2 = 2.8, adv = 2.8 - 0.5 = 2.3.
-    vs, adv = losses.leaky_vtrace(jnp.array([0.5]), jnp.array([2.0]), jnp.array([1.0]),
-                                  jnp.array([0.9]), jnp.array([1.0]), 0.5, 1.0)
+    vs, adv = losses.leaky_vtrace(
+        jnp.array([0.5]),
+        jnp.array([2.0]),
+        jnp.array([1.0]),
+        jnp.array([0.9]),
+        jnp.array([1.0]),
+        0.5,
+        1.0,
+    )
     np.testing.assert_allclose(vs, [2.8], rtol=1e-6)
     np.testing.assert_allclose(adv, [2.3], rtol=1e-6)
     # rho = 3 with alpha = 0.5: rho~ = 0.5 * 1 + 0.5 * 3 = 2 -> vs = 0.5 + 2 * 2.3 = 5.1.
-    vs, _ = losses.leaky_vtrace(jnp.array([0.5]), jnp.array([2.0]), jnp.array([1.0]),
-                                jnp.array([0.9]), jnp.array([3.0]), 0.5, 1.0)
+    vs, _ = losses.leaky_vtrace(
+        jnp.array([0.5]),
+        jnp.array([2.0]),
+        jnp.array([1.0]),
+        jnp.array([0.9]),
+        jnp.array([3.0]),
+        0.5,
+        1.0,
+    )
     np.testing.assert_allclose(vs, [5.1], rtol=1e-6)
 
 
 def test_targets_are_differentiable_in_gamma_and_lambda():
     v_tm1, v_t, r, discount, rho = map(jnp.asarray, _random_inputs(6))
+
     def total(gamma, lam):
         vs, _ = losses.leaky_vtrace(v_tm1, v_t, r, gamma * (discount > 0), rho, 1.0, lam)
         return jnp.sum(vs)
+
     g_gamma, g_lam = jax.grad(total, argnums=(0, 1))(0.9, 0.8)
     assert abs(float(g_gamma)) > 1e-3 and abs(float(g_lam)) > 1e-3
 
@@ -99,16 +119,21 @@ def test_meta_hyperparams_start_at_099_of_scale():
 
 def test_actor_critic_loss_by_hand():
     # One step, two actions, on-policy (rho = 1), uniform policy, V = (0.5, 2.0).
-    batch = losses.ACBatch(actions=jnp.array([[1]]), rewards=jnp.array([[1.0]]),
-                           discounts=jnp.array([[1.0]]), behaviour_logits=jnp.zeros((1, 1, 2)))
+    batch = losses.ACBatch(
+        actions=jnp.array([[1]]),
+        rewards=jnp.array([[1.0]]),
+        discounts=jnp.array([[1.0]]),
+        behaviour_logits=jnp.zeros((1, 1, 2)),
+    )
     hp = losses.HyperParams(*[jnp.asarray(v) for v in (0.9, 1.0, 0.5, 1.0, 0.1, 1.0)])
-    loss, terms = losses.actor_critic_loss(jnp.zeros((1, 1, 2)), jnp.array([[0.5], [2.0]]),
-                                           batch, hp)
+    loss, terms = losses.actor_critic_loss(
+        jnp.zeros((1, 1, 2)), jnp.array([[0.5], [2.0]]), batch, hp
+    )
     # vs = 1 + 0.9 * 2 = 2.8, adv = 2.3, log pi(a) = -ln 2.
     assert float(terms["pg"]) == pytest.approx(2.3 * np.log(2), rel=1e-5)
-    assert float(terms["value"]) == pytest.approx(0.5 * 2.3 ** 2, rel=1e-5)
+    assert float(terms["value"]) == pytest.approx(0.5 * 2.3**2, rel=1e-5)
     assert float(terms["entropy"]) == pytest.approx(np.log(2), rel=1e-5)
-    expected = 2.3 * np.log(2) + 0.5 * 0.5 * 2.3 ** 2 - 0.1 * np.log(2)
+    expected = 2.3 * np.log(2) + 0.5 * 0.5 * 2.3**2 - 0.1 * np.log(2)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
@@ -116,10 +141,11 @@ def test_kl_matching_zero_with_zero_gradient_when_target_equals_learner():
     logits = jax.random.normal(jax.random.PRNGKey(0), (5, 3, 6))
     values = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
     assert float(losses.kl_matching(logits, logits)) == pytest.approx(0.0, abs=1e-7)
-    g = jax.grad(lambda l: losses.kl_matching(logits, l))(logits)
+    g = jax.grad(lambda lg: losses.kl_matching(logits, lg))(logits)
     np.testing.assert_allclose(g, 0.0, atol=1e-7)
-    g_l, g_v = jax.grad(lambda l, v: losses.kl_v_matching(logits, l, values, v),
-                        argnums=(0, 1))(logits, values)
+    g_l, g_v = jax.grad(lambda lg, v: losses.kl_v_matching(logits, lg, values, v), argnums=(0, 1))(
+        logits, values
+    )
     np.testing.assert_allclose(g_l, 0.0, atol=1e-7)
     np.testing.assert_allclose(g_v, 0.0, atol=1e-7)
     assert float(losses.kl_v_matching(logits, logits, values, values)) == pytest.approx(0, abs=1e-7)

@@ -4,6 +4,7 @@ way. Measuring itself compiles for minutes (every estimator unrolled), so it
 is not run here; that a chunk of samples start.. equals those rows of one
 long run was checked when the sums were introduced (bit-identical
 meta-gradients)."""
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,7 @@ from experiments.two_colors import meta_grad_stats as mgs
 def _fake_grads(n=50, p=7, seed=0):
     rng = np.random.default_rng(seed)
     names = mgs.ESTIMATORS + ("reference",)
-    return {k: (rng.normal(size=(n, p)) + i * 0.3).astype(np.float32)
-            for i, k in enumerate(names)}
+    return {k: (rng.normal(size=(n, p)) + i * 0.3).astype(np.float32) for i, k in enumerate(names)}
 
 
 def test_stats_from_sums_match_numpy():
@@ -30,14 +30,19 @@ def test_stats_from_sums_match_numpy():
         s = stats[name]
         np.testing.assert_allclose(s["mean_norm"], np.linalg.norm(mean), rtol=1e-12)
         np.testing.assert_allclose(s["variance_trace"], np.trace(np.cov(x.T)), rtol=1e-10)
-        np.testing.assert_allclose(s["normalised_variance"],
-                                   np.trace(np.cov(x.T)) / (mean @ mean), rtol=1e-10)
-        np.testing.assert_allclose(s["se_over_norm"],
-                                   np.sqrt(np.trace(np.cov(x.T)) / len(x)) / np.linalg.norm(mean),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(
+            s["normalised_variance"], np.trace(np.cov(x.T)) / (mean @ mean), rtol=1e-10
+        )
+        np.testing.assert_allclose(
+            s["se_over_norm"],
+            np.sqrt(np.trace(np.cov(x.T)) / len(x)) / np.linalg.norm(mean),
+            rtol=1e-10,
+        )
         np.testing.assert_allclose(
             s["cosine_to_reference"],
-            mean @ ref / (np.linalg.norm(mean) * np.linalg.norm(ref)), rtol=1e-10)
+            mean @ ref / (np.linalg.norm(mean) * np.linalg.norm(ref)),
+            rtol=1e-10,
+        )
         norms = np.linalg.norm(x, axis=1)
         np.testing.assert_allclose(s["median_norm"], np.median(norms), rtol=1e-12)
         np.testing.assert_allclose(s["max_norm"], norms.max(), rtol=1e-12)
@@ -57,24 +62,49 @@ def test_sums_of_chunks_add_up_to_the_whole():
 
 
 def _cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "experiments.two_colors.meta_grad_stats",
-                           f"--out={tmp_path}", "--samples=2", "--warmup=0", "--reference_k=8",
-                           *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.two_colors.meta_grad_stats",
+            f"--out={tmp_path}",
+            "--samples=2",
+            "--warmup=0",
+            "--reference_k=8",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_append_refuses_other_setup_and_old_files(tmp_path):
-    facts = {"warmup_steps": 0, "reference_k": 8, "mix_lambda": 0.5, "hidden": 64, "seed": 0,
-             "backend": "cpu", "chunks": [{"start": 0, "samples": 2, "seconds": 1.0}]}
+    facts = {
+        "warmup_steps": 0,
+        "reference_k": 8,
+        "mix_lambda": 0.5,
+        "hidden": 64,
+        "seed": 0,
+        "backend": "cpu",
+        "chunks": [{"start": 0, "samples": 2, "seconds": 1.0}],
+    }
     stats_file = tmp_path / "stats.json"
     stats_file.write_text(json.dumps({"facts": facts, "sums": mgs.sums_of(_fake_grads(n=2))}))
     before = stats_file.read_text()
     done = _cli(tmp_path, "--append", "--hidden=8")
     assert done.returncode == 2 and "'hidden': 64" in done.stderr and "'hidden': 8" in done.stderr
     assert stats_file.read_text() == before
-    for old in ({"facts": dict(facts, samples=2), "stats": {}},  # before the sums
-                {"facts": facts, "sums": {k: {kk: vv for kk, vv in v.items() if kk != "norms"}
-                                          for k, v in mgs.sums_of(_fake_grads(n=2)).items()}}):
+    for old in (
+        {"facts": dict(facts, samples=2), "stats": {}},  # before the sums
+        {
+            "facts": facts,
+            "sums": {
+                k: {kk: vv for kk, vv in v.items() if kk != "norms"}
+                for k, v in mgs.sums_of(_fake_grads(n=2)).items()
+            },
+        },
+    ):
         stats_file.write_text(json.dumps(old))
         done = _cli(tmp_path, "--append", "--hidden=64")
         assert done.returncode == 2 and "not a stats file of this version" in done.stderr

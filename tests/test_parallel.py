@@ -3,6 +3,7 @@
 Planted bug caught: gradients or meta-gradients averaged (pmean) over
 devices instead of summed (each device's loss is its shard's part of the sum).
 """
+
 import json
 import os
 import subprocess
@@ -59,8 +60,13 @@ SCRIPT = textwrap.dedent("""
 
 def test_pmap_four_devices_matches_one_device():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=ROOT)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(root=ROOT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for agent, r in result.items():
@@ -73,8 +79,11 @@ def test_pmap_four_devices_matches_one_device():
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():
     batches = fake_batches(1, 3, 6, (4, 4, 1), 2)
-    with pytest.raises(ValueError, match=r"LearnerConfig.batch_size=6 is not allowed with 4 "
-                                         r"devices: the global batch must divide"):
+    with pytest.raises(
+        ValueError,
+        match=r"LearnerConfig.batch_size=6 is not allowed with 4 "
+        r"devices: the global batch must divide",
+    ):
         parallel.shard(batches, 4)
     sharded = parallel.shard(batches, 3)
     assert sharded.observation.shape == (3, 1, 4, 2, 4, 4, 1)

@@ -1,5 +1,6 @@
 """End to end: the real Launchpad local_mp program (Reverb, learner, 2 actors,
 evaluator) on real Pong with a tiny network, then a resume on the same folder."""
+
 import os
 import subprocess
 import sys
@@ -15,10 +16,23 @@ pytestmark = pytest.mark.slow
 
 
 def run_program(root, *args, timeout=400):
-    cmd = [sys.executable, "-m", "launch.run", "--preset=test", f"--root={root}",
-           "--max_frames=1e9", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.run",
+        "--preset=test",
+        f"--root={root}",
+        "--max_frames=1e9",
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     return proc
 
 
@@ -39,13 +53,16 @@ def test_program_trains_checkpoints_and_resumes(tmp_path):
     # Parameters changed from their initial values (same seed, same config).
     from agents import builders
     from configs import make_config
+
     cfg = make_config("test", "bmg", "Pong", name="e2e", overrides=[f"root={root}"])
     net = builders.make_networks(cfg, (84, 84, 4), 6)
     init = builders.make_learner(cfg, net).init(jax.random.PRNGKey(cfg.seed))
     init_leaves = jax.tree_util.tree_leaves(init)
     assert len(init_leaves) == len(ckpt1.leaves)
-    params_changed = [not np.array_equal(np.asarray(a), b)
-                      for a, b in zip(jax.tree_util.tree_leaves(init.params), ckpt1.leaves)]
+    params_changed = [
+        not np.array_equal(np.asarray(a), b)
+        for a, b in zip(jax.tree_util.tree_leaves(init.params), ckpt1.leaves)
+    ]
     assert all(params_changed)
     meta_index = len(jax.tree_util.tree_leaves((init.params, init.opt_state)))
     assert not np.array_equal(ckpt1.leaves[meta_index], np.asarray(init.meta.logits))

@@ -4,6 +4,7 @@ T = 3, two environments, 4x4x1 observations. Step t of env e carries
 observation pixels = t, action = t, reward = t + 100 e, so every sampled
 item tells which environment and which steps it holds.
 """
+
 import subprocess
 import sys
 import threading
@@ -15,8 +16,17 @@ import pytest
 
 from agents.types import Trajectory
 from configs import ReplayConfig
-from replay import (TABLE, ReplayError, ReplayTimeoutError, TrajectoryIterator, TrajectoryWriter,
-                    make_dataset, make_tables, server_address, table_size)
+from replay import (
+    TABLE,
+    ReplayError,
+    ReplayTimeoutError,
+    TrajectoryIterator,
+    TrajectoryWriter,
+    make_dataset,
+    make_tables,
+    server_address,
+    table_size,
+)
 
 import reverb  # after `replay`, which hides GPUs from TensorFlow first
 import tensorflow as tf
@@ -35,7 +45,7 @@ def _bounded(fn, timeout_s):
     def target():
         try:
             box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 -- re-raised below
+        except BaseException as e:
             box["error"] = e
 
     thread = threading.Thread(target=target, daemon=True)
@@ -68,8 +78,11 @@ def make_server(tmp_path):
         # Reverb's default checkpointer would leave a fresh /tmp/tmp* folder per server.
         path = str(tmp_path / f"ckpt{len(servers)}")
         checkpointer = reverb.checkpointers.DefaultCheckpointer(path)
-        server = reverb.Server(make_tables(cfg, batch_size, OBS, A, T),
-                               port=portpicker.pick_unused_port(), checkpointer=checkpointer)
+        server = reverb.Server(
+            make_tables(cfg, batch_size, OBS, A, T),
+            port=portpicker.pick_unused_port(),
+            checkpointer=checkpointer,
+        )
         servers.append(server)
         return server_address(server)
 
@@ -96,7 +109,8 @@ def _items_of(batch):
         np.testing.assert_array_equal(batch.reward[:, b], steps + 100.0 * env)
         np.testing.assert_array_equal(batch.action[:, b], steps)
         np.testing.assert_array_equal(
-            batch.observation[:, b], np.broadcast_to(steps[:, None, None, None], (T + 1,) + OBS))
+            batch.observation[:, b], np.broadcast_to(steps[:, None, None, None], (T + 1,) + OBS)
+        )
         np.testing.assert_array_equal(batch.behaviour_logits[:, b, 0], steps)
         np.testing.assert_array_equal(batch.behaviour_logits[:, b, 1], env)
         np.testing.assert_array_equal(batch.first[:, b], (steps == 0).astype(np.float32))
@@ -119,12 +133,14 @@ def test_queue_overlap_time_major_and_each_item_sampled_once(make_server):
     for _ in range(3):
         batch = _bounded(lambda: next(it), 30)
         assert isinstance(batch, Trajectory)
-        expected = {"observation": ((T + 1, BATCH) + OBS, np.uint8),
-                    "action": ((T + 1, BATCH), np.int32),
-                    "reward": ((T + 1, BATCH), np.float32),
-                    "discount": ((T + 1, BATCH), np.float32),
-                    "behaviour_logits": ((T + 1, BATCH, A), np.float32),
-                    "first": ((T + 1, BATCH), np.float32)}
+        expected = {
+            "observation": ((T + 1, BATCH) + OBS, np.uint8),
+            "action": ((T + 1, BATCH), np.int32),
+            "reward": ((T + 1, BATCH), np.float32),
+            "discount": ((T + 1, BATCH), np.float32),
+            "behaviour_logits": ((T + 1, BATCH, A), np.float32),
+            "first": ((T + 1, BATCH), np.float32),
+        }
         for name, (shape, dtype) in expected.items():
             x = getattr(batch, name)
             assert isinstance(x, np.ndarray)
@@ -174,8 +190,13 @@ def test_table_settings():
     assert info.signature.observation.dtype == tf.uint8
     assert info.signature.behaviour_logits.shape == (T + 1, A)
 
-    (uniform,) = make_tables(ReplayConfig(mode="uniform", max_size=50, samples_per_insert=4.0,
-                                          min_size=5), BATCH, OBS, A, T)
+    (uniform,) = make_tables(
+        ReplayConfig(mode="uniform", max_size=50, samples_per_insert=4.0, min_size=5),
+        BATCH,
+        OBS,
+        A,
+        T,
+    )
     info = uniform.info
     assert (info.max_size, info.max_times_sampled) == (50, 0)
     assert info.rate_limiter_info.samples_per_insert == 4.0
@@ -183,8 +204,9 @@ def test_table_settings():
 
 
 def test_uniform_items_are_sampled_more_than_once(make_server):
-    cfg = ReplayConfig(mode="uniform", samples_per_insert=8.0, min_size=1, timeout_ms=1500,
-                       prefetch_batches=1)
+    cfg = ReplayConfig(
+        mode="uniform", samples_per_insert=8.0, min_size=1, timeout_ms=1500, prefetch_batches=1
+    )
     address = make_server(cfg)
     assert _write(address, cfg, T + 1) == N_ENVS  # one item per env
     it = make_dataset(reverb.Client(address), BATCH, cfg)  # a client works as well
@@ -224,7 +246,8 @@ def test_stalled_stream_times_out_and_loses_nothing():
         yield tuple(np.zeros(s, np.float32) for s in [(2, 1)] * 6)
 
     ds = tf.data.Dataset.from_generator(
-        slow, output_signature=tuple(tf.TensorSpec((2, 1), tf.float32) for _ in range(6)))
+        slow, output_signature=tuple(tf.TensorSpec((2, 1), tf.float32) for _ in range(6))
+    )
     it = TrajectoryIterator(ds, "localhost:1", TABLE, 1, timeout_ms=300)
     with pytest.raises(ReplayTimeoutError, match="no progress"):
         _bounded(lambda: next(it), 30)
@@ -262,8 +285,10 @@ def test_writer_rejects_bad_steps(make_server):
 
 
 def test_agents_and_configs_do_not_import_tensorflow():
-    code = ("import sys, agents, agents.types, configs; "
-            "assert 'tensorflow' not in sys.modules and 'reverb' not in sys.modules")
+    code = (
+        "import sys, agents, agents.types, configs; "
+        "assert 'tensorflow' not in sys.modules and 'reverb' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -271,20 +296,28 @@ def test_actor_inserts_survive_a_replay_outage(tmp_path):
     """The server goes away mid-run: the writer's loop logs, backs off (1, 2 s ...)
     and carries on once a server is back on the same port; nothing hangs."""
     from replay import connect_writer, wait_until_taken
+
     cfg = ReplayConfig(mode="queue", timeout_ms=1_000)
     port = portpicker.pick_unused_port()
     address = f"localhost:{port}"
 
     def serve(k):
-        return reverb.Server(make_tables(cfg, BATCH, OBS, A, T), port=port,
-                             checkpointer=reverb.checkpointers.DefaultCheckpointer(
-                                 str(tmp_path / f"ckpt{k}")))
+        return reverb.Server(
+            make_tables(cfg, BATCH, OBS, A, T),
+            port=port,
+            checkpointer=reverb.checkpointers.DefaultCheckpointer(str(tmp_path / f"ckpt{k}")),
+        )
 
     server = serve(0)
     lines, stop = [], threading.Event()
     log = lines.append
-    writer = connect_writer(lambda: TrajectoryWriter(address, N_ENVS, T, timeout_ms=1_000),
-                            stop.is_set, "actor-0", address, log)
+    writer = connect_writer(
+        lambda: TrajectoryWriter(address, N_ENVS, T, timeout_ms=1_000),
+        stop.is_set,
+        "actor-0",
+        address,
+        log,
+    )
     outages, steps = [], [0]
 
     def actor_loop():
@@ -329,6 +362,7 @@ def test_actor_inserts_survive_a_replay_outage(tmp_path):
 
 def test_connect_writer_backs_off_until_the_server_answers():
     from replay import connect_writer
+
     address = f"localhost:{portpicker.pick_unused_port()}"
     lines, calls = [], []
     stop = threading.Event()
@@ -339,8 +373,10 @@ def test_connect_writer_backs_off_until_the_server_answers():
             stop.set()
         return TrajectoryWriter(address, N_ENVS, T, timeout_ms=1_000)
 
-    assert _bounded(lambda: connect_writer(make, stop.is_set, "actor-1", address,
-                                           lines.append), 30) is None
+    assert (
+        _bounded(lambda: connect_writer(make, stop.is_set, "actor-1", address, lines.append), 30)
+        is None
+    )
     assert len(calls) == 3
     assert "retry 1 in 1 s" in lines[0] and "retry 2 in 2 s" in lines[1]
     assert all(address in line and "unreachable" in line for line in lines)

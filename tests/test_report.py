@@ -1,5 +1,6 @@
 """launch/report.py on hand-written run folders: final scores, per-game seed
 averages, median / mean across games, a missing game, CSV / Markdown / PNG."""
+
 import csv
 import json
 import os
@@ -33,19 +34,35 @@ def sweep(tmp_path):
     runs = []
     for game, seeds in (("Pong", 2), ("Breakout", 1), ("Freeway", 1), ("Boxing", 1)):
         for seed in range(seeds):
-            runs.append(dict(game=game, seed=seed, name=f"{game}-seed{seed}",
-                             run_dir=f"{game}-seed{seed}", max_frames=10_000,
-                             max_learner_steps=0))
+            runs.append(
+                dict(
+                    game=game,
+                    seed=seed,
+                    name=f"{game}-seed{seed}",
+                    run_dir=f"{game}-seed{seed}",
+                    max_frames=10_000,
+                    max_learner_steps=0,
+                )
+            )
     os.makedirs(root)
     with open(os.path.join(root, "sweep.json"), "w") as f:
-        json.dump(dict(agent="bmg", preset="full", max_frames=10_000, max_learner_steps=0,
-                       games=["Pong", "Breakout", "Freeway", "Boxing"], runs=runs), f)
+        json.dump(
+            dict(
+                agent="bmg",
+                preset="full",
+                max_frames=10_000,
+                max_learner_steps=0,
+                games=["Pong", "Breakout", "Freeway", "Boxing"],
+                runs=runs,
+            ),
+            f,
+        )
     # Last 5 episodes count: Pong seed 0 -> mean(10, 10, 10, 10, 10) = 10 (the -21s are older).
     write_eval(root, "Pong-seed0", "Pong", [-21, -21, -21, 10, 10, 10, 10, 10])
-    write_eval(root, "Pong-seed1", "Pong", [0, 0, 0, 0, 0])          # 0
-    write_eval(root, "Breakout-seed0", "Breakout", [30, 40])         # fewer than 5: mean 35
+    write_eval(root, "Pong-seed1", "Pong", [0, 0, 0, 0, 0])  # 0
+    write_eval(root, "Breakout-seed0", "Breakout", [30, 40])  # fewer than 5: mean 35
     write_eval(root, "Freeway-seed0", "Freeway", [20, 21, 22, 23, 24, 25])  # last 5: 23
-    os.makedirs(os.path.join(root, "Boxing-seed0", "logs"))          # folder, no episodes
+    os.makedirs(os.path.join(root, "Boxing-seed0", "logs"))  # folder, no episodes
     with open(os.path.join(root, "Pong-seed0", "sweep-done.json"), "w") as f:
         json.dump({"frames": 10_000, "learner_steps": 5}, f)
     return root
@@ -83,8 +100,13 @@ def test_summary_matches_hand_computation(sweep):
 def test_files_tables_and_plots(sweep, tmp_path):
     out = str(tmp_path / "rep")
     assert report.main([sweep, f"--out={out}"]) == 0
-    for name in ("report.md", "per_game.csv", "per_run.csv", "hns_per_game.png",
-                 "learning_curves.png"):
+    for name in (
+        "report.md",
+        "per_game.csv",
+        "per_run.csv",
+        "hns_per_game.png",
+        "learning_curves.png",
+    ):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     with open(os.path.join(out, "hns_per_game.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -107,7 +129,8 @@ def test_without_manifest_and_bad_input(tmp_path, capsys):
     s = report.summarize(root)
     assert [g["game"] for g in s["per_game"]] == ["Breakout", "Pong"]
     assert s["missing"] == [] and s["median"] == pytest.approx(
-        (hns_of("Pong", 2) + hns_of("Breakout", 5)) / 2)
+        (hns_of("Pong", 2) + hns_of("Breakout", 5)) / 2
+    )
     assert report.main([str(tmp_path / "nope")]) == 2
     os.makedirs(tmp_path / "empty")
     assert report.main([str(tmp_path / "empty")]) == 2

@@ -13,6 +13,7 @@ Only the network forward pass is shared with the code under test: it is not
 what these tests check. Each test names, in its docstring, the planted bugs it
 was seen to catch (one bug at a time, the test failing on each).
 """
+
 import functools
 
 import jax
@@ -31,23 +32,40 @@ KL_WEIGHT = 1.0
 
 
 def _agent(**kw):
-    base = dict(kind="stacx", num_heads=H, gamma=1.0, lambda_=1.0, g_v=0.5, g_p=1.0, g_e=0.01,
-                alpha=1.0, learning_rate=0.005, lr_schedule="constant", max_grad_norm=1e6)
+    base = dict(
+        kind="stacx",
+        num_heads=H,
+        gamma=1.0,
+        lambda_=1.0,
+        g_v=0.5,
+        g_p=1.0,
+        g_e=0.01,
+        alpha=1.0,
+        learning_rate=0.005,
+        lr_schedule="constant",
+        max_grad_norm=1e6,
+    )
     base.update(kw)
     return AgentConfig(**base)
 
 
 def _network(num_heads=H, meta_dim=6 * H):
-    return nets.make_networks_from_torso(functools.partial(nets.mlp_torso, hidden=8), OBS, A,
-                                         num_heads=num_heads, meta_dim=meta_dim,
-                                         meta_embedding=4)
+    return nets.make_networks_from_torso(
+        functools.partial(nets.mlp_torso, hidden=8),
+        OBS,
+        A,
+        num_heads=num_heads,
+        meta_dim=meta_dim,
+        meta_embedding=4,
+    )
 
 
 def _batches(num, seed=0):
     """float64 trajectories [num, T + 1, B, ...]; every batch different."""
     return jax.tree_util.tree_map(
         lambda x: jnp.asarray(x, jnp.float64) if x.dtype.kind == "f" else jnp.asarray(x),
-        fake_batches(num, T, B, OBS, A, seed=seed, float_obs=True))
+        fake_batches(num, T, B, OBS, A, seed=seed, float_obs=True),
+    )
 
 
 def _index(batches, i):
@@ -91,8 +109,10 @@ def ref_vtrace(v, r, disc, rho, alpha=1.0, lam=1.0):
     for s in reversed(range(n)):
         delta = r[s] + disc[s] * v[s + 1] - v[s]
         vs[s] = v[s] + rho_t[s] * delta + disc[s] * c[s] * (vs[s + 1] - v[s + 1])
-    adv = [rho_t[s] * (r[s] + disc[s] * (lam * vs[s + 1] + (1 - lam) * v[s + 1]) - v[s])
-           for s in range(n)]
+    adv = [
+        rho_t[s] * (r[s] + disc[s] * (lam * vs[s + 1] + (1 - lam) * v[s + 1]) - v[s])
+        for s in range(n)
+    ]
     return vs[:n], np.asarray(adv)
 
 
@@ -134,8 +154,11 @@ def ref_outer(logits_h0, values_h0, reference_logits_h0, traj):
 
 def ref_kl_matching(target_logits_h0, logits_h0):
     """BMG's KL matching: sum over the validation states of KL(pi_target || pi)."""
-    return sum(kl(target_logits_h0[t, b], logits_h0[t, b])
-               for t in range(target_logits_h0.shape[0]) for b in range(B))
+    return sum(
+        kl(target_logits_h0[t, b], logits_h0[t, b])
+        for t in range(target_logits_h0.shape[0])
+        for b in range(B)
+    )
 
 
 def outputs(network, params, traj, eta):
@@ -165,8 +188,9 @@ def test_mg_objective_is_the_main_heads_outer_loss_on_the_validation_batch():
     with enable_x64():
         network, learner, state, logits, eta, batches = _setup(MetaConfig(objective="mg", K=1))
         val = _index(batches, 1)
-        value, (p_k, *_rest) = learner.meta_objective(logits, eta, state.params,
-                                                      state.opt_state, batches)
+        value, (p_k, *_rest) = learner.meta_objective(
+            logits, eta, state.params, state.opt_state, batches
+        )
         x1, _, _ = learner.inner_step(state.params, state.opt_state, logits, _index(batches, 0))
         lg, v = outputs(network, x1, val, eta)
         ref_lg, _ = outputs(network, state.params, val, eta)
@@ -208,8 +232,9 @@ def test_bmg_matching_is_kl_target_to_learner_on_the_validation_batch(matching):
     head 1 instead of head 0; the validation batch replaced by the last inner
     batch; the value term of KL & V dropped or on another head."""
     with enable_x64():
-        meta = MetaConfig(objective="bmg", K=1, L=2, matching=matching, target_step="rms",
-                          value_match_weight=0.7)
+        meta = MetaConfig(
+            objective="bmg", K=1, L=2, matching=matching, target_step="rms", value_match_weight=0.7
+        )
         network, learner, state, logits, eta, batches = _setup(meta)
         val = _index(batches, 1)
         mu, _ = learner.meta_objective(logits, eta, state.params, state.opt_state, batches)
@@ -235,8 +260,12 @@ def test_bmg_grounded_step_kl_reference_is_its_own_start():
     Planted bug caught: the grounded step's KL reference is the policy at x_0
     (the target is pulled back towards a policy L steps old)."""
     with enable_x64():
-        metas = [MetaConfig(objective="bmg", K=1, L=2, target_step="sgd", target_step_size=0.1,
-                            kl_weight=w) for w in (0.0, 5.0)]
+        metas = [
+            MetaConfig(
+                objective="bmg", K=1, L=2, target_step="sgd", target_step_size=0.1, kl_weight=w
+            )
+            for w in (0.0, 5.0)
+        ]
         network, learner0, state, logits, eta, batches = _setup(metas[0])
         learner5 = learning.make_learner(network, _agent(), metas[1])
         val = _index(batches, 1)
@@ -247,8 +276,14 @@ def test_bmg_grounded_step_kl_reference_is_its_own_start():
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
         # The target is L = 2 steps ahead: one meta-learned step, then the grounded one.
         x2, _, _ = learner0.inner_step(x1, o1, logits, val)
-        step = float(jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(
-            jax.tree_util.tree_leaves(t0), jax.tree_util.tree_leaves(x2)))))
+        step = float(
+            jnp.sqrt(
+                sum(
+                    jnp.sum((a - b) ** 2)
+                    for a, b in zip(jax.tree_util.tree_leaves(t0), jax.tree_util.tree_leaves(x2))
+                )
+            )
+        )
         assert step > 1e-6
         np.testing.assert_allclose(float(terms0["grounded_step_norm"]), step, rtol=1e-9)
 
@@ -257,6 +292,7 @@ def _reference_inner_loss(network, eta, traj, hp_per_head):
     """Sum over heads of the summed actor-critic loss (semi-gradient: targets
     and ratios from stop_gradient outputs), in jax.numpy loops, so jax.grad
     gives the reference gradient."""
+
     def loss(params):
         logits, values = network.apply(params, traj.observation, eta)
         sl, sv = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(values)
@@ -265,9 +301,13 @@ def _reference_inner_loss(network, eta, traj, hp_per_head):
             for b in range(B):
                 r = [jnp.clip(traj.reward[t, b], -1, 1) for t in range(T)]
                 disc = [hp["gamma"] * traj.discount[t, b] for t in range(T)]
-                rho = [jnp.exp(jax.nn.log_softmax(sl[t, b, h])[traj.action[t, b]]
-                               - jax.nn.log_softmax(traj.behaviour_logits[t, b])[traj.action[t, b]])
-                       for t in range(T)]
+                rho = [
+                    jnp.exp(
+                        jax.nn.log_softmax(sl[t, b, h])[traj.action[t, b]]
+                        - jax.nn.log_softmax(traj.behaviour_logits[t, b])[traj.action[t, b]]
+                    )
+                    for t in range(T)
+                ]
                 al, lam = hp["alpha"], hp["lambda_"]
                 rho_t = [al * jnp.minimum(1.0, x) + (1 - al) * x for x in rho]
                 c = [lam * (al * jnp.minimum(1.0, x) + (1 - al) * x) for x in rho]
@@ -275,16 +315,23 @@ def _reference_inner_loss(network, eta, traj, hp_per_head):
                 vs[T] = sv[T, b, h]
                 for s in reversed(range(T)):
                     delta = r[s] + disc[s] * sv[s + 1, b, h] - sv[s, b, h]
-                    vs[s] = sv[s, b, h] + rho_t[s] * delta + disc[s] * c[s] * (
-                        vs[s + 1] - sv[s + 1, b, h])
+                    vs[s] = (
+                        sv[s, b, h]
+                        + rho_t[s] * delta
+                        + disc[s] * c[s] * (vs[s + 1] - sv[s + 1, b, h])
+                    )
                 for t in range(T):
                     lp = jax.nn.log_softmax(logits[t, b, h])
-                    adv = rho_t[t] * (r[t] + disc[t] * (lam * vs[t + 1] + (1 - lam)
-                                                        * sv[t + 1, b, h]) - sv[t, b, h])
+                    adv = rho_t[t] * (
+                        r[t]
+                        + disc[t] * (lam * vs[t + 1] + (1 - lam) * sv[t + 1, b, h])
+                        - sv[t, b, h]
+                    )
                     total += hp["g_p"] * -lp[traj.action[t, b]] * adv
                     total += hp["g_v"] * 0.5 * (vs[t] - values[t, b, h]) ** 2
                     total -= hp["g_e"] * -jnp.sum(jnp.exp(lp) * lp)
         return total
+
     return loss
 
 
@@ -303,18 +350,25 @@ def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind, clip):
     using head 0's hyper-parameters; the value term without its 0.5."""
     with enable_x64():
         stacx = kind == "stacx"
-        agent = _agent(kind=kind, num_heads=H if stacx else 1, learning_rate=0.05,
-                       lr_schedule="linear", max_grad_norm=clip,
-                       **({} if stacx else dict(gamma=0.99, g_v=0.5)))
+        agent = _agent(
+            kind=kind,
+            num_heads=H if stacx else 1,
+            learning_rate=0.05,
+            lr_schedule="linear",
+            max_grad_norm=clip,
+            **({} if stacx else dict(gamma=0.99, g_v=0.5)),
+        )
         network = _network(H if stacx else 1, 6 * H if stacx else 0)
         learner = learning.make_learner(network, agent, MetaConfig(), decay_steps=4)
         state = learner.init(jax.random.PRNGKey(0))
-        logits = state.meta.logits + (0.5 * jax.random.normal(jax.random.PRNGKey(3), (H, 6))
-                                      if stacx else 0.0)
+        logits = state.meta.logits + (
+            0.5 * jax.random.normal(jax.random.PRNGKey(3), (H, 6)) if stacx else 0.0
+        )
         eta = learner.eta(logits)
         hp = learner.hyperparams(logits)
-        hp_per_head = [{n: float(getattr(hp, n)[h]) for n in hp._fields}
-                       for h in range(H if stacx else 1)]
+        hp_per_head = [
+            {n: float(getattr(hp, n)[h]) for n in hp._fields} for h in range(H if stacx else 1)
+        ]
         if stacx:  # the heads' hyper-parameters differ, so a head mix-up shows
             assert len({round(d["gamma"], 6) for d in hp_per_head}) == H
         batches = _batches(2)
@@ -326,15 +380,20 @@ def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind, clip):
             p, o, _ = learner.inner_step(p, o, logits, traj)
             g = jax.grad(_reference_inner_loss(network, eta, traj, hp_per_head))(ref_p)
             g = jax.tree_util.tree_map(np.asarray, g)
-            norm = np.sqrt(sum(np.sum(x ** 2) for x in jax.tree_util.tree_leaves(g)))
+            norm = np.sqrt(sum(np.sum(x**2) for x in jax.tree_util.tree_leaves(g)))
             assert (norm > clip) == (clip == 0.5)  # the clip is active exactly when meant
             g = jax.tree_util.tree_map(lambda x: x * min(1.0, clip / norm), g)
-            ms = jax.tree_util.tree_map(lambda m, x: 0.99 * m + 0.01 * x ** 2, ms, g)
+            ms = jax.tree_util.tree_map(lambda m, x: 0.99 * m + 0.01 * x**2, ms, g)
             lr = 0.05 * (1 - k / 4)
-            ref_p = jax.tree_util.tree_map(lambda x, gx, m: x - lr * gx / np.sqrt(m + 0.01),
-                                           ref_p, g, ms)
+            ref_p = jax.tree_util.tree_map(
+                lambda x, gx, m: x - lr * gx / np.sqrt(m + 0.01), ref_p, g, ms
+            )
             for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(ref_p)):
                 np.testing.assert_allclose(np.asarray(a), b, atol=1e-6, rtol=0)
-        moved = max(float(np.abs(a - b).max()) for a, b in zip(
-            jax.tree_util.tree_leaves(ref_p), jax.tree_util.tree_leaves(state.params)))
+        moved = max(
+            float(np.abs(a - b).max())
+            for a, b in zip(
+                jax.tree_util.tree_leaves(ref_p), jax.tree_util.tree_leaves(state.params)
+            )
+        )
         assert moved > 1e-3  # the steps are 1,000 x the tolerance

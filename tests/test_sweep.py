@@ -1,6 +1,7 @@
 """launch/sweep.py: game validation, finished/resume detection, the dry run over
 all 57 games (in-process environments), and a real 2-game sweep that is
 interrupted and started again."""
+
 import fcntl
 import json
 import os
@@ -43,26 +44,41 @@ def test_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
 
 
 def _args(out, *extra):
-    args = sweep.parse_args(["--games=Pong,Breakout", "--preset=test", "--agent=impala",
-                             f"--out={out}", *extra])
+    args = sweep.parse_args(
+        ["--games=Pong,Breakout", "--preset=test", "--agent=impala", f"--out={out}", *extra]
+    )
     sweep.validate(args)
     return args
 
 
 def _fake_checkpoint(run_dir, step, frames):
-    ckpt_lib.save(ckpt_lib.checkpoint_dir(run_dir), step, [np.zeros(2)],
-                  {"frames": frames, "learner_steps": step}, {})
+    ckpt_lib.save(
+        ckpt_lib.checkpoint_dir(run_dir),
+        step,
+        [np.zeros(2)],
+        {"frames": frames, "learner_steps": step},
+        {},
+    )
 
 
 def test_finished_detection_marker_and_checkpoint(tmp_path):
     out = str(tmp_path)
     runs = sweep.plan_runs(_args(out, "--frames=1000", "--seeds=2"), out)
-    assert [r.name for r in runs] == ["Pong-seed0", "Pong-seed1", "Breakout-seed0",
-                                      "Breakout-seed1"]
+    assert [r.name for r in runs] == [
+        "Pong-seed0",
+        "Pong-seed1",
+        "Breakout-seed0",
+        "Breakout-seed1",
+    ]
     pong0, pong1, breakout0, _ = runs
     assert pong0.run_dir == os.path.join(out, "Pong-seed0") and pong0.max_frames == 1000
-    assert sweep.run_state(pong0) == {"finished": False, "frames": 0.0, "learner_steps": 0.0,
-                                      "source": "none", "counters": None}
+    assert sweep.run_state(pong0) == {
+        "finished": False,
+        "frames": 0.0,
+        "learner_steps": 0.0,
+        "source": "none",
+        "counters": None,
+    }
     _fake_checkpoint(pong1.run_dir, 3, 400)  # partial: resumes
     state = sweep.run_state(pong1)
     assert not state["finished"] and state["frames"] == 400 and state["source"] == "checkpoint"
@@ -76,11 +92,14 @@ def test_finished_detection_marker_and_checkpoint(tmp_path):
     bigger = sweep.plan_runs(_args(out, "--frames=2000"), out)[1]
     assert bigger.name == "Breakout-seed0" and not sweep.run_state(bigger)["finished"]
     # A learner-step budget finishes a run too (whichever budget comes first).
-    steps = sweep.plan_runs(_args(out, "--frames=1e9", "--max_learner_steps=9", "--seeds=2"),
-                            out)[1]
+    steps = sweep.plan_runs(_args(out, "--frames=1e9", "--max_learner_steps=9", "--seeds=2"), out)[
+        1
+    ]
     assert steps.name == "Pong-seed1" and sweep.run_state(steps)["finished"]
     # Corrupt newest checkpoint: the previous one is used.
-    with open(os.path.join(ckpt_lib.checkpoint_dir(pong1.run_dir), "ckpt-0000000099.npz"), "w") as f:
+    with open(
+        os.path.join(ckpt_lib.checkpoint_dir(pong1.run_dir), "ckpt-0000000099.npz"), "w"
+    ) as f:
         f.write("junk")
     assert sweep.checkpoint_counters(pong1.run_dir)["frames"] == 1200
 
@@ -91,14 +110,15 @@ def test_manifest_refuses_another_agent_and_a_second_sweep(tmp_path, capsys):
     sweep.Manifest(out, args, sweep.plan_runs(args, out)).save()
     data = json.load(open(os.path.join(out, sweep.MANIFEST)))
     assert data["agent"] == "impala" and data["games"] == ["Pong", "Breakout"]
-    assert {r["name"]: r["status"] for r in data["runs"]} == {"Pong-seed0": "pending",
-                                                              "Breakout-seed0": "pending"}
+    assert {r["name"]: r["status"] for r in data["runs"]} == {
+        "Pong-seed0": "pending",
+        "Breakout-seed0": "pending",
+    }
     assert sweep.main(["--games=Pong", "--preset=test", "--agent=bmg", f"--out={out}"]) == 2
     assert "started with --agent='impala'" in capsys.readouterr().err
     with open(os.path.join(out, sweep.LOCK), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert sweep.main(["--games=Pong", "--preset=test", "--agent=impala",
-                           f"--out={out}"]) == 2
+        assert sweep.main(["--games=Pong", "--preset=test", "--agent=impala", f"--out={out}"]) == 2
         assert "another sweep is running" in capsys.readouterr().err
 
 
@@ -123,15 +143,33 @@ def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
     """--parallel=2 over 4 runs with a stand-in for launch.run: at most 2 at once,
     budget reached -> done + marker, exit 1 -> failed; a restart skips the done ones."""
     out, events = str(tmp_path / "sw"), str(tmp_path / "events.jsonl")
-    monkeypatch.setattr(sweep, "child_command", lambda args, run, out: [
-        sys.executable, "-c", FAKE_PROGRAM, run.run_dir, str(run.max_frames), events])
-    argv = ["--games=Pong,Breakout,Freeway", "--preset=test", "--agent=impala", "--seeds=1",
-            "--frames=1000", "--parallel=2", "--quiet", f"--out={out}"]
+    monkeypatch.setattr(
+        sweep,
+        "child_command",
+        lambda args, run, out: [
+            sys.executable,
+            "-c",
+            FAKE_PROGRAM,
+            run.run_dir,
+            str(run.max_frames),
+            events,
+        ],
+    )
+    argv = [
+        "--games=Pong,Breakout,Freeway",
+        "--preset=test",
+        "--agent=impala",
+        "--seeds=1",
+        "--frames=1000",
+        "--parallel=2",
+        "--quiet",
+        f"--out={out}",
+    ]
     assert sweep.main(argv) == 1  # Breakout failed
     text = capsys.readouterr().out
     assert "Breakout-seed0 failed (exit code 1" in text and "2 done, 1 failed" in text, text
     running, peak = 0, 0
-    for kind, _, _ in sorted((json.loads(l) for l in open(events)), key=lambda e: e[2]):
+    for kind, _, _ in sorted((json.loads(line) for line in open(events)), key=lambda e: e[2]):
         running += 1 if kind == "start" else -1
         peak = max(peak, running)
     assert peak == 2
@@ -140,12 +178,14 @@ def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
         assert marker["frames"] == 1000 and marker["max_frames"] == 1000
     assert sweep.read_marker(os.path.join(out, "Breakout-seed0")) is None
     runs = {r["name"]: r for r in json.load(open(os.path.join(out, sweep.MANIFEST)))["runs"]}
-    assert runs["Breakout-seed0"]["status"] == "failed" and runs["Breakout-seed0"]["returncode"] == 1
+    assert (
+        runs["Breakout-seed0"]["status"] == "failed" and runs["Breakout-seed0"]["returncode"] == 1
+    )
     assert "=== " in open(os.path.join(out, "Breakout-seed0", sweep.RUN_LOG)).read()
     # Again: only the failed run starts.
     os.unlink(events)
     assert sweep.main(argv) == 1
-    assert [json.loads(l)[1] for l in open(events)] == ["Breakout-seed0"]
+    assert [json.loads(line)[1] for line in open(events)] == ["Breakout-seed0"]
     text = capsys.readouterr().out
     assert "skip Pong-seed0: finished" in text and "skip Freeway-seed0: finished" in text
 
@@ -163,8 +203,19 @@ def test_dry_run_builds_and_steps_all_57_environments(tmp_path, capsys, monkeypa
     monkeypatch.setattr(sweep, "check_environments", spy)
     out = str(tmp_path / "sw")
     t0 = time.time()
-    rc = sweep.main(["--games=all", "--agent=bmg", "--preset=full", "--frames=200e6",
-                     "--seeds=3", "--parallel=4", "--check_steps=5", "--dry_run", f"--out={out}"])
+    rc = sweep.main(
+        [
+            "--games=all",
+            "--agent=bmg",
+            "--preset=full",
+            "--frames=200e6",
+            "--seeds=3",
+            "--parallel=4",
+            "--check_steps=5",
+            "--dry_run",
+            f"--out={out}",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert sorted(checked) == sorted(all_games())
@@ -204,8 +255,11 @@ def _learner_steps_logged(run_dir):
 
 
 def _snapshot(folder):
-    return {os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
-            for d, _, files in os.walk(folder) for f in files}
+    return {
+        os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
+        for d, _, files in os.walk(folder)
+        for f in files
+    }
 
 
 def _group_alive(pgid):
@@ -220,21 +274,45 @@ def _group_alive(pgid):
 def test_sweep_interrupted_and_resumed(tmp_path):
     out = str(tmp_path / "sweep")
     steps = 40  # learner steps per run (impala, test preset: ~10 steps/s once compiled)
-    cmd = [sys.executable, "-m", "launch.sweep", "--games=Pong,Breakout", "--agent=impala",
-           "--preset=test", "--frames=1e9", f"--max_learner_steps={steps}", "--num_actors=1",
-           "--override=learner.log_every_seconds=0.1", f"--out={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.sweep",
+        "--games=Pong,Breakout",
+        "--agent=impala",
+        "--preset=test",
+        "--frames=1e9",
+        f"--max_learner_steps={steps}",
+        "--num_actors=1",
+        "--override=learner.log_every_seconds=0.1",
+        f"--out={out}",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     pong, breakout = os.path.join(out, "Pong-seed0"), os.path.join(out, "Breakout-seed0")
     log1 = tmp_path / "first.log"
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log1, "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=open(log1, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     child_pgids = set()
     try:
         # Pong finishes; Breakout starts; once its learner has made updates, Ctrl-C.
-        _wait_for(lambda: os.path.exists(os.path.join(pong, sweep.DONE_MARKER)), 240, first,
-                  "Pong to finish")
-        _wait_for(lambda: _learner_steps_logged(breakout) >= 2, 240, first,
-                  "Breakout's learner to log updates")
+        _wait_for(
+            lambda: os.path.exists(os.path.join(pong, sweep.DONE_MARKER)),
+            240,
+            first,
+            "Pong to finish",
+        )
+        _wait_for(
+            lambda: _learner_steps_logged(breakout) >= 2,
+            240,
+            first,
+            "Breakout's learner to log updates",
+        )
         manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
         child_pgids = {r["pid"] for r in manifest["runs"] if r.get("pid")}
         assert len(child_pgids) == 1  # Breakout's program, in its own process group
@@ -257,7 +335,9 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert sweep.checkpoint_counters(pong)["learner_steps"] >= steps
     manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
     assert {r["name"]: r["status"] for r in manifest["runs"]} == {
-        "Pong-seed0": "done", "Breakout-seed0": "interrupted"}
+        "Pong-seed0": "done",
+        "Breakout-seed0": "interrupted",
+    }
     pong_files = _snapshot(pong)
 
     # Started again: Pong is skipped untouched, Breakout resumes and finishes.
@@ -268,7 +348,10 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert "start Breakout-seed0 (1/1, resuming at" in text
     assert "start Pong-seed0" not in text
     assert _snapshot(pong) == pong_files
-    assert f"resumed from {stopped['checkpoint']}" in open(os.path.join(breakout, sweep.RUN_LOG)).read()
+    assert (
+        f"resumed from {stopped['checkpoint']}"
+        in open(os.path.join(breakout, sweep.RUN_LOG)).read()
+    )
     final = sweep.checkpoint_counters(breakout)
     assert final["learner_steps"] >= steps and final["frames"] > stopped["frames"]
     manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))

@@ -1,5 +1,6 @@
 """Two-colors: the environment by hand, the MG / BMG meta-gradients in float64,
 and a short training run (finite, shapes, deterministic)."""
+
 import functools
 
 import jax
@@ -18,8 +19,9 @@ KEY = jax.random.PRNGKey(0)
 
 
 def _state(agent, items, t=0):
-    return env.EnvState(jnp.asarray(agent, jnp.int32), jnp.asarray(items, jnp.int32),
-                        jnp.asarray(t, jnp.int32))
+    return env.EnvState(
+        jnp.asarray(agent, jnp.int32), jnp.asarray(items, jnp.int32), jnp.asarray(t, jnp.int32)
+    )
 
 
 # ---------------------------------------------------------------- environment
@@ -31,8 +33,9 @@ def test_observation_is_one_hot_xy_of_agent_then_items():
     np.testing.assert_array_equal(obs, expected)
 
 
-@pytest.mark.parametrize("action,expected", [(UP, (2, 1)), (DOWN, (2, 3)), (LEFT, (1, 2)),
-                                             (RIGHT, (3, 2))])
+@pytest.mark.parametrize(
+    "action,expected", [(UP, (2, 1)), (DOWN, (2, 3)), (LEFT, (1, 2)), (RIGHT, (3, 2))]
+)
 def test_moves(action, expected):
     s, obs, r = env.step(_state((2, 2), [(0, 0), (4, 4)]), action, KEY)
     assert tuple(np.asarray(s.agent)) == expected and float(r) == 0.0
@@ -53,8 +56,14 @@ def test_walls_keep_the_agent_in_place():
 def test_rewards_and_swap_timing():
     # Item 0 at the right of the agent, item 1 at its left; swap every 5 steps.
     start = ((1, 1), [(2, 1), (0, 1)])
-    for t, right, left in [(0, 1, -1), (4, 1, -1), (5, -1, 1), (9, -1, 1), (10, 1, -1),
-                           (15, -1, 1)]:
+    for t, right, left in [
+        (0, 1, -1),
+        (4, 1, -1),
+        (5, -1, 1),
+        (9, -1, 1),
+        (10, 1, -1),
+        (15, -1, 1),
+    ]:
         _, _, r_right = env.step(_state(*start, t), RIGHT, KEY, swap_every=5)
         _, _, r_left = env.step(_state(*start, t), LEFT, KEY, swap_every=5)
         assert (float(r_right), float(r_left)) == (right, left), t
@@ -77,8 +86,9 @@ def test_random_cells_are_distinct_and_uniform():
     cells = jax.vmap(env._random_cells)(jax.random.split(KEY, 25_000))
     flat = np.asarray(cells[..., 0] + env.SIZE * cells[..., 1])
     assert flat.min() >= 0 and flat.max() < 25
-    assert np.all((flat[:, 0] != flat[:, 1]) & (flat[:, 0] != flat[:, 2])
-                  & (flat[:, 1] != flat[:, 2]))
+    assert np.all(
+        (flat[:, 0] != flat[:, 1]) & (flat[:, 0] != flat[:, 2]) & (flat[:, 1] != flat[:, 2])
+    )
     for i in range(3):  # each role is uniform over the 25 cells: 1000 expected each
         counts = np.bincount(flat[:, i], minlength=25)
         assert counts.min() > 850 and counts.max() < 1150, counts
@@ -108,12 +118,22 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
     uniform), meta-parameters away from init, and K + L rollouts collected by
     the agent as in training. Call inside `enable_x64()`. The meta-objectives
     take any number of inner batches, so one setup serves several K."""
-    cfg = tca.TwoColorsConfig(agent=agent, objective="bmg", K=K, L=L, matching=matching,
-                              hidden=8, steps=4096, max_grad_norm=max_grad_norm,
-                              init_entropy_weight=0.3, init_epsilon=0.3)
+    cfg = tca.TwoColorsConfig(
+        agent=agent,
+        objective="bmg",
+        K=K,
+        L=L,
+        matching=matching,
+        hidden=8,
+        steps=4096,
+        max_grad_norm=max_grad_norm,
+        init_entropy_weight=0.3,
+        init_epsilon=0.3,
+    )
     system = tca.make_system(cfg)
     to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
-        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t)
+        lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t
+    )
     state = to64(system.init(jax.random.PRNGKey(1)))
     # Larger weights than at init, so the entropy gradient is not ~0.
     state = state._replace(params=jax.tree_util.tree_map(lambda x: 1.5 * x, state.params))
@@ -127,7 +147,8 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
         batches.append(to64(b))
     meta_params = jax.tree_util.tree_map(  # away from init, every unit active
         lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(9), x.shape, x.dtype),
-        state.meta_params)
+        state.meta_params,
+    )
     return cfg, system, state, meta_params, batches, p
 
 
@@ -138,9 +159,13 @@ def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient(agent):
     with enable_x64():
         for K in (1,):  # (K = 2 holds too; left out to keep the file fast)
             cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", agent=agent)
-            meta = tca.make_meta_objectives(system.inner_update, system.agent.outer_loss,
-                                            system.agent.policy_logits, "l2",
-                                            cfg.target_step_size)
+            meta = tca.make_meta_objectives(
+                system.inner_update,
+                system.agent.outer_loss,
+                system.agent.policy_logits,
+                "l2",
+                cfg.target_step_size,
+            )
             args = (state.params, state.opt_state, batches[:K])
             val = batches[K]
             g_mg = jax.jit(jax.grad(meta.mg))(w, *args, val)
@@ -157,12 +182,15 @@ def _check_directional_derivative(fn, w):
     """grad fn . d == (fn(w + h d) - fn(w - h d)) / 2h for a random direction d."""
     grad = jax.jit(jax.grad(fn))(w)
     direction = jax.tree_util.tree_map(
-        lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w)
+        lambda x: jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), w
+    )
     h = 1e-6
     shifted = lambda s: jax.tree_util.tree_map(lambda x, d: x + s * d, w, direction)  # noqa
     fd = (fn(shifted(h)) - fn(shifted(-h))) / (2 * h)
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grad),
-                                                   jax.tree_util.tree_leaves(direction)))
+    analytic = sum(
+        jnp.vdot(g, d)
+        for g, d in zip(jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(direction))
+    )
     assert abs(float(analytic)) > 1e-8
     np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
 
@@ -174,8 +202,7 @@ def test_k_step_meta_gradient_matches_finite_differences(objective, clip, agent)
     value targets; they depend on w only when the global-norm clip couples the
     critic's step to the actor's, so MG is checked without clipping.)"""
     with enable_x64():
-        cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", max_grad_norm=clip,
-                                                      agent=agent)
+        cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", max_grad_norm=clip, agent=agent)
         args = (state.params, state.opt_state, batches[:2])
         val = batches[3]
         if objective == "mg":
@@ -218,14 +245,26 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
 
 
 # ---------------------------------------------------------------- short runs
-@pytest.mark.parametrize("agent,objective,matching",
-                         [("actor_critic", "mg", "kl"), ("actor_critic", "bmg_l2", "l2"),
-                          ("actor_critic", "mixed_k2", "kl"), ("q_lambda", "mg", "kl"),
-                          ("q_lambda", "bmg_l2", "kl")])
+@pytest.mark.parametrize(
+    "agent,objective,matching",
+    [
+        ("actor_critic", "mg", "kl"),
+        ("actor_critic", "bmg_l2", "l2"),
+        ("actor_critic", "mixed_k2", "kl"),
+        ("q_lambda", "mg", "kl"),
+        ("q_lambda", "bmg_l2", "kl"),
+    ],
+)
 def test_short_run_finite_shapes_deterministic(agent, objective, matching):
-    cfg = tca.TwoColorsConfig(**tca.parse_objective(objective, agent), agent=agent,
-                              matching=matching, hidden=16, steps=3072, swap_every=1024,
-                              log_every=256)
+    cfg = tca.TwoColorsConfig(
+        **tca.parse_objective(objective, agent),
+        agent=agent,
+        matching=matching,
+        hidden=16,
+        steps=3072,
+        swap_every=1024,
+        log_every=256,
+    )
     fn = tca.jitted_run(cfg)
     keys = tca.seed_keys([0, 1])
     out = jax.tree_util.tree_map(np.asarray, fn(keys))
@@ -235,8 +274,7 @@ def test_short_run_finite_shapes_deterministic(agent, objective, matching):
         assert np.all(np.isfinite(out[k])), k
     assert out["total_reward"].shape == (2,)
     # The logged reward rate adds up to the total (log_every divides steps here).
-    np.testing.assert_allclose(out["reward"].sum(1) * cfg.log_every, out["total_reward"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(out["reward"].sum(1) * cfg.log_every, out["total_reward"], rtol=1e-5)
     assert np.all((out["eps"] > 0) & (out["eps"] < 1))
     assert np.ptp(out["eps"]) > 0  # meta-learning moves the meta output
     assert not np.array_equal(out["reward"][0], out["reward"][1])  # seeds differ
@@ -253,17 +291,24 @@ def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
         cfg, system, state, w, batches, _ = _tiny_f64(2, 1, "kl")
         args = (state.params, state.opt_state, batches[:2])
         vals = batches[1:3]
-        mixed = lambda c: jax.jit(jax.grad(  # noqa: E731
-            lambda m: system.meta.mixed(m, *args, vals, c)))(w)
+
+        def mixed(c):
+            return jax.jit(jax.grad(lambda m: system.meta.mixed(m, *args, vals, c)))(w)
+
         for c, k in (((1.0, 0.0), 1), ((0.0, 1.0), 2)):
-            g_mg = jax.jit(jax.grad(lambda m: system.meta.mg(m, *args[:2], batches[:k],
-                                                             batches[k])))(w)
+            g_mg = jax.jit(
+                jax.grad(lambda m: system.meta.mg(m, *args[:2], batches[:k], batches[k]))
+            )(w)
             for a, b in zip(jax.tree_util.tree_leaves(mixed(c)), jax.tree_util.tree_leaves(g_mg)):
                 np.testing.assert_array_equal(a, b)
         _check_directional_derivative(
-            jax.jit(lambda m: system.meta.mixed(m, *args, vals, (0.6, 0.4))), w)
+            jax.jit(lambda m: system.meta.mixed(m, *args, vals, (0.6, 0.4))), w
+        )
     assert tca.TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
-        0.5, 0.25, 0.25)
+        0.5,
+        0.25,
+        0.25,
+    )
 
 
 # ---------------------------------------------------------------- Q(lambda) agent (issue 11)
@@ -272,19 +317,23 @@ def test_peng_q_lambda_returns_by_hand():
     next_max_q = jnp.array([0.5, 1.0, 3.0])  # max_a Q(s_1..s_3, a)
     # G_2 = 2 + .9 * 3 = 4.7; G_1 = .9 * (.5 * 1 + .5 * 4.7) = 2.565;
     # G_0 = 1 + .9 * (.5 * .5 + .5 * 2.565) = 2.37925
-    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.5),
-                               [2.37925, 2.565, 4.7], rtol=1e-6)
+    np.testing.assert_allclose(
+        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.5), [2.37925, 2.565, 4.7], rtol=1e-6
+    )
     # lambda = 0: one-step Q-learning targets; lambda = 1: discounted rewards + final bootstrap
-    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.0),
-                               [1.45, 0.9, 4.7], rtol=1e-6)
-    np.testing.assert_allclose(tca.peng_q_lambda_returns(r, next_max_q, 0.9, 1.0),
-                               [4.807, 4.23, 4.7], rtol=1e-6)
+    np.testing.assert_allclose(
+        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.0), [1.45, 0.9, 4.7], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 1.0), [4.807, 4.23, 4.7], rtol=1e-6
+    )
 
 
 def test_epsilon_greedy_log_probs_and_their_epsilon_gradient():
     q = jnp.array([1.0, 3.0, 2.0, 0.0])
-    np.testing.assert_allclose(jnp.exp(tca.epsilon_greedy_log_probs(q, 0.2)),
-                               [0.05, 0.85, 0.05, 0.05], rtol=1e-6)
+    np.testing.assert_allclose(
+        jnp.exp(tca.epsilon_greedy_log_probs(q, 0.2)), [0.05, 0.85, 0.05, 0.05], rtol=1e-6
+    )
     # d log p / d eps: greedy (1/A - 1) / p = -0.75 / 0.85; others (1/A) / p = 5.
     jac = jax.jacobian(lambda e: tca.epsilon_greedy_log_probs(q, e))(0.2)
     np.testing.assert_allclose(jac, [5.0, -0.75 / 0.85, 5.0, 5.0], rtol=1e-5)
@@ -302,8 +351,11 @@ def test_q_inner_update_descends_peng_td_loss_and_writes_epsilon():
         T = b.reward.shape[0]
         g, returns = q[T].max(), np.zeros(T)
         for t in reversed(range(T)):
-            boot = q[t + 1].max() if t == T - 1 else ((1 - cfg.q_lambda) * q[t + 1].max()
-                                                      + cfg.q_lambda * g)
+            boot = (
+                q[t + 1].max()
+                if t == T - 1
+                else ((1 - cfg.q_lambda) * q[t + 1].max() + cfg.q_lambda * g)
+            )
             g = returns[t] = float(b.reward[t]) + cfg.discount * boot
         q_sa = q[np.arange(T), np.asarray(b.action)]
         p, _, terms = system.inner_update(state.params, state.opt_state, w, b)
@@ -325,12 +377,15 @@ def test_q_mg_meta_gradient_is_reinforce_on_epsilon():
         x_k = system.meta.unroll(w, *args)[-1][0]
         q = tca.mlp_apply(x_k["q"], val.observation)
         max_q = jnp.max(q, axis=-1)
-        adv = tca.peng_q_lambda_returns(val.reward, max_q[1:], cfg.discount,
-                                        cfg.q_lambda) - max_q[:-1]
+        adv = (
+            tca.peng_q_lambda_returns(val.reward, max_q[1:], cfg.discount, cfg.q_lambda)
+            - max_q[:-1]
+        )
 
         def reinforce(m):
             log_pi = tca.epsilon_greedy_log_probs(
-                q[:-1], tca.entropy_weight(m, batches[0].meta_input))
+                q[:-1], tca.entropy_weight(m, batches[0].meta_input)
+            )
             return -jnp.mean(log_pi[jnp.arange(adv.shape[0]), val.action] * adv)
 
         g_ref = jax.grad(reinforce)(w)
@@ -340,15 +395,22 @@ def test_q_mg_meta_gradient_is_reinforce_on_epsilon():
 
 
 def test_fixed_epsilon_objective_holds_epsilon():
-    assert tca.parse_objective("fixed_0.05", "q_lambda") == {"objective": "none",
-                                                              "init_epsilon": 0.05}
+    assert tca.parse_objective("fixed_0.05", "q_lambda") == {
+        "objective": "none",
+        "init_epsilon": 0.05,
+    }
     assert tca.parse_objective("fixed_0.2") == {"objective": "none", "init_entropy_weight": 0.2}
     with pytest.raises(ConfigError, match="fixed_<value>"):
         tca.parse_objective("fixed_x")
     with pytest.raises(ConfigError, match="init_epsilon=1.5 is not allowed"):
         tca.TwoColorsConfig(agent="q_lambda", **tca.parse_objective("fixed_1.5", "q_lambda"))
-    cfg = tca.TwoColorsConfig(agent="q_lambda", **tca.parse_objective("fixed_0.05", "q_lambda"),
-                              hidden=16, steps=1024, log_every=256)
+    cfg = tca.TwoColorsConfig(
+        agent="q_lambda",
+        **tca.parse_objective("fixed_0.05", "q_lambda"),
+        hidden=16,
+        steps=1024,
+        log_every=256,
+    )
     out = tca.run_seeds(cfg, [0])
     np.testing.assert_allclose(out["eps"], 0.05, rtol=1e-5)
     assert np.isfinite(float(out["total_reward"][0]))
@@ -358,14 +420,28 @@ def test_fixed_epsilon_objective_holds_epsilon():
 def _runner(tmp_path, *args):
     import subprocess
     import sys
-    return subprocess.run([sys.executable, "-m", "experiments.two_colors.run", "--steps=2048",
-                           "--seeds=2", "--hidden=8", "--swap_every=1024", f"--out={tmp_path}",
-                           *args],
-                          capture_output=True, text=True, timeout=300)
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.two_colors.run",
+            "--steps=2048",
+            "--seeds=2",
+            "--hidden=8",
+            "--swap_every=1024",
+            f"--out={tmp_path}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_path):
     import json
+
     done = _runner(tmp_path, "--agent=q_lambda", "--objectives=fixed_0.1,mg")
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -384,14 +460,23 @@ def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_pa
 
 def _fake_result(seeds, total, cfg=None):
     cfg = cfg or {"steps": 4, "log_every": 1, "swap_every": 2, "objective": "mg", "K": 1}
-    return {"config": cfg, "seeds": list(seeds), "total_reward": list(total),
-            "runtime_s": 10.0, "compile_s": 1.0, "steps_per_s": 0,
-            "curves": {k: [[float(s)] * 4 for s in seeds] for k in ("reward", "eps", "entropy")}}
+    return {
+        "config": cfg,
+        "seeds": list(seeds),
+        "total_reward": list(total),
+        "runtime_s": 10.0,
+        "compile_s": 1.0,
+        "steps_per_s": 0,
+        "curves": {k: [[float(s)] * 4 for s in seeds] for k in ("reward", "eps", "entropy")},
+    }
 
 
 def test_merge_objective_joins_seed_chunks_in_seed_order():
     from experiments.two_colors import run as tc
-    merged = tc.merge_objective(_fake_result([2, 3], [20.0, 30.0]), _fake_result([0, 1], [0.0, 10.0]))
+
+    merged = tc.merge_objective(
+        _fake_result([2, 3], [20.0, 30.0]), _fake_result([0, 1], [0.0, 10.0])
+    )
     assert merged["seeds"] == [0, 1, 2, 3] and merged["total_reward"] == [0.0, 10.0, 20.0, 30.0]
     assert merged["curves"]["eps"] == [[float(s)] * 4 for s in range(4)]
     # t-interval over all four: mean 15, sd 12.91, t(0.975, 3) = 3.182 -> half width 20.54.
@@ -409,12 +494,15 @@ def test_merge_objective_joins_seed_chunks_in_seed_order():
 
 def test_write_results_is_atomic(tmp_path):
     from experiments.two_colors import run as tc
+
     good = {"agent": "actor_critic", "objectives": {"mg": _fake_result([0], [1.0])}}
     tc.write_results(good, str(tmp_path))
     before = {n: (tmp_path / n).read_text() for n in ("results.json", "summary.json")}
     assert "curves" in before["results.json"] and "curves" not in before["summary.json"]
-    bad = {"agent": "actor_critic", "objectives": {"mg": dict(good["objectives"]["mg"],
-                                                              mean=object())}}
+    bad = {
+        "agent": "actor_critic",
+        "objectives": {"mg": dict(good["objectives"]["mg"], mean=object())},
+    }
     with pytest.raises(TypeError):  # fails mid-write: the complete files stay
         tc.write_results(bad, str(tmp_path))
     assert {n: (tmp_path / n).read_text() for n in before} == before
@@ -422,6 +510,7 @@ def test_write_results_is_atomic(tmp_path):
 
 def test_check_chunk_refuses_other_config_and_overlapping_seeds():
     from experiments.two_colors import run as tc
+
     old = _fake_result([0, 1], [0.0, 1.0])
     tc.check_chunk(None, "mg", {"K": 2}, [0], "x")
     tc.check_chunk(old, "mg", dict(old["config"]), [2, 3], "x")  # a chunk
@@ -437,22 +526,29 @@ def test_check_chunk_refuses_other_config_and_overlapping_seeds():
 
 def test_merge_results_keeps_header_and_objectives_only():
     from experiments.two_colors import run as tc
+
     # An older file's per-run field (its number of seeds) does not survive a merge.
     head = {"agent": "actor_critic", "steps": 4, "log_every": 1, "swap_every": 2}
-    merged = tc.merge_results(dict(head, num_seeds=10, objectives={}),
-                              dict(head, objectives={}), "b")
+    merged = tc.merge_results(
+        dict(head, num_seeds=10, objectives={}), dict(head, objectives={}), "b"
+    )
     assert merged == dict(head, objectives={})
     assert tc.merge_results(None, dict(head, num_seeds=10, objectives={}), "a") == merged
 
 
 def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
     import json
+
     dirs = {n: tmp_path / n for n in ("full", "a", "b", "m")}
-    for name, args in (("full", ["--seeds=2"]), ("a", ["--seeds=1", "--seed_offset=1"]),
-                       ("b", ["--seeds=1"])):
+    for name, args in (
+        ("full", ["--seeds=2"]),
+        ("a", ["--seeds=1", "--seed_offset=1"]),
+        ("b", ["--seeds=1"]),
+    ):
         done = _runner(dirs[name], "--objectives=mg", "--plots=false", *args)
         assert done.returncode == 0, done.stderr[-2000:]
     import gzip
+
     kept = tmp_path / "b.json.gz"  # how chunks are kept in experiments/two_colors/results
     kept.write_bytes(gzip.compress((dirs["b"] / "results.json").read_bytes()))
     done = _runner(dirs["m"], f"--merge={dirs['a']},{tmp_path / 'nothing.json'}")

@@ -4,6 +4,7 @@ A plain Python object served over courier by Launchpad. It starts from the
 counts of the checkpoint being resumed, so counters continue rather than
 restart. Thread-safe: courier serves calls from several threads.
 """
+
 from __future__ import annotations
 
 import threading
@@ -46,6 +47,7 @@ def await_future(future, should_stop=None, timeout_s: float = 30.0, poll_s: floa
     `timeout_s` passed: a peer that is gone must never hang a node's shutdown."""
     import concurrent.futures
     import time
+
     deadline = time.monotonic() + timeout_s
     while True:
         try:

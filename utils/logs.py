@@ -3,6 +3,7 @@
 `runs/<name>/logs/<label>.csv` (one row per `write`, header kept across
 restarts, so a resumed run appends) and `runs/<name>/tb/<label>/` event files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -53,6 +54,7 @@ class Logger:
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # pure Python; imported only when used
+
             self._tb = SummaryWriter(os.path.join(run_dir, "tb", label), flush_secs=10)
 
     def write(self, values: Mapping[str, float], step: int, step_key: str = "frames") -> None:

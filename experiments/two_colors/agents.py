@@ -44,6 +44,7 @@ output (`make_q_lambda`); it provides the same `Agent` functions, so MG, BMG
 and mixed run through the same code. `run(cfg, key)` is one seed's whole
 training as one `lax.scan`; `jitted_run` / `run_seeds` vmap it over seeds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,6 +80,7 @@ META_OUTPUT_FIELD = {"actor_critic": "init_entropy_weight", "q_lambda": "init_ep
 @dataclasses.dataclass(frozen=True)
 class TwoColorsConfig:
     """One two-colors run (one seed); every field is checked."""
+
     agent: str = "actor_critic"  # actor_critic | q_lambda
     objective: str = "bmg"  # none | mg | bmg | mixed
     K: int = 1  # inner updates differentiated through
@@ -118,8 +120,12 @@ class TwoColorsConfig:
         _int(self, "K", 1, 64)
         _int(self, "L", 1, 64)
         if self.objective != "bmg" and self.L != 1:
-            _fail(self, "L", self.L, f"must be 1 for objective={self.objective!r} "
-                  f"(only BMG bootstraps)")
+            _fail(
+                self,
+                "L",
+                self.L,
+                f"must be 1 for objective={self.objective!r} (only BMG bootstraps)",
+            )
         if self.objective == "none" and self.K != 1:
             _fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
         _num(self, "target_step_size", 0.0, lo_open=True)
@@ -128,8 +134,12 @@ class TwoColorsConfig:
         _int(self, "rollout_length", 1)
         _int(self, "steps", self.rollout_length)
         if self.steps % self.rollout_length:
-            _fail(self, "steps", self.steps,
-                  f"must be a multiple of rollout_length={self.rollout_length}")
+            _fail(
+                self,
+                "steps",
+                self.steps,
+                f"must be a multiple of rollout_length={self.rollout_length}",
+            )
         _int(self, "swap_every", 1)
         _int(self, "hidden", 1)
         _int(self, "num_layers", 1, 8)
@@ -146,8 +156,12 @@ class TwoColorsConfig:
         _num(self, "meta_adam_eps", 0.0, lo_open=True)
         _int(self, "log_every", self.rollout_length)
         if self.log_every % self.rollout_length:
-            _fail(self, "log_every", self.log_every,
-                  f"must be a multiple of rollout_length={self.rollout_length}")
+            _fail(
+                self,
+                "log_every",
+                self.log_every,
+                f"must be a multiple of rollout_length={self.rollout_length}",
+            )
 
     @property
     def cycle(self) -> int:
@@ -174,23 +188,28 @@ def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
     fields; 'fixed_0.05' is objective none with the meta output (entropy weight,
     or epsilon for agent q_lambda) held at 0.05."""
     if name.lower().startswith("fixed_"):
-        text = name[len("fixed_"):]
+        text = name[len("fixed_") :]
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"objective {name!r} is not allowed: fixed_<value> needs a "
-                              f"number in (0, 1), e.g. fixed_0.05") from None
+            raise ConfigError(
+                f"objective {name!r} is not allowed: fixed_<value> needs a "
+                f"number in (0, 1), e.g. fixed_0.05"
+            ) from None
         return {"objective": "none", META_OUTPUT_FIELD[agent]: value}
     parts = name.lower().split("_")
     if parts[0] not in OBJECTIVES:
-        raise ConfigError(f"objective {name!r} is not allowed: must start with one of "
-                          f"{list(OBJECTIVES)} or be fixed_<value>, e.g. mg, mg_k4, bmg_l8, "
-                          f"bmg_k2_l4, mixed_k8, fixed_0.05")
+        raise ConfigError(
+            f"objective {name!r} is not allowed: must start with one of "
+            f"{list(OBJECTIVES)} or be fixed_<value>, e.g. mg, mg_k4, bmg_l8, "
+            f"bmg_k2_l4, mixed_k8, fixed_0.05"
+        )
     fields: Dict[str, Any] = {"objective": parts[0]}
     for p in parts[1:]:
         if len(p) < 2 or p[0] not in "kl" or not p[1:].isdigit():
-            raise ConfigError(f"objective {name!r} is not allowed: suffixes are _k<int> "
-                              f"and _l<int>, e.g. bmg_l8")
+            raise ConfigError(
+                f"objective {name!r} is not allowed: suffixes are _k<int> and _l<int>, e.g. bmg_l8"
+            )
         fields[p[0].upper()] = int(p[1:])
     return fields
 
@@ -221,6 +240,7 @@ def mlp_apply(layers, x: Array) -> Array:
 
 class Rollout(NamedTuple):
     """`rollout_length` = T transitions of one stream."""
+
     observation: Array  # [T + 1, 30]: s_0..s_T (s_T bootstraps)
     action: Array  # [T] int32
     reward: Array  # [T] float32
@@ -229,6 +249,7 @@ class Rollout(NamedTuple):
 
 class Agent(NamedTuple):
     """An agent's pure functions: the actor-critic and the Q(lambda) agent."""
+
     init: Callable[[Array], Any]  # key -> params
     policy_logits: Callable[[Any, Array], Array]  # (params, obs [..., 30]) -> [..., A]
     # (params, batch, meta output) -> (grads, terms with an "entropy" entry)
@@ -244,8 +265,10 @@ def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
 
     def init(key):
         ka, kc = jax.random.split(key)
-        return {"actor": mlp_init(ka, sizes + [env.NUM_ACTIONS]),
-                "critic": mlp_init(kc, sizes + [1])}
+        return {
+            "actor": mlp_init(ka, sizes + [env.NUM_ACTIONS]),
+            "critic": mlp_init(kc, sizes + [1]),
+        }
 
     def policy_logits(params, obs):
         return mlp_apply(params["actor"], obs)
@@ -261,8 +284,10 @@ def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
         idx = jnp.arange(T)
         power = (idx[None, :] - idx[:, None]).astype(v.dtype)
         discounts = jnp.where(power >= 0, cfg.discount ** jnp.maximum(power, 0), 0.0)
-        returns = (discounts @ batch.reward.astype(v.dtype)
-                   + cfg.discount ** (T - idx).astype(v.dtype) * target_v[-1])
+        returns = (
+            discounts @ batch.reward.astype(v.dtype)
+            + cfg.discount ** (T - idx).astype(v.dtype) * target_v[-1]
+        )
         adv = returns - target_v[:-1]
         log_pi = jax.nn.log_softmax(logits)
         log_pi_a = jnp.take_along_axis(log_pi, batch.action[:, None], axis=-1)[:, 0]
@@ -281,7 +306,8 @@ def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
         meta-gradient needs, is exact)."""
         (logits, v), pullback = jax.vjp(lambda p: outputs(p, batch.observation), params)
         g_out, terms = jax.grad(loss_of_outputs, argnums=(0, 1), has_aux=True)(
-            logits, v, v, batch, entropy_weight)
+            logits, v, v, batch, entropy_weight
+        )
         (grads,) = pullback(g_out)
         return grads, terms
 
@@ -292,8 +318,9 @@ def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
     return Agent(init, policy_logits, inner_grads, outer_loss)
 
 
-def peng_q_lambda_returns(reward: Array, next_max_q: Array, discount: float,
-                          lambda_: Array | float) -> Array:
+def peng_q_lambda_returns(
+    reward: Array, next_max_q: Array, discount: float, lambda_: Array | float
+) -> Array:
     """Peng's Q(lambda) returns of one rollout (no terminal states in two-colors).
 
       G_t = r_t + discount * ((1 - lambda) * max_a Q(s_{t+1}, a) + lambda * G_{t+1}),
@@ -355,26 +382,29 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
         return mlp_apply(params["q"], obs)
 
     def policy_logits(params, obs):
-        return epsilon_greedy_log_probs(q_values(params, obs),
-                                        jax.nn.sigmoid(params["eps_logit"]))
+        return epsilon_greedy_log_probs(q_values(params, obs), jax.nn.sigmoid(params["eps_logit"]))
 
     def td_terms(q, batch: Rollout):
         """q: [T + 1, A] -> (Q(s_t, a_t) [T], returns G [T], max_a Q(s_t, a) [T])."""
         q_sa = jnp.take_along_axis(q[:-1], batch.action[:, None], axis=-1)[:, 0]
         max_q = jnp.max(q, axis=-1)
-        returns = peng_q_lambda_returns(batch.reward.astype(q.dtype), sg(max_q[1:]),
-                                        cfg.discount, cfg.q_lambda)
+        returns = peng_q_lambda_returns(
+            batch.reward.astype(q.dtype), sg(max_q[1:]), cfg.discount, cfg.q_lambda
+        )
         return q_sa, sg(returns), sg(max_q[:-1])
 
     def inner_grads(params, batch: Rollout, epsilon):
         def td_loss(q_params):
             q_sa, returns, _ = td_terms(mlp_apply(q_params, batch.observation), batch)
             return 0.5 * jnp.mean(jnp.square(returns - q_sa))
+
         loss, g_q = jax.value_and_grad(td_loss)(params["q"])
         # Entropy of the epsilon-greedy policy: the same in every state.
         entropy = losses.entropy(epsilon_greedy_log_probs(jnp.eye(env.NUM_ACTIONS)[0], epsilon))
-        return ({"q": g_q, "eps_logit": jnp.zeros_like(params["eps_logit"])},
-                {"td": loss, "entropy": entropy})
+        return (
+            {"q": g_q, "eps_logit": jnp.zeros_like(params["eps_logit"])},
+            {"td": loss, "entropy": entropy},
+        )
 
     def outer_loss(params, batch: Rollout):
         q = q_values(params, batch.observation)
@@ -427,8 +457,9 @@ def make_inner_optimizer(cfg: TwoColorsConfig) -> optax.GradientTransformation:
 InnerUpdate = Callable[[Any, Any, Any, Rollout], Tuple[Any, Any, Dict[str, Array]]]
 
 
-def make_inner_update(agent: Agent, cfg: TwoColorsConfig,
-                      optimizer: Optional[optax.GradientTransformation] = None) -> InnerUpdate:
+def make_inner_update(
+    agent: Agent, cfg: TwoColorsConfig, optimizer: Optional[optax.GradientTransformation] = None
+) -> InnerUpdate:
     """(params, opt_state, meta_params, batch) -> (params', opt_state', terms).
 
     One optax step (SGD, lr `cfg.learning_rate`, by default) on the inner loss
@@ -451,6 +482,7 @@ def make_inner_update(agent: Agent, cfg: TwoColorsConfig,
 class MetaObjectives(NamedTuple):
     """The meta-objectives of `agents.meta` bound to this agent's update rule
     and outer loss, returning values only (for `jax.grad`)."""
+
     unroll: Callable  # (meta_params, params, opt_state, batches) -> [(x_k, s_k)] k = 1..K
     mg: Callable  # (meta_params, params, opt_state, batches, val) -> f(x_K(w))
     grounded_step: Callable  # (params, val) -> sg(x - a * grad f(x))
@@ -461,9 +493,13 @@ class MetaObjectives(NamedTuple):
     mixed: Callable
 
 
-def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
-                         policy_logits: Callable, matching: str,
-                         target_step_size: float) -> MetaObjectives:
+def make_meta_objectives(
+    inner_update: InnerUpdate,
+    outer_loss: Callable,
+    policy_logits: Callable,
+    matching: str,
+    target_step_size: float,
+) -> MetaObjectives:
     """MG, mixed and BMG (`agents.meta`) from an inner update and an outer loss,
     with an SGD grounded step of size `target_step_size` and `matching` (L2 in
     parameter space, or KL of the policies on the validation states).
@@ -483,7 +519,8 @@ def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
         return outer_loss(params, batch), {}
 
     match = meta_lib.matching(
-        matching, lambda params, val: (policy_logits(params, val.observation[:-1]), None))
+        matching, lambda params, val: (policy_logits(params, val.observation[:-1]), None)
+    )
 
     def grounded(params, val: Rollout, opt_state=None):
         return meta_lib.grounded_step(outer, target_step_size, params, val)
@@ -493,8 +530,9 @@ def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
         return [(p, o) for p, o, _ in steps]
 
     def mg(meta_params, params, opt_state, batches, val: Rollout):
-        return meta_lib.mg(inner_update, outer, meta_params, params, opt_state,
-                           _as_list(batches), val)[0]
+        return meta_lib.mg(
+            inner_update, outer, meta_params, params, opt_state, _as_list(batches), val
+        )[0]
 
     def grounded_step(params, val: Rollout):
         return grounded(params, val)[0]
@@ -502,16 +540,33 @@ def make_meta_objectives(inner_update: InnerUpdate, outer_loss: Callable,
     def bootstrap_target(params_k, opt_state_k, meta_params, batches, val: Rollout):
         """L - 1 = len(batches) steps of the rule from sg(x_K), w held fixed,
         then the grounded step on `val`."""
-        return meta_lib.bootstrap_target(inner_update, grounded, meta_params, params_k,
-                                         opt_state_k, _as_list(batches), val)[0]
+        return meta_lib.bootstrap_target(
+            inner_update, grounded, meta_params, params_k, opt_state_k, _as_list(batches), val
+        )[0]
 
     def bmg(meta_params, params, opt_state, batches, val: Rollout, target):
-        return meta_lib.bmg(inner_update, match, meta_params, params, opt_state,
-                            _as_list(batches), val, target=target)[0]
+        return meta_lib.bmg(
+            inner_update,
+            match,
+            meta_params,
+            params,
+            opt_state,
+            _as_list(batches),
+            val,
+            target=target,
+        )[0]
 
     def mixed(meta_params, params, opt_state, batches, vals, coefficients):
-        return meta_lib.mixed(inner_update, outer, meta_params, params, opt_state,
-                              _as_list(batches), _as_list(vals), coefficients)[0]
+        return meta_lib.mixed(
+            inner_update,
+            outer,
+            meta_params,
+            params,
+            opt_state,
+            _as_list(batches),
+            _as_list(vals),
+            coefficients,
+        )[0]
 
     return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed)
 
@@ -531,6 +586,7 @@ class TrainState(NamedTuple):
 
 class System(NamedTuple):
     """Everything `run` needs, built once per config."""
+
     cfg: TwoColorsConfig
     agent: Agent
     inner_update: InnerUpdate
@@ -547,20 +603,24 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
     inner_opt = make_inner_optimizer(cfg)
     meta_opt = optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps)
     inner_update = make_inner_update(agent, cfg, inner_opt)
-    meta = make_meta_objectives(inner_update, agent.outer_loss, agent.policy_logits,
-                                cfg.matching, cfg.target_step_size)
+    meta = make_meta_objectives(
+        inner_update, agent.outer_loss, agent.policy_logits, cfg.matching, cfg.target_step_size
+    )
     T, K, C = cfg.rollout_length, cfg.K, cfg.cycle
 
     def collect(params, env_state, last_input, key):
         """T steps acting with params; last_input: previous rollout's meta input."""
+
         def act(carry, k):
             s, obs = carry
             ka, ke = jax.random.split(k)
             a = jax.random.categorical(ka, agent.policy_logits(params, obs)).astype(jnp.int32)
             s, next_obs, r = env.step(s, a, ke, cfg.swap_every)
             return (s, next_obs), (obs, a, r)
+
         (env_state, last_obs), (obs, a, r) = jax.lax.scan(
-            act, (env_state, env.observe(env_state)), jax.random.split(key, T))
+            act, (env_state, env.observe(env_state)), jax.random.split(key, T)
+        )
         meta_input = jnp.concatenate([last_input[1:], jnp.mean(r)[None]])
         return env_state, Rollout(jnp.concatenate([obs, last_obs[None]]), a, r, meta_input)
 
@@ -568,10 +628,16 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
         k_env, k_agent, k_meta, k_roll, key = jax.random.split(key, 5)
         params = agent.init(k_agent)
         meta_params = meta_init(k_meta, cfg)
-        env_state, first = collect(params, env.reset(k_env), jnp.zeros((cfg.meta_inputs,)),
-                                   k_roll)
-        return TrainState(params, inner_opt.init(params), meta_params,
-                          meta_opt.init(meta_params), env_state, first, key)
+        env_state, first = collect(params, env.reset(k_env), jnp.zeros((cfg.meta_inputs,)), k_roll)
+        return TrainState(
+            params,
+            inner_opt.init(params),
+            meta_params,
+            meta_opt.init(meta_params),
+            env_state,
+            first,
+            key,
+        )
 
     def cycle(state: TrainState):
         key, *keys = jax.random.split(state.key, C + 1)
@@ -589,20 +655,31 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
             meta_grad = jax.tree_util.tree_map(jnp.zeros_like, state.meta_params)
         elif cfg.objective == "mg":
             meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
-                state.meta_params, state.params, state.opt_state, batches[:K], val)
+                state.meta_params, state.params, state.opt_state, batches[:K], val
+            )
         elif cfg.objective == "mixed":  # the k-step term is judged on the rollout after x_k
             meta_loss, meta_grad = jax.value_and_grad(meta.mixed)(
-                state.meta_params, state.params, state.opt_state, batches[:K],
-                batches[1:K + 1], cfg.mix_coefficients)
+                state.meta_params,
+                state.params,
+                state.opt_state,
+                batches[:K],
+                batches[1 : K + 1],
+                cfg.mix_coefficients,
+            )
         else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K
             target = meta.grounded_step(p, val)
             meta_loss, meta_grad = jax.value_and_grad(meta.bmg)(
-                state.meta_params, state.params, state.opt_state, batches[:K], val, target)
+                state.meta_params, state.params, state.opt_state, batches[:K], val, target
+            )
         updates, meta_opt_state = meta_opt.update(meta_grad, state.meta_opt_state)
         meta_params = optax.apply_updates(state.meta_params, updates)
         new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key)
-        logs = {"reward": jnp.stack(rewards), "eps": jnp.stack(eps),
-                "meta_loss": meta_loss, "entropy": terms["entropy"]}
+        logs = {
+            "reward": jnp.stack(rewards),
+            "eps": jnp.stack(eps),
+            "meta_loss": meta_loss,
+            "entropy": terms["entropy"],
+        }
         return new, logs
 
     return System(cfg, agent, inner_update, meta, inner_opt, meta_opt, collect, init, cycle)
@@ -631,8 +708,10 @@ def run(cfg: TwoColorsConfig, key, system: Optional[System] = None) -> Dict[str,
     }
     per_bin = cfg.log_every // cfg.rollout_length
     bins = n // per_bin
-    out = {k: jnp.mean(v[:bins * per_bin].reshape(bins, per_bin), axis=1)
-           for k, v in per_rollout.items()}
+    out = {
+        k: jnp.mean(v[: bins * per_bin].reshape(bins, per_bin), axis=1)
+        for k, v in per_rollout.items()
+    }
     out["reward"] = out["reward"] / cfg.rollout_length  # mean reward per step
     out["total_reward"] = jnp.sum(per_rollout["reward"])
     return out

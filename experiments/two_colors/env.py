@@ -18,6 +18,7 @@ agent, item 0 and item 1, in that order. It does not say which colour pays.
 and `observe(state)` are pure, so many seeds run under `jax.vmap` and long
 runs under `lax.scan`.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple
@@ -73,8 +74,9 @@ def observe(state: EnvState) -> Array:
     return jax.nn.one_hot(xy, SIZE, dtype=jnp.float32).reshape(OBS_DIM)
 
 
-def step(state: EnvState, action, key, swap_every: int = SWAP_EVERY
-         ) -> Tuple[EnvState, Array, Array]:
+def step(
+    state: EnvState, action, key, swap_every: int = SWAP_EVERY
+) -> Tuple[EnvState, Array, Array]:
     """One move. Returns (next state, its observation, reward float32)."""
     move = jnp.asarray(MOVES, jnp.int32)[action]
     agent = jnp.clip(state.agent + move, 0, SIZE - 1)

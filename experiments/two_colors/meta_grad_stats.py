@@ -22,6 +22,7 @@ every estimator depends strongly on the point (the warmup seed): compare
 estimators at one point and measure at several `--seed`s.
 Writes stats.json and stats.png into --out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,14 +50,27 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "seed")
     flags.DEFINE_string("out", "runs/meta_grad_stats", "output folder")
     flags.DEFINE_integer("batch", 32, "samples vmapped at once (larger on an accelerator)")
-    flags.DEFINE_boolean("append", False, "add this run's samples (the next sample indices) to "
-                         "--out/stats.json measured with the same setup")
+    flags.DEFINE_boolean(
+        "append",
+        False,
+        "add this run's samples (the next sample indices) to "
+        "--out/stats.json measured with the same setup",
+    )
+
 
 ESTIMATORS = ("mg_k1", "mg_k2", "mg_k4", "mg_k8", "mixed_k8", "bmg_l1", "bmg_l4")
 
 
-def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
-                 mix_lambda: float, hidden: int, seed: int, batch: int = 32):
+def sample_grads(
+    samples: int,
+    start: int,
+    warmup_steps: int,
+    reference_k: int,
+    mix_lambda: float,
+    hidden: int,
+    seed: int,
+    batch: int = 32,
+):
     """Meta-gradients of every estimator (and the reference) on samples
     start .. start + samples - 1: {name: [samples, P] float32}. Sample i's data
     comes from fold_in(PRNGKey(seed + 1), i), so chunks of samples measured in
@@ -69,8 +83,9 @@ def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
     cfg = tca.TwoColorsConfig(objective="none", hidden=hidden, steps=max(warmup_steps, 16))
     system = tca.make_system(cfg)
     state = system.init(jax.random.PRNGKey(seed))
-    state, _ = jax.jit(lambda s: jax.lax.scan(lambda c, _: system.cycle(c), s, None,
-                                              length=tca.num_cycles(cfg)))(state)
+    state, _ = jax.jit(
+        lambda s: jax.lax.scan(lambda c, _: system.cycle(c), s, None, length=tca.num_cycles(cfg))
+    )(state)
     # The warmup (objective none) holds the meta-network with its output weights
     # at zero; measure at the initial value a meta-learner starts from.
     meta_start = tca.make_system(dataclasses.replace(cfg, objective="mg"))
@@ -98,15 +113,17 @@ def sample_grads(samples: int, start: int, warmup_steps: int, reference_k: int,
         for L in (1, 4):  # K = 1; L - 1 rule steps on the agent's next batches
             x1, s1 = meta.unroll(w, x0, s0, batches[:1])[-1]
             target = meta.bootstrap_target(x1, s1, w, batches[1:L], batches[L])
-            grads[f"bmg_l{L}"] = flat(jax.grad(meta.bmg)(w, x0, s0, batches[:1], batches[L],
-                                                         target))
-        grads["reference"] = flat(jax.grad(meta.mg)(w, x0, s0, batches[:reference_k],
-                                                    batches[reference_k]))
+            grads[f"bmg_l{L}"] = flat(
+                jax.grad(meta.bmg)(w, x0, s0, batches[:1], batches[L], target)
+            )
+        grads["reference"] = flat(
+            jax.grad(meta.mg)(w, x0, s0, batches[:reference_k], batches[reference_k])
+        )
         return grads
 
     run = jax.jit(jax.vmap(one_sample))
     index = np.arange(start, start + samples, dtype=np.int32)
-    chunks = [jax.device_get(run(index[i:i + batch])) for i in range(0, samples, batch)]
+    chunks = [jax.device_get(run(index[i : i + batch])) for i in range(0, samples, batch)]
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
@@ -115,21 +132,32 @@ def sums_of(grads) -> Dict:
     squared norms (float64), and each sample's norm (for the median and the
     tail, which the moments hide); chunks add up with add_sums."""
     import numpy as np
+
     sums = {}
     for k, g in grads.items():
         g = g.astype(np.float64)
-        sq = (g ** 2).sum(1)
-        sums[k] = {"n": len(g), "sum": g.sum(0).tolist(), "sumsq": float(sq.sum()),
-                   "norms": np.sqrt(sq).tolist()}
+        sq = (g**2).sum(1)
+        sums[k] = {
+            "n": len(g),
+            "sum": g.sum(0).tolist(),
+            "sumsq": float(sq.sum()),
+            "norms": np.sqrt(sq).tolist(),
+        }
     return sums
 
 
 def add_sums(a: Dict, b: Dict) -> Dict:
     import numpy as np
-    return {k: {"n": a[k]["n"] + b[k]["n"],
-                "sum": (np.asarray(a[k]["sum"]) + np.asarray(b[k]["sum"])).tolist(),
-                "sumsq": a[k]["sumsq"] + b[k]["sumsq"],
-                "norms": a[k]["norms"] + b[k]["norms"]} for k in a}
+
+    return {
+        k: {
+            "n": a[k]["n"] + b[k]["n"],
+            "sum": (np.asarray(a[k]["sum"]) + np.asarray(b[k]["sum"])).tolist(),
+            "sumsq": a[k]["sumsq"] + b[k]["sumsq"],
+            "norms": a[k]["norms"] + b[k]["norms"],
+        }
+        for k in a
+    }
 
 
 def stats_from_sums(sums: Dict) -> Dict:
@@ -139,6 +167,7 @@ def stats_from_sums(sums: Dict) -> Dict:
     1 for the estimator and the reference), cos(mean, reference mean), and the
     median and largest per-sample norm (heavy tails show as max >> median)."""
     import numpy as np
+
     ref = np.asarray(sums["reference"]["sum"]) / sums["reference"]["n"]
     stats = {}
     for name in ESTIMATORS + ("reference",):
@@ -146,10 +175,10 @@ def stats_from_sums(sums: Dict) -> Dict:
         norm2 = float(mean @ mean)
         var = max(sums[name]["sumsq"] - n * norm2, 0.0) / (n - 1)
         stats[name] = {
-            "mean_norm": norm2 ** 0.5,
+            "mean_norm": norm2**0.5,
             "variance_trace": var,
             "normalised_variance": var / norm2 if norm2 > 0 else float("inf"),
-            "se_over_norm": (var / n) ** 0.5 / norm2 ** 0.5 if norm2 > 0 else float("inf"),
+            "se_over_norm": (var / n) ** 0.5 / norm2**0.5 if norm2 > 0 else float("inf"),
             "cosine_to_reference": float(mean @ ref / ((norm2 * float(ref @ ref)) ** 0.5 + 1e-30)),
             "median_norm": float(np.median(sums[name]["norms"])),
             "max_norm": float(np.max(sums[name]["norms"])),
@@ -159,17 +188,31 @@ def stats_from_sums(sums: Dict) -> Dict:
 
 def plot(stats, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     names = list(ESTIMATORS)
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    for ax, key, title in zip(axes, ("variance_trace", "normalised_variance", "median_norm",
-                                     "cosine_to_reference"),
-                              ("variance: trace(Cov)", "trace(Cov) / |mean|^2",
-                               "median per-sample norm", "cosine(mean, reference)")):
+    for ax, key, title in zip(
+        axes,
+        ("variance_trace", "normalised_variance", "median_norm", "cosine_to_reference"),
+        (
+            "variance: trace(Cov)",
+            "trace(Cov) / |mean|^2",
+            "median per-sample norm",
+            "cosine(mean, reference)",
+        ),
+    ):
         values = [stats[n][key] for n in names]
-        ax.bar(names, values, color=[
-            "C0" if n.startswith("mg") else "C1" if n.startswith("mixed") else "C2" for n in names])
+        ax.bar(
+            names,
+            values,
+            color=[
+                "C0" if n.startswith("mg") else "C1" if n.startswith("mixed") else "C2"
+                for n in names
+            ],
+        )
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=45)
         if key != "cosine_to_reference":  # bars from well below the smallest, so each shows
@@ -186,11 +229,14 @@ SETUP = ("warmup_steps", "reference_k", "mix_lambda", "hidden", "seed", "backend
 def main(argv):
     del argv
     from configs import ConfigError, parse_count
+
     try:
         warmup = parse_count("--warmup", FLAGS.warmup, "2e5", minimum=0)
         if FLAGS.samples < 2 or FLAGS.reference_k < 8 or FLAGS.batch < 1:
-            raise ValueError(f"--samples={FLAGS.samples} (>= 2), --reference_k="
-                             f"{FLAGS.reference_k} (>= 8), --batch={FLAGS.batch} (>= 1)")
+            raise ValueError(
+                f"--samples={FLAGS.samples} (>= 2), --reference_k="
+                f"{FLAGS.reference_k} (>= 8), --batch={FLAGS.batch} (>= 1)"
+            )
         _main(warmup)
     except (ConfigError, ValueError) as e:
         print(f"error: bad flag value: {e}", file=sys.stderr)
@@ -200,9 +246,17 @@ def main(argv):
 def _main(warmup: int) -> None:
     import jax
     from configs import ConfigError
-    facts = {"warmup_steps": warmup, "reference_k": FLAGS.reference_k,
-             "mix_lambda": FLAGS.mix_lambda, "hidden": FLAGS.hidden, "seed": FLAGS.seed,
-             "backend": jax.default_backend(), "jax": jax.__version__, "chunks": []}
+
+    facts = {
+        "warmup_steps": warmup,
+        "reference_k": FLAGS.reference_k,
+        "mix_lambda": FLAGS.mix_lambda,
+        "hidden": FLAGS.hidden,
+        "seed": FLAGS.seed,
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "chunks": [],
+    }
     path = os.path.join(FLAGS.out, "stats.json")
     old, start = None, 0
     if FLAGS.append and os.path.exists(path):
@@ -213,16 +267,31 @@ def _main(warmup: int) -> None:
             start, facts["chunks"] = old["sums"]["reference"]["n"], old["facts"]["chunks"]
             len(old["sums"]["reference"]["norms"])  # KeyError: a file without per-sample norms
         except (OSError, ValueError, KeyError) as e:
-            raise ConfigError(f"--append to {path} is not allowed: not a stats file of this "
-                              f"version ({e!r}); measure into another --out") from None
+            raise ConfigError(
+                f"--append to {path} is not allowed: not a stats file of this "
+                f"version ({e!r}); measure into another --out"
+            ) from None
         if old_setup != {k: facts[k] for k in SETUP}:
-            raise ConfigError(f"--append to {path} is not allowed: it was measured with "
-                              f"{old_setup}, this run has {({k: facts[k] for k in SETUP})}")
+            raise ConfigError(
+                f"--append to {path} is not allowed: it was measured with "
+                f"{old_setup}, this run has { ({k: facts[k] for k in SETUP}) }"
+            )
     t0 = time.time()
-    sums = sums_of(sample_grads(FLAGS.samples, start, warmup, FLAGS.reference_k,
-                                FLAGS.mix_lambda, FLAGS.hidden, FLAGS.seed, FLAGS.batch))
-    facts["chunks"].append({"start": start, "samples": FLAGS.samples,
-                            "seconds": round(time.time() - t0, 1)})
+    sums = sums_of(
+        sample_grads(
+            FLAGS.samples,
+            start,
+            warmup,
+            FLAGS.reference_k,
+            FLAGS.mix_lambda,
+            FLAGS.hidden,
+            FLAGS.seed,
+            FLAGS.batch,
+        )
+    )
+    facts["chunks"].append(
+        {"start": start, "samples": FLAGS.samples, "seconds": round(time.time() - t0, 1)}
+    )
     if old:
         sums = add_sums(old["sums"], sums)
     facts["samples"] = sums["reference"]["n"]
@@ -234,14 +303,20 @@ def _main(warmup: int) -> None:
         json.dump({"facts": facts, "stats": stats, "sums": sums}, f, indent=1)
     os.replace(tmp, path)  # a long measurement is never left half-written
     plot(stats, os.path.join(FLAGS.out, "stats.png"))
-    print(f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} "
-          f"{'se/|m|':>8s} {'cos(ref)':>9s} {'median|g|':>10s} {'max|g|':>10s}")
+    print(
+        f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} "
+        f"{'se/|m|':>8s} {'cos(ref)':>9s} {'median|g|':>10s} {'max|g|':>10s}"
+    )
     for name, s in stats.items():
-        print(f"{name:10s} {s['mean_norm']:10.3e} {s['variance_trace']:10.3e} "
-              f"{s['normalised_variance']:10.3e} {s['se_over_norm']:8.3f} "
-              f"{s['cosine_to_reference']:9.3f} {s['median_norm']:10.3e} {s['max_norm']:10.3e}")
-    print(f"{facts['samples']} samples ({FLAGS.samples} this run) in {facts['seconds']:.0f} s; "
-          f"wrote {path}")
+        print(
+            f"{name:10s} {s['mean_norm']:10.3e} {s['variance_trace']:10.3e} "
+            f"{s['normalised_variance']:10.3e} {s['se_over_norm']:8.3f} "
+            f"{s['cosine_to_reference']:9.3f} {s['median_norm']:10.3e} {s['max_norm']:10.3e}"
+        )
+    print(
+        f"{facts['samples']} samples ({FLAGS.samples} this run) in {facts['seconds']:.0f} s; "
+        f"wrote {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ running anything.
 Seed s always starts from PRNGKey(s), so a chunked objective is the same
 experiment as one run over all its seeds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,20 +56,36 @@ def define_flags() -> None:
     flags.DEFINE_integer("seeds", 5, "number of seeds (0, 1, ...) + --seed_offset")
     flags.DEFINE_integer("seed_offset", 0, "first seed")
     flags.DEFINE_list("objectives", ["mg", "bmg_l1", "bmg_l4", "bmg_l8"], "objectives to compare")
-    flags.DEFINE_enum("agent", "actor_critic", ["actor_critic", "q_lambda"],
-                      "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
-                      "of an epsilon-greedy Peng's Q(lambda) agent")
+    flags.DEFINE_enum(
+        "agent",
+        "actor_critic",
+        ["actor_critic", "q_lambda"],
+        "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
+        "of an epsilon-greedy Peng's Q(lambda) agent",
+    )
     flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
     flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
     flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
-    flags.DEFINE_multi_string("override", [], "TwoColorsConfig field=value (repeatable), "
-                              "applied to every objective, e.g. meta_learning_rate=3e-4")
+    flags.DEFINE_multi_string(
+        "override",
+        [],
+        "TwoColorsConfig field=value (repeatable), "
+        "applied to every objective, e.g. meta_learning_rate=3e-4",
+    )
     flags.DEFINE_string("out", "runs/two_colors", "output folder")
     flags.DEFINE_boolean("plots", True, "write PNG plots")
-    flags.DEFINE_list("merge", [], "result folders or files (results.json, .json.gz) to "
-                      "combine into --out (no runs): their objectives' seed chunks are joined")
-    flags.DEFINE_boolean("append", False, "add to (or replace objectives in) an existing "
-                         "--out/results.json, e.g. to give objectives different overrides")
+    flags.DEFINE_list(
+        "merge",
+        [],
+        "result folders or files (results.json, .json.gz) to "
+        "combine into --out (no runs): their objectives' seed chunks are joined",
+    )
+    flags.DEFINE_boolean(
+        "append",
+        False,
+        "add to (or replace objectives in) an existing "
+        "--out/results.json, e.g. to give objectives different overrides",
+    )
 
 
 def _parse_value(text: str):
@@ -82,15 +99,19 @@ def _parse_value(text: str):
 
 def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
     from experiments.two_colors.agents import TwoColorsConfig, parse_objective
+
     agent = common.get("agent", "actor_critic")
-    return {name: TwoColorsConfig(**{**common, **parse_objective(name, agent), "steps": steps})
-            for name in objectives}
+    return {
+        name: TwoColorsConfig(**{**common, **parse_objective(name, agent), "steps": steps})
+        for name in objectives
+    }
 
 
 def confidence_interval(values, level: float = 0.95):
     """(mean, lo, hi): t-interval of the mean over seeds (lo = hi = mean for 1 seed)."""
     import numpy as np
     from scipy import stats
+
     v = np.asarray(values, np.float64)
     mean = float(v.mean())
     if v.size < 2:
@@ -99,8 +120,9 @@ def confidence_interval(values, level: float = 0.95):
     return mean, mean - half, mean + half
 
 
-def swap_stats(curves: Dict, log_every: int, swap_every: int, steps: int,
-               window: int = 10_240) -> Dict:
+def swap_stats(
+    curves: Dict, log_every: int, swap_every: int, steps: int, window: int = 10_240
+) -> Dict:
     """How the entropy weight moves around the colour swaps, averaged over swaps
     and seeds: `before` = mean eps over `window` steps before a swap, `after` =
     over `window` steps after it, `late` = over the last `window` steps before
@@ -108,6 +130,7 @@ def swap_stats(curves: Dict, log_every: int, swap_every: int, steps: int,
     eps and reward rate over all logged points (negative: eps is high where
     reward is low)."""
     import numpy as np
+
     eps, rew = np.asarray(curves["eps"]), np.asarray(curves["reward"])
     w = max(1, window // log_every)
     before, after, late = [], [], []
@@ -115,21 +138,26 @@ def swap_stats(curves: Dict, log_every: int, swap_every: int, steps: int,
         i, j = s // log_every, (s + swap_every) // log_every
         if i - w < 0 or j > eps.shape[1]:
             continue
-        before.append(eps[:, i - w:i].mean())
-        after.append(eps[:, i:i + w].mean())
-        late.append(eps[:, j - w:j].mean())
+        before.append(eps[:, i - w : i].mean())
+        after.append(eps[:, i : i + w].mean())
+        late.append(eps[:, j - w : j].mean())
     corr = [float(np.corrcoef(e, r)[0, 1]) for e, r in zip(eps, rew) if e.std() > 1e-6]
     if not before:
         return {}
-    return {"window_steps": w * log_every, "eps_before": float(np.mean(before)),
-            "eps_after": float(np.mean(after)), "eps_late": float(np.mean(late)),
-            "corr_eps_reward": float(np.mean(corr)) if corr else None}
+    return {
+        "window_steps": w * log_every,
+        "eps_before": float(np.mean(before)),
+        "eps_after": float(np.mean(after)),
+        "eps_late": float(np.mean(late)),
+        "corr_eps_reward": float(np.mean(corr)) if corr else None,
+    }
 
 
 def run_objective(cfg, seeds: List[int]) -> Dict:
     import jax
     import numpy as np
     from experiments.two_colors import agents as tca
+
     keys = tca.seed_keys(seeds)
     t0 = time.time()
     compiled = tca.jitted_run(cfg).lower(keys).compile()
@@ -143,8 +171,11 @@ def run_objective(cfg, seeds: List[int]) -> Dict:
     return {
         "config": dataclasses.asdict(cfg),
         "seeds": list(seeds),
-        "total_reward": total, "mean": mean, "ci95": [lo, hi],
-        "compile_s": round(t1 - t0, 1), "runtime_s": round(t2 - t1, 1),
+        "total_reward": total,
+        "mean": mean,
+        "ci95": [lo, hi],
+        "compile_s": round(t1 - t0, 1),
+        "runtime_s": round(t2 - t1, 1),
         "steps_per_s": round(cfg.steps * len(seeds) / max(t2 - t1, 1e-9)),
         "swap_stats": swap_stats(curves, cfg.log_every, cfg.swap_every, cfg.steps),
         "curves": curves,
@@ -164,29 +195,37 @@ def check_header(old: Dict, new: Dict, refusal: str) -> None:
     """Raise ConfigError(refusal ...) unless `new` results can join `old`'s:
     same agent, steps, log interval and swap interval."""
     from configs import ConfigError
+
     if _header(old) != _header(new):
         raise ConfigError(f"{refusal}: it holds {_header(old)}, this one has {_header(new)}")
 
 
-def check_chunk(old: Optional[Dict], name: str, config: Dict, seeds: List[int],
-                where: str) -> None:
+def check_chunk(old: Optional[Dict], name: str, config: Dict, seeds: List[int], where: str) -> None:
     """Raise ConfigError unless a run of `name` with `config` over `seeds` can
     join `old` (the objective's entry in `where`, None if absent): the same
     config, and seeds either all new (a chunk) or exactly old's (a rerun)."""
     from configs import ConfigError
+
     if old is None:
         return
     # Fields added since `old` was written (absent there) kept their old behaviour.
-    diff = {k: (old["config"][k], config[k]) for k in sorted(set(old["config"]) & set(config))
-            if old["config"][k] != config[k]}
+    diff = {
+        k: (old["config"][k], config[k])
+        for k in sorted(set(old["config"]) & set(config))
+        if old["config"][k] != config[k]
+    }
     if diff:
-        raise ConfigError(f"{name} in {where} has a different config, (there, here) = {diff}; "
-                          "chunks of one objective must share its config")
+        raise ConfigError(
+            f"{name} in {where} has a different config, (there, here) = {diff}; "
+            "chunks of one objective must share its config"
+        )
     both = sorted(set(old["seeds"]) & set(seeds))
     if both and set(old["seeds"]) != set(seeds):
-        raise ConfigError(f"{name} seeds {seeds} overlap the seeds {old['seeds']} in {where} "
-                          f"at {both}: allowed are new seeds only (a chunk) or exactly those "
-                          "(a rerun, which replaces them)")
+        raise ConfigError(
+            f"{name} seeds {seeds} overlap the seeds {old['seeds']} in {where} "
+            f"at {both}: allowed are new seeds only (a chunk) or exactly those "
+            "(a rerun, which replaces them)"
+        )
 
 
 def _chunks(r: Dict) -> List[Dict]:
@@ -213,11 +252,19 @@ def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
     chunks = _chunks(old) + _chunks(new)
     runtime = round(sum(c["runtime_s"] for c in chunks), 1)
     cfg = new["config"]
-    return dict(new, seeds=sorted(seeds), total_reward=total, mean=mean, ci95=[lo, hi],
-                compile_s=round(sum(c["compile_s"] for c in chunks), 1), runtime_s=runtime,
-                steps_per_s=round(cfg["steps"] * len(seeds) / max(runtime, 1e-9)),
-                swap_stats=swap_stats(curves, cfg["log_every"], cfg["swap_every"], cfg["steps"]),
-                curves=curves, chunks=chunks)
+    return dict(
+        new,
+        seeds=sorted(seeds),
+        total_reward=total,
+        mean=mean,
+        ci95=[lo, hi],
+        compile_s=round(sum(c["compile_s"] for c in chunks), 1),
+        runtime_s=runtime,
+        steps_per_s=round(cfg["steps"] * len(seeds) / max(runtime, 1e-9)),
+        swap_stats=swap_stats(curves, cfg["log_every"], cfg["swap_every"], cfg["steps"]),
+        curves=curves,
+        chunks=chunks,
+    )
 
 
 def merge_results(into: Optional[Dict], other: Dict, where: str) -> Dict:
@@ -244,10 +291,11 @@ def _load(path: str) -> Dict:
     """results.json of a folder, or a results file (.json, or .json.gz as kept
     in experiments/two_colors/results for chunks of long runs)."""
     from configs import ConfigError
+
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     try:
-        with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
+        with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read two-colors results {path}: {e}") from None
@@ -255,9 +303,11 @@ def _load(path: str) -> Dict:
 
 def plot(results: Dict, out_dir: str) -> List[str]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
     paths = []
     objs = results["objectives"]
     log_every, swap, steps = results["log_every"], results["swap_every"], results["steps"]
@@ -279,8 +329,9 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     def smooth(y, width=5):
         """Centred moving average, same length as y (shorter windows at the ends)."""
         width = min(width, y.size)
-        return np.convolve(y, np.ones(width), "same") / np.convolve(np.ones_like(y),
-                                                                   np.ones(width), "same")
+        return np.convolve(y, np.ones(width), "same") / np.convolve(
+            np.ones_like(y), np.ones(width), "same"
+        )
 
     def finish(fig, ax, ylabel, ax_title, legend_size, name):
         ax.set_xlabel("environment steps")
@@ -301,15 +352,17 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     names = list(objs)
     means = np.array([objs[n]["mean"] for n in names])
     err = np.abs(np.array([objs[n]["ci95"] for n in names]).T - means)
-    ax.bar(range(len(names)), means, yerr=err, capsize=4,
-           color=[f"C{i}" for i in range(len(names))])
+    ax.bar(
+        range(len(names)), means, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(names))]
+    )
     for i, n in enumerate(names):
         ax.plot([i] * len(objs[n]["total_reward"]), objs[n]["total_reward"], "k.", ms=3)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([label(n, objs[n]).replace(", ", "\n", 1) for n in names], fontsize=7)
     ax.set_ylabel(f"total reward over {steps:,} steps")
-    ax.set_title(f"{title}: total reward, mean and 95% CI ({seed_count(results)} seeds, dots)",
-                 fontsize=9)
+    ax.set_title(
+        f"{title}: total reward, mean and 95% CI ({seed_count(results)} seeds, dots)", fontsize=9
+    )
     paths.append(save(fig, "total_reward.png"))
     objs = {n: r for n, r in objs.items() if "curves" in r}  # curves: runs made here
 
@@ -319,13 +372,24 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         rate = np.asarray(r["curves"]["reward"])  # [seeds, bins] mean reward per step
         cum = np.cumsum(rate * log_every, axis=1)
         x = x_axis(cum.shape[1])
-        ax.plot(x, cum.mean(0), label=f"{label(name, r)}: {r['mean']:.0f} "
-                                      f"[{r['ci95'][0]:.0f}, {r['ci95'][1]:.0f}]")
+        ax.plot(
+            x,
+            cum.mean(0),
+            label=f"{label(name, r)}: {r['mean']:.0f} [{r['ci95'][0]:.0f}, {r['ci95'][1]:.0f}]",
+        )
         ax.fill_between(x, cum.min(0), cum.max(0), alpha=0.2)
     for s in swaps:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
-    paths.append(finish(fig, ax, "cumulative reward", f"{title}: cumulative reward (mean, "
-                        f"min-max over {seed_count(results)} seeds)", 8, "cumulative_reward.png"))
+    paths.append(
+        finish(
+            fig,
+            ax,
+            "cumulative reward",
+            f"{title}: cumulative reward (mean, min-max over {seed_count(results)} seeds)",
+            8,
+            "cumulative_reward.png",
+        )
+    )
 
     # Reward rate (smoothed means, one panel).
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -334,15 +398,24 @@ def plot(results: Dict, out_dir: str) -> List[str]:
         ax.plot(x_axis(y.size), smooth(y), lw=1.0, label=label(name, r))
     for i, s in enumerate(swaps):
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
-    paths.append(finish(fig, ax, "reward per step", f"{title}: reward per step (mean over "
-                        f"seeds, {log_every}-step points, 5-point smoothing)", 7,
-                        "reward_rate.png"))
+    paths.append(
+        finish(
+            fig,
+            ax,
+            "reward per step",
+            f"{title}: reward per step (mean over "
+            f"seeds, {log_every}-step points, 5-point smoothing)",
+            7,
+            "reward_rate.png",
+        )
+    )
 
     # Meta output: one panel per meta-learning objective, reward rate behind it.
     meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
     if meta:
-        fig, axes = plt.subplots(len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6),
-                                 sharex=True, squeeze=False)
+        fig, axes = plt.subplots(
+            len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6), sharex=True, squeeze=False
+        )
         for ax, (name, r) in zip(axes[:, 0], meta):
             eps = np.asarray(r["curves"]["eps"])
             x = x_axis(eps.shape[1])
@@ -357,8 +430,11 @@ def plot(results: Dict, out_dir: str) -> List[str]:
                 ax.axvline(s, color="red", lw=0.8, ls="--")
             ax.set_title(label(name, r), fontsize=9)
         axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
-        fig.suptitle(f"{title}: meta-learned {what} (blue)"
-                     f" and reward per step (green), {seed_count(results)} seeds", fontsize=10)
+        fig.suptitle(
+            f"{title}: meta-learned {what} (blue)"
+            f" and reward per step (green), {seed_count(results)} seeds",
+            fontsize=10,
+        )
         paths.append(save(fig, "epsilon.png" if q_agent else "entropy_weight.png"))
     return paths
 
@@ -366,9 +442,13 @@ def plot(results: Dict, out_dir: str) -> List[str]:
 def write_results(results: Dict, out_dir: str) -> None:
     """results.json (with the curves) and summary.json (without), each written
     atomically: a run stopped mid-write leaves the previous complete file."""
-    summary = dict(results, objectives={
-        name: {k: v for k, v in r.items() if k != "curves"}
-        for name, r in results["objectives"].items()})
+    summary = dict(
+        results,
+        objectives={
+            name: {k: v for k, v in r.items() if k != "curves"}
+            for name, r in results["objectives"].items()
+        },
+    )
     for name, data, indent in (("results.json", results, None), ("summary.json", summary, 1)):
         path = os.path.join(out_dir, name)
         with open(path + ".tmp", "w") as f:
@@ -378,6 +458,7 @@ def write_results(results: Dict, out_dir: str) -> None:
 
 def main(argv):
     from configs import ConfigError
+
     try:
         _main(argv)
     except ConfigError as e:  # bad input: one line, exit 2, nothing run
@@ -388,6 +469,7 @@ def main(argv):
 def _main(argv):
     del argv
     from configs import ConfigError, parse_count
+
     if FLAGS.merge:
         results = None
         for where in FLAGS.merge:
@@ -395,8 +477,10 @@ def _main(argv):
         os.makedirs(FLAGS.out, exist_ok=True)
         write_results(results, FLAGS.out)
         for name, r in results["objectives"].items():
-            print(f"{name:>12}: {len(r['seeds'])} seeds, total reward {r['mean']:8.1f}  "
-                  f"95% CI [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]")
+            print(
+                f"{name:>12}: {len(r['seeds'])} seeds, total reward {r['mean']:8.1f}  "
+                f"95% CI [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"
+            )
         _finish(results)
         return
     steps = parse_count("--steps", FLAGS.steps, "1e6")
@@ -419,8 +503,13 @@ def _main(argv):
     seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     os.makedirs(FLAGS.out, exist_ok=True)
     first = next(iter(configs.values()))
-    results = {"agent": first.agent, "steps": int(steps), "log_every": first.log_every,
-               "swap_every": first.swap_every, "objectives": {}}
+    results = {
+        "agent": first.agent,
+        "steps": int(steps),
+        "log_every": first.log_every,
+        "swap_every": first.swap_every,
+        "objectives": {},
+    }
     path = os.path.join(FLAGS.out, "results.json")
     if FLAGS.append and os.path.exists(path):
         old = _load(path)
@@ -430,9 +519,12 @@ def _main(argv):
         results["objectives"] = old["objectives"]
     for name, cfg in configs.items():
         r = run_objective(cfg, seeds)
-        print(f"{name:>12}: total reward {r['mean']:8.1f}  95% CI [{r['ci95'][0]:.1f}, "
-              f"{r['ci95'][1]:.1f}]  per seed {[round(x) for x in r['total_reward']]}  "
-              f"run {r['runtime_s']} s (+{r['compile_s']} s compile)", flush=True)
+        print(
+            f"{name:>12}: total reward {r['mean']:8.1f}  95% CI [{r['ci95'][0]:.1f}, "
+            f"{r['ci95'][1]:.1f}]  per seed {[round(x) for x in r['total_reward']]}  "
+            f"run {r['runtime_s']} s (+{r['compile_s']} s compile)",
+            flush=True,
+        )
         results["objectives"][name] = merge_objective(results["objectives"].get(name), r)
         write_results(results, FLAGS.out)  # after every objective: a long run leaves partials
     _finish(results)
