@@ -129,6 +129,26 @@ def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:
     return path
 
 
+def write_result(
+    name: str, benchmark: str, args, load_start, t_start: float, jax_facts: bool = True, **fields
+) -> str:
+    """Write a benchmark's JSON `<name>.json` with what every result carries
+    (the machine, versions and commit, the arguments, load average at start
+    and end, wall time) plus `fields`; print and return its path."""
+    payload = {
+        "benchmark": benchmark,
+        "facts": machine_facts(jax_facts),
+        "args": vars(args),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "wall_s": time.perf_counter() - t_start,
+        **fields,
+    }
+    path = write_json(name, payload, args.out)
+    print(f"wrote {path}")
+    return path
+
+
 def read_json(name: str, out_dir: str = None):
     path = os.path.join(out_dir or RESULTS_DIR, f"{name}.json")
     if not os.path.exists(path):

@@ -37,7 +37,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks.common import load_average, machine_facts, read_json, steal_seconds, write_json
+from benchmarks.common import load_average, read_json, steal_seconds, write_result
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
 
@@ -374,19 +374,17 @@ def main(argv=None):
             + ", ".join(f"{k} {v:.0f}" for k, v in budget["stages"].items())
             + f"; slowest: {budget['slowest_stage']}"
         )
-    payload = {
-        "benchmark": "end_to_end",
-        "facts": machine_facts(jax_facts=False),
-        "args": vars(args),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "wall_s": time.perf_counter() - t_start,
-        "configs": configs,
-        "runs": runs,
-        "stage_budget": budget,
-    }
-    path = write_json("end_to_end-cpu", payload, args.out)
-    print(f"wrote {path}")
+    write_result(
+        "end_to_end-cpu",
+        "end_to_end",
+        args,
+        load_start,
+        t_start,
+        jax_facts=False,
+        configs=configs,
+        runs=runs,
+        stage_budget=budget,
+    )
 
 
 if __name__ == "__main__":

@@ -364,7 +364,7 @@ def main(argv=None):
     os.environ["JAX_PLATFORMS"] = "cpu"  # actors run JAX on CPU (launch.program.process_env)
     import jax
     from actors.environments import num_actions
-    from benchmarks.common import load_average, machine_facts, write_json
+    from benchmarks.common import load_average, write_result
 
     load_start = load_average()
     t_start = time.perf_counter()
@@ -422,14 +422,13 @@ def main(argv=None):
     if "small" in networks:
         for N, r in results.items():
             goal[N] = r["actor"]["small"]["ratio_to_env_limit"] >= GOAL
-    payload = {
-        "benchmark": "env_actor",
-        "facts": machine_facts(),
-        "args": vars(args),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "wall_s": time.perf_counter() - t_start,
-        "setup": {
+    write_result(
+        f"env_actor-{jax.default_backend()}",
+        "env_actor",
+        args,
+        load_start,
+        t_start,
+        setup={
             "env": "actors.environments.make_vector_env (ale-py AtariVectorEnv), debug preset "
             "EnvConfig, random actions",
             "actor": "actors.actor.ActorNode.run, in this process; learner/counter stand-ins",
@@ -437,13 +436,11 @@ def main(argv=None):
             "limiter, inserts never wait; nothing samples)",
             "steps": "agent steps summed over the N envs (x4 = frames)",
         },
-        "configs": configs,
-        "goal_ratio": GOAL,
-        "goal_met_small": goal,
-        "results": results,
-    }
-    path = write_json(f"env_actor-{jax.default_backend()}", payload, args.out)
-    print(f"wrote {path}")
+        configs=configs,
+        goal_ratio=GOAL,
+        goal_met_small=goal,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

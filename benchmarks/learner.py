@@ -24,7 +24,7 @@ import numpy as np
 
 from agents import builders
 from agents.types import Trajectory
-from benchmarks.common import load_average, machine_facts, steal_seconds, write_json
+from benchmarks.common import load_average, steal_seconds, write_result
 from configs import make_config
 
 VARIANTS = [
@@ -145,20 +145,17 @@ def main(argv=None):
             f"s/update {r['samples_per_s']:8.1f} samples/s",
             flush=True,
         )
-    payload = {
-        "benchmark": "learner",
-        "facts": machine_facts(),
-        "args": vars(args),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "wall_s": time.perf_counter() - t_start,
-        "setup": "jitted Learner.update on one device, fake Atari-shaped data already "
+    write_result(
+        f"learner-{jax.default_backend()}",
+        "learner",
+        args,
+        load_start,
+        t_start,
+        setup="jitted Learner.update on one device, fake Atari-shaped data already "
         "on the device; median of reps after the first (compiling) call",
-        "configs": configs,
-        "results": results,
-    }
-    path = write_json(f"learner-{jax.default_backend()}", payload, args.out)
-    print(f"wrote {path}")
+        configs=configs,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def main(argv=None):
         child(args)
         return
 
-    from benchmarks.common import load_average, machine_facts, write_json
+    from benchmarks.common import load_average, write_result
 
     load_start, t_start = load_average(), time.perf_counter()
     backend = "cpu" if args.platform == "cpu" else detect_backend()
@@ -175,26 +175,24 @@ def main(argv=None):
                 a["relative_to_1_device"] = (
                     a["seconds_per_update"] / runs["1"]["agents"][agent]["seconds_per_update"]
                 )
-    payload = {
-        "benchmark": "pmap_scaling",
-        "facts": machine_facts(jax_facts=False),
-        "args": vars(args),
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "wall_s": time.perf_counter() - t_start,
-        "backend": backend,
-        "forced_host_devices": forced,
-        "note": (
+    write_result(
+        f"pmap-{backend}",
+        "pmap_scaling",
+        args,
+        load_start,
+        t_start,
+        jax_facts=False,
+        backend=backend,
+        forced_host_devices=forced,
+        note=(
             "forced host devices share this machine's CPU cores: the figures "
             "show pmap overhead, not speed-up"
         )
         if forced
         else "real devices",
-        "results": runs,
-        "skipped": skipped,
-    }
-    path = write_json(f"pmap-{backend}", payload, args.out)
-    print(f"wrote {path}")
+        results=runs,
+        skipped=skipped,
+    )
 
 
 if __name__ == "__main__":

@@ -238,66 +238,47 @@ def definitions(last: int) -> List[str]:
     ]
 
 
+GAME_COLUMNS = "game status seeds seeds_with_results seeds_finished final_score hns frames"
+RUN_COLUMNS = "game seed name finished episodes final_score hns frames run_dir"
+
+
+def _write_csv(path: str, header: List[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def write_csvs(s: Dict, out: str) -> List[str]:
     game_path, run_path = os.path.join(out, "per_game.csv"), os.path.join(out, "per_run.csv")
-    with open(game_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "game",
-                "status",
-                "seeds",
-                "seeds_with_results",
-                "seeds_finished",
-                "final_score",
-                "hns",
-                "frames",
-                "hns_per_seed",
-            ]
-        )
-        for g in s["per_game"]:
-            w.writerow(
-                [
-                    g["game"],
-                    g["status"],
-                    g["seeds"],
-                    g["seeds_with_results"],
-                    g["seeds_finished"],
-                    _num(g["final_score"], "{:.6g}"),
-                    _num(g["hns"], "{:.6g}"),
-                    _num(g["frames"], "{:.0f}"),
-                    ";".join(f"{seed}:{h:.6g}" for seed, h in g["hns_per_seed"]),
-                ]
-            )
-    with open(run_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "game",
-                "seed",
-                "name",
-                "finished",
-                "episodes",
-                "final_score",
-                "hns",
-                "frames",
-                "run_dir",
-            ]
-        )
-        for r in s["per_run"]:
-            w.writerow(
-                [
-                    r["game"],
-                    r["seed"],
-                    r["name"],
-                    int(r["finished"]),
-                    r["episodes"],
-                    _num(r["final_score"], "{:.6g}"),
-                    _num(r["hns"], "{:.6g}"),
-                    _num(r["frames"], "{:.0f}"),
-                    os.path.relpath(r["run_dir"], s["sweep_dir"]),
-                ]
-            )
+
+    def scores(row):
+        return [
+            _num(row["final_score"], "{:.6g}"),
+            _num(row["hns"], "{:.6g}"),
+            _num(row["frames"], "{:.0f}"),
+        ]
+
+    _write_csv(
+        game_path,
+        GAME_COLUMNS.split() + ["hns_per_seed"],
+        (
+            [g["game"], g["status"], g["seeds"], g["seeds_with_results"], g["seeds_finished"]]
+            + scores(g)
+            + [";".join(f"{seed}:{h:.6g}" for seed, h in g["hns_per_seed"])]
+            for g in s["per_game"]
+        ),
+    )
+    _write_csv(
+        run_path,
+        RUN_COLUMNS.split(),
+        (
+            [r["game"], r["seed"], r["name"], int(r["finished"]), r["episodes"]]
+            + scores(r)
+            + [os.path.relpath(r["run_dir"], s["sweep_dir"])]
+            for r in s["per_run"]
+        ),
+    )
     return [game_path, run_path]
 
 

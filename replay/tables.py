@@ -130,36 +130,26 @@ def make_tables(
     max_size = resolve_max_size(cfg, batch_size)
     signature = table_signature(observation_shape, num_actions, unroll_length)
     if cfg.mode == "queue":
-        return [
-            reverb.Table(
-                name=TABLE,
-                sampler=reverb.selectors.Uniform(),
-                remover=reverb.selectors.Fifo(),
-                max_size=max_size,
-                max_times_sampled=1,
-                rate_limiter=reverb.rate_limiters.MinSize(cfg.min_size),
-                signature=signature,
-            )
-        ]
-    if cfg.mode == "uniform":
+        max_times_sampled, limiter = 1, reverb.rate_limiters.MinSize(cfg.min_size)
+    elif cfg.mode == "uniform":
         spi = float(cfg.samples_per_insert)
         error_buffer = max(2.0 * max(1.0, spi), 2.0 * batch_size)
-        return [
-            reverb.Table(
-                name=TABLE,
-                sampler=reverb.selectors.Uniform(),
-                remover=reverb.selectors.Fifo(),
-                max_size=max_size,
-                max_times_sampled=0,  # unlimited
-                rate_limiter=reverb.rate_limiters.SampleToInsertRatio(
-                    samples_per_insert=spi,
-                    min_size_to_sample=cfg.min_size,
-                    error_buffer=error_buffer,
-                ),
-                signature=signature,
-            )
-        ]
-    raise ValueError(f"replay mode={cfg.mode!r} must be 'queue' or 'uniform'")
+        max_times_sampled = 0  # unlimited
+        limiter = reverb.rate_limiters.SampleToInsertRatio(
+            samples_per_insert=spi, min_size_to_sample=cfg.min_size, error_buffer=error_buffer
+        )
+    else:
+        raise ValueError(f"replay mode={cfg.mode!r} must be 'queue' or 'uniform'")
+    table = reverb.Table(
+        name=TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=max_size,
+        max_times_sampled=max_times_sampled,
+        rate_limiter=limiter,
+        signature=signature,
+    )
+    return [table]
 
 
 def server_address(server: reverb.Server) -> str:
