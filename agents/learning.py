@@ -131,42 +131,32 @@ def _index(batches: Trajectory, i) -> Trajectory:
     return jax.tree_util.tree_map(lambda x: x[i], batches)
 
 
-def make_learner(
-    networks: Networks,
-    agent: AgentConfig,
-    meta: MetaConfig,
-    reward_clip: float = 1.0,
-    axis_name: Optional[str] = None,
-    decay_steps: Optional[int] = None,
-) -> Learner:
-    """Build the pure learner functions for an agent and a meta-objective.
+class _Setting(NamedTuple):
+    """What the learner's pieces share, fixed when it is built."""
 
-    `decay_steps`: inner steps over which a linear learning-rate schedule
-    decays to 0 (`RunConfig.inner_steps_budget`); unused when constant."""
-    stacx = agent.kind == "stacx"
-    learn_meta = meta.objective != "none"
-    if learn_meta and not stacx:
-        raise ValueError(
-            f"MetaConfig.objective={meta.objective!r} needs AgentConfig.kind='stacx', "
-            f"got {agent.kind!r}"
-        )
-    num_heads = networks.num_heads
-    if num_heads != agent.num_heads:
-        raise ValueError(
-            f"network has {num_heads} heads but AgentConfig.num_heads={agent.num_heads}"
-        )
-    if networks.meta_dim != agent.meta_dim:
-        raise ValueError(f"network meta_dim={networks.meta_dim}, expected {agent.meta_dim}")
-    K, L = meta.K, meta.L
+    networks: Networks
+    agent: AgentConfig
+    meta: MetaConfig
+    schedule: optax.Schedule  # inner learning rate by step
+    inner_opt: optax.GradientTransformation
+    meta_opt: optax.GradientTransformation
+    psum: Callable  # sum over the devices holding the batch's shards (identity on one)
+    pmean: Callable
+    num_shards: Callable[[], Any]
+    hyperparams: Callable  # meta_logits -> HyperParams
+    eta: Callable  # meta_logits -> network conditioning vector
+    ac_batch: Callable  # Trajectory -> ACBatch (clipped rewards, float fields)
+
+
+def _setting(networks, agent, meta, reward_clip, axis_name, decay_steps) -> _Setting:
     schedule = learning_rate_schedule(agent, decay_steps)
-    inner_opt = _rmsprop(agent, schedule)
-    meta_opt = make_meta_optimizer(meta)
-    pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name else (lambda t: t)
     psum = (lambda t: jax.lax.psum(t, axis_name)) if axis_name else (lambda t: t)
+    pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name else (lambda t: t)
     # Devices holding shards of the batch: a quantity every device computes
     # identically (the L2 distance) enters each device's objective as 1/D of
     # itself, so that psum of the per-device meta-gradients is its gradient.
     num_shards = (lambda: jax.lax.psum(1, axis_name)) if axis_name else (lambda: 1)
+    stacx = agent.kind == "stacx"
 
     def hyperparams(meta_logits) -> losses.HyperParams:
         if stacx:
@@ -185,7 +175,26 @@ def make_learner(
             behaviour_logits=traj.behaviour_logits[:-1].astype(f),
         )
 
-    # ---------------------------------------------------------------- inner
+    return _Setting(
+        networks,
+        agent,
+        meta,
+        schedule,
+        _rmsprop(agent, schedule),
+        make_meta_optimizer(meta),
+        psum,
+        pmean,
+        num_shards,
+        hyperparams,
+        eta,
+        ac_batch,
+    )
+
+
+def _make_inner_step(s: _Setting) -> Callable:
+    """x' = x + phi(x, traj, w), the update rule every agent and meta-objective uses."""
+    networks, agent, hyperparams, eta = s.networks, s.agent, s.hyperparams, s.eta
+
     def inner_grads(params, meta_logits, traj: Trajectory):
         """Semi-gradient of the inner loss w.r.t. x.
 
@@ -194,7 +203,7 @@ def make_learner(
         yet stay exact functions of x and w, so the meta-gradient through
         this update is the true derivative of the update (finite differences
         agree)."""
-        batch, hp = ac_batch(traj), hyperparams(meta_logits)
+        batch, hp = s.ac_batch(traj), hyperparams(meta_logits)
         (logits, values), pullback = jax.vjp(
             lambda p: networks.apply(p, traj.observation, eta(meta_logits)), params
         )
@@ -221,13 +230,26 @@ def make_learner(
         """x' = x + phi(x, traj, w): one clipped RMSProp step on the inner loss
         (gradients summed over devices: the global batch's gradient)."""
         grads, terms = inner_grads(params, meta_logits, traj)
-        grads = psum(grads)
-        learning_rate = schedule(opt_state[-1].count)
-        updates, opt_state = inner_opt.update(grads, opt_state, params)
+        grads = s.psum(grads)
+        learning_rate = s.schedule(opt_state[-1].count)
+        updates, opt_state = s.inner_opt.update(grads, opt_state, params)
         terms = dict(terms, grad_norm=optax.global_norm(grads), learning_rate=learning_rate)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    # ---------------------------------------------------------------- outer
+    return inner_step
+
+
+class _Outer(NamedTuple):
+    main_head: Callable  # (params, traj, eta) -> (logits [..., A], values [...]) of head 0
+    objective: Callable  # (params, eta, reference_logits, traj, target_params) -> (f, terms)
+    reference_logits: Callable  # (params, eta, traj) -> sg(logits of head 0) on traj[:-1]
+    at: Callable  # (params0, eta, target_params) -> f(x, val) with x_0's KL reference
+
+
+def _make_outer(s: _Setting) -> _Outer:
+    """The outer objective f: main head, fixed outer values, KL to a reference."""
+    networks, agent, meta = s.networks, s.agent, s.meta
+
     outer_hp = losses.HyperParams(*[jnp.asarray(v) for v in meta.outer_values])
 
     def main_head(params, traj: Trajectory, eta_outer):
@@ -252,7 +274,7 @@ def make_learner(
             logits[:-1],
             values,
             reference_logits,
-            ac_batch(traj),
+            s.ac_batch(traj),
             outer_hp,
             meta.kl_weight,
             agent.rho_bar,
@@ -270,6 +292,16 @@ def make_learner(
         return lambda x, val: outer_objective(
             x, eta_outer, reference_logits(params0, eta_outer, val), val, target_params
         )
+
+    return _Outer(main_head, outer_objective, reference_logits, outer)
+
+
+def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
+    """(meta_objective, bootstrap_target) of `meta.objective` (None, None without one):
+    the library's MG, mixed and BMG (`agents.meta`) bound to this learner."""
+    agent, meta, K, L = s.agent, s.meta, s.meta.K, s.meta.L
+    main_head, outer_objective, outer = f.main_head, f.objective, f.at
+    psum, num_shards = s.psum, s.num_shards
 
     def split(batches: Trajectory):
         """K inner batches and the validation batch."""
@@ -371,11 +403,18 @@ def make_learner(
             inner_step, f, meta_logits, params, opt_state, inner, vals, meta.mix_coefficients
         )
 
-    meta_objective = {"mg": mg_objective, "bmg": bmg_objective, "mixed": mixed_objective}.get(
-        meta.objective
-    )
+    objectives = {"mg": mg_objective, "bmg": bmg_objective, "mixed": mixed_objective}
+    return objectives.get(meta.objective), bootstrap_target if meta.objective == "bmg" else None
 
-    # ---------------------------------------------------------------- update
+
+def _make_init_and_update(s: _Setting, inner_step: Callable, meta_objective: Optional[Callable]):
+    """init(key) -> TrainingState and the pure update(state, batches) -> (state, metrics):
+    one inner step, or the meta-objective's K steps and one meta-gradient step;
+    a non-finite result leaves the state as it was and counts as skipped."""
+    networks, agent, learn_meta = s.networks, s.agent, meta_objective is not None
+    inner_opt, meta_opt, psum, pmean = s.inner_opt, s.meta_opt, s.psum, s.pmean
+    num_heads = networks.num_heads
+
     def init(key) -> TrainingState:
         params = networks.init(key)
         logits = jnp.full(
@@ -398,7 +437,7 @@ def make_learner(
             new_meta = state.meta
             check = (params, inner_terms["loss"])
         else:
-            eta_outer = sg(eta(state.meta.logits))
+            eta_outer = sg(s.eta(state.meta.logits))
             (meta_loss, (params, opt_state, inner_terms, outer_terms)), meta_grad = (
                 jax.value_and_grad(meta_objective, has_aux=True)(
                     state.meta.logits, eta_outer, state.params, state.opt_state, batches
@@ -423,20 +462,50 @@ def make_learner(
         for k, v in inner_terms.items():
             for h in range(num_heads):
                 metrics[f"inner/{k}/h{h}"] = v[h]
-        hp = hyperparams(state.meta.logits)
+        hp = s.hyperparams(state.meta.logits)
         for name, v in zip(HYPER_NAMES, hp):
             for h in range(num_heads):
                 metrics[f"meta/{name}/h{h}"] = v[h]
         metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
         return state, pmean(metrics)
 
+    return init, update
+
+
+def make_learner(
+    networks: Networks,
+    agent: AgentConfig,
+    meta: MetaConfig,
+    reward_clip: float = 1.0,
+    axis_name: Optional[str] = None,
+    decay_steps: Optional[int] = None,
+) -> Learner:
+    """Build the pure learner functions for an agent and a meta-objective.
+
+    `decay_steps`: inner steps over which a linear learning-rate schedule
+    decays to 0 (`RunConfig.inner_steps_budget`); unused when constant."""
+    if meta.objective != "none" and agent.kind != "stacx":
+        raise ValueError(
+            f"MetaConfig.objective={meta.objective!r} needs AgentConfig.kind='stacx', "
+            f"got {agent.kind!r}"
+        )
+    if networks.num_heads != agent.num_heads:
+        raise ValueError(
+            f"network has {networks.num_heads} heads but AgentConfig.num_heads={agent.num_heads}"
+        )
+    if networks.meta_dim != agent.meta_dim:
+        raise ValueError(f"network meta_dim={networks.meta_dim}, expected {agent.meta_dim}")
+    s = _setting(networks, agent, meta, reward_clip, axis_name, decay_steps)
+    inner_step = _make_inner_step(s)
+    meta_objective, bootstrap_target = _make_meta_objectives(s, inner_step, _make_outer(s))
+    init, update = _make_init_and_update(s, inner_step, meta_objective)
     return Learner(
         init=init,
         update=update,
-        num_batches=K + 1 if learn_meta else 1,
+        num_batches=meta.K + 1 if meta_objective is not None else 1,
         inner_step=inner_step,
         meta_objective=meta_objective,
-        bootstrap_target=bootstrap_target if meta.objective == "bmg" else None,
-        hyperparams=hyperparams,
-        eta=eta,
+        bootstrap_target=bootstrap_target,
+        hyperparams=s.hyperparams,
+        eta=s.eta,
     )
