@@ -1,0 +1,165 @@
+"""Where a learning-curve run's meta-gradient pushes each meta-parameter, and why.
+
+    python -m benchmarks.meta_gradient_diagnosis --run=runs/atari_learning/Pong-stacx-debug-s0
+
+Loads the run's newest checkpoint and config, plays `--draws` x (K + 1)
+batches of B unrolls with the checkpoint's acting policy on real games, and
+computes the meta-gradient of the run's meta-objective w.r.t. the
+meta-parameter logits on each draw, whole and with the outer loss's KL term
+switched off (`meta.kl_weight = 0`); their difference is the KL term's share.
+Adam descends the logits, so a positive mean component lowers that value.
+Writes `benchmarks/results/atari_learning/<run>-meta_gradient.json`
+(`--at_init`: the same at the run's initial state, `...-meta_gradient-at_init.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import REPO_ROOT, git_commit, machine_facts
+
+OUT_DIR = os.path.join(REPO_ROOT, "benchmarks", "results", "atari_learning")
+
+
+def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
+    """`num_batches` consecutive [T + 1, B] unrolls of B envs acting with head 0."""
+    import jax
+
+    from actors.environments import make_vector_env
+    from agents.types import Trajectory
+
+    cfg = builder.cfg
+    B, T = cfg.learner.batch_size, cfg.agent.unroll_length
+    env = make_vector_env(cfg.env, B, seed)
+    policy = jax.jit(builder.make_policy())
+    key = jax.random.PRNGKey(seed)
+    obs, first = env.reset(), np.ones(B, np.float32)
+    steps = []
+    for t in range(warmup_steps + num_batches * T + 1):
+        key, sub = jax.random.split(key)
+        actions, logits = policy(state.params, state.meta.logits, obs, sub)
+        actions, logits = np.asarray(actions), np.asarray(logits)
+        res = env.step(actions)
+        if t >= warmup_steps:
+            steps.append(
+                Trajectory(
+                    observation=obs,
+                    action=actions.astype(np.int32),
+                    reward=res.reward.astype(np.float32),
+                    discount=(1.0 - res.done).astype(np.float32),
+                    behaviour_logits=logits,
+                    first=first,
+                )
+            )
+        obs, first = res.observation, res.first.astype(np.float32)
+    env.close()
+    # Consecutive unrolls overlap by one step, as the actors write them.
+    unrolls = [steps[k * T : k * T + T + 1] for k in range(num_batches)]
+    unrolls = [Trajectory(*[np.stack(f) for f in zip(*u)]) for u in unrolls]  # [T + 1, B, ...]
+    return Trajectory(*[np.stack(f) for f in zip(*unrolls)])  # [N, T + 1, B, ...]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.meta_gradient_diagnosis")
+    p.add_argument("--run", required=True, help="a run folder with checkpoints")
+    p.add_argument("--draws", type=int, default=8, help="independent batch draws")
+    p.add_argument("--warmup_steps", type=int, default=200, help="agent steps before recording")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--at_init",
+        action="store_true",
+        help="the run's initial state (its config and seed) instead of its checkpoint",
+    )
+    args = p.parse_args(argv)
+
+    import jax
+
+    from actors.environments import num_actions
+    from agents.builders import Builder
+    from configs import HYPER_NAMES, RunConfig
+    from learner import checkpoint as ckpt_lib
+
+    t_start = time.perf_counter()
+    ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(args.run))
+    if ckpt is None:
+        raise SystemExit(f"--run={args.run!r} has no checkpoint")
+    cfg = RunConfig.from_dict(ckpt.config)
+    if cfg.meta.objective == "none":
+        raise SystemExit(f"--run={args.run!r} learns no meta-parameters ({cfg.agent_name})")
+    builder = Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env))
+    no_kl = Builder(
+        dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, kl_weight=0.0)),
+        builder.observation_shape,
+        builder.num_actions,
+    )
+    learner, learner_no_kl = builder.make_learner(), no_kl.make_learner()
+    template = learner.init(jax.random.PRNGKey(0))
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    state = jax.tree_util.tree_unflatten(treedef, ckpt_lib.restore_leaves(ckpt, leaves))
+    if args.at_init:
+        state = learner.init(jax.random.PRNGKey(cfg.seed))
+
+    def meta_grad(lrn, batches):
+        eta = jax.lax.stop_gradient(lrn.eta(state.meta.logits))
+        fn = lambda w: lrn.meta_objective(w, eta, state.params, state.opt_state, batches)[0]  # noqa: E731
+        return np.asarray(jax.jit(jax.grad(fn))(state.meta.logits))
+
+    whole, without_kl = [], []
+    for d in range(args.draws):
+        batches = play(builder, state, learner.num_batches, args.warmup_steps, args.seed + d)
+        whole.append(meta_grad(learner, batches))
+        without_kl.append(meta_grad(learner_no_kl, batches))
+        print(
+            f"draw {d}: g_p/h0 logit gradient {whole[-1][0, 3]:+.3g} "
+            f"(without KL {without_kl[-1][0, 3]:+.3g})",
+            flush=True,
+        )
+    whole, without_kl = np.stack(whole), np.stack(without_kl)
+    hp = learner.hyperparams(state.meta.logits)
+
+    def summary(g):
+        mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(len(g))
+        return {
+            f"{name}/h{h}": {"mean": float(mean[h, i]), "se": float(se[h, i])}
+            for i, name in enumerate(HYPER_NAMES)
+            for h in range(g.shape[1])
+        }
+
+    payload = {
+        "run": os.path.basename(os.path.normpath(args.run)),
+        "checkpoint": ckpt.path,
+        "learner_step": 0 if args.at_init else ckpt.step,
+        "frames": 0 if args.at_init else ckpt.counters.get("frames"),
+        "objective": cfg.meta.objective,
+        "kl_weight": cfg.meta.kl_weight,
+        "meta_values": {
+            f"{name}/h{h}": float(hp[i][h])
+            for i, name in enumerate(HYPER_NAMES)
+            for h in range(cfg.agent.num_heads)
+        },
+        "meta_gradient": summary(whole),
+        "meta_gradient_without_kl": summary(without_kl),
+        "meta_gradient_kl_term": summary(whole - without_kl),
+        "draws": args.draws,
+        "sign": "Adam descends the logits: a positive gradient lowers the value",
+        "facts": machine_facts(),
+        "commit": git_commit(),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    suffix = "-at_init" if args.at_init else ""
+    path = os.path.join(OUT_DIR, f"{payload['run']}-meta_gradient{suffix}.json")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
