@@ -105,16 +105,22 @@ def main(argv=None) -> int:
     if args.at_init:
         state = learner.init(jax.random.PRNGKey(cfg.seed))
 
-    def meta_grad(lrn, batches):
+    def meta_grad_fn(lrn):
+        """jitted batches -> d meta-objective / d logits, compiled once."""
         eta = jax.lax.stop_gradient(lrn.eta(state.meta.logits))
-        fn = lambda w: lrn.meta_objective(w, eta, state.params, state.opt_state, batches)[0]  # noqa: E731
-        return np.asarray(jax.jit(jax.grad(fn))(state.meta.logits))
 
+        def objective(w, batches):
+            return lrn.meta_objective(w, eta, state.params, state.opt_state, batches)[0]
+
+        grad = jax.jit(jax.grad(objective))
+        return lambda batches: np.asarray(grad(state.meta.logits, batches))
+
+    grad_whole, grad_without_kl = meta_grad_fn(learner), meta_grad_fn(learner_no_kl)
     whole, without_kl = [], []
     for d in range(args.draws):
         batches = play(builder, state, learner.num_batches, args.warmup_steps, args.seed + d)
-        whole.append(meta_grad(learner, batches))
-        without_kl.append(meta_grad(learner_no_kl, batches))
+        whole.append(grad_whole(batches))
+        without_kl.append(grad_without_kl(batches))
         print(
             f"draw {d}: g_p/h0 logit gradient {whole[-1][0, 3]:+.3g} "
             f"(without KL {without_kl[-1][0, 3]:+.3g})",
