@@ -287,6 +287,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="only rebuild the summary entry and plot from the run folder",
     )
     parser.add_argument(
+        "--merge_from",
+        default=None,
+        help="only copy the run entries of another summary.json (e.g. one written by a "
+        "checkout that ran the curves) into this one and redraw their plots",
+    )
+    parser.add_argument(
         "--plot_attempts",
         action="store_true",
         help="only draw <game>-attempts.png from attempts.json",
@@ -294,8 +300,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def merge_summary(path: str) -> List[str]:
+    """Copy every run entry of another summary.json into ours (same run name:
+    replaced) and redraw the plots of their games."""
+    with open(path) as f:
+        entries = json.load(f)["runs"]
+    for entry in entries:
+        update_summary(entry)
+    return [plot_game(game) for game in sorted({e["game"] for e in entries})]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.merge_from:
+        print("plots:", ", ".join(str(p) for p in merge_summary(args.merge_from)))
+        return 0
     from configs import ConfigError
 
     try:
