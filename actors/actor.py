@@ -25,6 +25,20 @@ if TYPE_CHECKING:  # the node processes import JAX when they build, not at impor
     from agents.builders import Builder
 
 
+def trajectory_step(obs, actions, logits, res, first) -> Trajectory:
+    """One written step: obs_t, a_t and the behaviour logits it was drawn from,
+    r_t and the discount of the transition (`res`, the env's StepResult), and
+    whether obs_t starts an episode."""
+    return Trajectory(
+        observation=obs,
+        action=actions.astype(np.int32),
+        reward=res.reward.astype(np.float32),
+        discount=(1.0 - res.done).astype(np.float32),
+        behaviour_logits=logits,
+        first=first,
+    )
+
+
 class _PolicyRunner:
     """Jitted policy + parameter pulls shared by the actor and the evaluator."""
 
@@ -133,14 +147,7 @@ class ActorNode:
                     self._runner.refresh()
                 actions, logits = self._runner.act(obs)
                 res = env.step(actions)
-                step = Trajectory(
-                    observation=obs,
-                    action=actions.astype(np.int32),
-                    reward=res.reward.astype(np.float32),
-                    discount=(1.0 - res.done).astype(np.float32),
-                    behaviour_logits=logits,
-                    first=first,
-                )
+                step = trajectory_step(obs, actions, logits, res, first)
                 try:
                     writer.append(step)
                 except ReplayTimeoutError:

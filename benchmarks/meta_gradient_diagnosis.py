@@ -31,6 +31,7 @@ def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
     """`num_batches` consecutive [T + 1, B] unrolls of B envs acting with head 0."""
     import jax
 
+    from actors.actor import trajectory_step
     from actors.environments import make_vector_env
     from agents.types import Trajectory
 
@@ -47,16 +48,7 @@ def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
         actions, logits = np.asarray(actions), np.asarray(logits)
         res = env.step(actions)
         if t >= warmup_steps:
-            steps.append(
-                Trajectory(
-                    observation=obs,
-                    action=actions.astype(np.int32),
-                    reward=res.reward.astype(np.float32),
-                    discount=(1.0 - res.done).astype(np.float32),
-                    behaviour_logits=logits,
-                    first=first,
-                )
-            )
+            steps.append(trajectory_step(obs, actions, logits, res, first))
         obs, first = res.observation, res.first.astype(np.float32)
     env.close()
     # Consecutive unrolls overlap by one step, as the actors write them.
