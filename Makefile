@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 DEBUG_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: venv lint test test-fast debug bench clean
+.PHONY: venv lint test test-fast test-core debug bench clean
 
 # Python 3.10 is required (dm-launchpad 0.5.2 has wheels only for <= 3.10).
 # Search order: $$PYTHON, python3.10 on PATH, pyenv's 3.10.x versions.
@@ -51,6 +51,28 @@ test: venv lint
 
 test-fast: venv
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+
+# The agent core (agents/, configs/, learner checkpoints, the two-colors
+# experiment) on the stack an accelerator host has: the newest Python 3 here
+# and the newest jax, optax, chex, dm-haiku and rlax, no TensorFlow, Reverb or
+# Launchpad. Not part of `make test`; `make test-core CORE_PYTHON=python3.x`.
+CORE_VENV := .venv-core
+CORE_PYTHON ?= $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -1 || command -v python3)
+CORE_PACKAGES := jax optax chex dm-haiku rlax numpy matplotlib pytest pytest-timeout
+CORE_TESTS := tests/test_losses.py tests/test_learning.py tests/test_semantics.py \
+	tests/test_parallel.py tests/test_configs.py tests/test_checkpoint.py \
+	tests/test_two_colors.py tests/test_meta_grad_stats.py
+
+$(CORE_VENV)/.installed:
+	@set -euo pipefail; test -x "$(CORE_PYTHON)" || { echo "error: CORE_PYTHON='$(CORE_PYTHON)' is not a Python; set CORE_PYTHON=/path/to/python3.x" >&2; exit 1; }; \
+	rm -rf $(CORE_VENV); "$(CORE_PYTHON)" -m venv $(CORE_VENV); \
+	$(CORE_VENV)/bin/pip install -q --upgrade pip; \
+	$(CORE_VENV)/bin/pip install -q --upgrade $(CORE_PACKAGES); \
+	touch $@
+
+test-core: $(CORE_VENV)/.installed
+	@$(CORE_VENV)/bin/python -c "import sys, importlib.metadata as m; print('core stack: Python', sys.version.split()[0], *[f'{p} {m.version(p)}' for p in ('jax', 'jaxlib', 'optax', 'chex', 'dm-haiku', 'rlax', 'numpy')])"
+	PYTHONPATH=. $(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS) $(PYTEST_ARGS)
 
 debug: venv
 	$(PY) -m launch.run --preset=debug --game=Pong --agent=bmg $(DEBUG_ARGS)

@@ -1,11 +1,21 @@
 """Actor and evaluator nodes.
 
-An actor steps N environments together (one vector env per process), acts with
-a jitted policy on CPU, pulls parameters from the learner every
+An actor steps N environments (one vector env per process), acts with a
+jitted policy on CPU, pulls parameters from the learner every
 `param_refresh_steps` steps (asynchronously, over courier), and writes T + 1
 step unrolls with Reverb's trajectory writer. It counts frames and reports
 unclipped episode returns. The evaluator runs the current policy on its own
 environments and logs return and human-normalised score per game.
+
+The actor's loop is overlapped by default (Sample Factory's double-buffered
+sampling, envpool's asynchronous mode): the N envs step in
+`actors.env_batches` batches in ale-py's own threads; as soon as one batch's
+results arrive the policy acts on them and sends its actions, and only then
+are that batch's steps written, so inference and Reverb writes run while the
+emulators step. `actors.overlap=false` is the serial loop (step all N, act,
+write), for debugging. Both write the same per-env unrolls: obs_t, the action
+a_t taken at obs_t with the logits it was drawn from, the reward r_t and
+discount of that transition, and whether obs_t starts an episode.
 """
 
 from __future__ import annotations
@@ -54,7 +64,14 @@ class _PolicyRunner:
         import jax
 
         self._jax = jax
-        self._policy = jax.jit(builder.make_policy(greedy=greedy))
+        policy = builder.make_policy(greedy=greedy)
+
+        def act(params, meta, obs, key):
+            key, sub = jax.random.split(key)
+            return (key,) + tuple(policy(params, meta, obs, sub))
+
+        # One dispatch per call: the key split is inside the jitted function.
+        self._act = jax.jit(act)
         self._learner = learner
         self._key = jax.random.PRNGKey(seed)
         self._pending = None
@@ -63,7 +80,7 @@ class _PolicyRunner:
         t0 = time.time()
         while True:
             try:
-                self.version, self._params, self._meta = learner.get_params()
+                self._adopt(learner.get_params())
                 break
             except Exception as e:  # courier raises on the deadline
                 if should_stop():
@@ -73,18 +90,24 @@ class _PolicyRunner:
                     t0 = time.time()
                 time.sleep(1.0)
 
+    def _adopt(self, published) -> None:
+        """Parameters as device arrays, put there once: passing courier's numpy
+        arrays to the policy would copy every parameter on every call."""
+        version, params, meta = published
+        self._params, self._meta = self._jax.device_put((params, meta))
+        self.version = version
+
     def refresh(self) -> None:
         """Non-blocking: adopt a finished pull, then start the next one."""
         if self._pending is not None and self._pending.done():
             if self._pending.exception() is None:  # a missed deadline: ask again
-                self.version, self._params, self._meta = self._pending.result()
+                self._adopt(self._pending.result())
             self._pending = None
         if self._pending is None:
             self._pending = self._learner.futures.get_params()
 
     def act(self, obs: np.ndarray):
-        self._key, sub = self._jax.random.split(self._key)
-        actions, logits = self._policy(self._params, self._meta, obs, sub)
+        self._key, actions, logits = self._act(self._params, self._meta, obs, self._key)
         return np.asarray(actions), np.asarray(logits)
 
 
@@ -104,6 +127,7 @@ class ActorNode:
         self._builder = builder
         self._cfg = cfg
         self._id = actor_id
+        self._name = f"actor-{actor_id}"
         self._replay = replay
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)
@@ -111,79 +135,141 @@ class ActorNode:
         # A restarted actor (launch.supervisor sets STACX_RESTART) gets fresh seeds.
         restart = int(os.environ.get("STACX_RESTART", "0"))
         seed = cfg.seed * 100_003 + 1 + actor_id + 7_919 * restart
-        self._env = make_vector_env(cfg.env, n, seed, cfg.actors.env_threads)
-        self._runner = _PolicyRunner(
-            builder, learner, seed, should_stop=self._should_stop, name=f"actor-{actor_id}"
+        self._env = make_vector_env(
+            cfg.env, n, seed, cfg.actors.env_threads, cfg.actors.env_batch_size
         )
-        self._log = Logger(cfg.run_dir, f"actor-{actor_id}", tensorboard=False)
+        self._runner = _PolicyRunner(
+            builder, learner, seed, should_stop=self._should_stop, name=self._name
+        )
+        self._log = Logger(cfg.run_dir, self._name, tensorboard=False)
+        self._pending_frames, self._pending_episodes, self._t_report = 0, 0, time.time()
+        self._t_built, self._acting = time.time(), False
 
     def run(self) -> None:
-        from replay import ReplayTimeoutError, address_of, connect_writer, wait_until_taken
+        from replay import address_of, connect_writer
 
         cfg, env = self._cfg, self._env
-        n = env.num_envs
-        name = f"actor-{self._id}"
-        address = address_of(self._replay)
-        # Short waits: a rate-limited insert must not keep the actor from
-        # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
-        writer = connect_writer(
-            lambda: self._builder.make_writer(
-                self._replay, n, timeout_ms=min(cfg.replay.timeout_ms, 2_000)
-            ),
-            self._should_stop,
-            name,
-            address,
-        )
-        if writer is None:  # stopped while waiting for the replay server
+        # The serial loop appends all N envs at once to one writer; the
+        # overlapped one gets steps of some envs at a time: one writer per env.
+        per_writer = 1 if cfg.actors.overlap else env.num_envs
+        writers = []
+        try:
+            for _ in range(env.num_envs // per_writer):
+                # Short waits: a rate-limited insert must not keep the actor from
+                # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
+                writer = connect_writer(
+                    lambda: self._builder.make_writer(
+                        self._replay, per_writer, timeout_ms=min(cfg.replay.timeout_ms, 2_000)
+                    ),
+                    self._should_stop,
+                    self._name,
+                    address_of(self._replay),
+                )
+                if writer is None:  # stopped while waiting for the replay server
+                    return
+                writers.append(writer)
+            if cfg.actors.overlap:
+                self._run_overlapped(writers)
+            else:
+                self._run_serial(writers[0])
+        finally:
+            for writer in writers:
+                try:
+                    writer.close()
+                except Exception as e:  # the server may already be gone at shutdown
+                    print(f"[{self._name}] writer close: {e}", flush=True)
             env.close()
-            return
+
+    def _run_serial(self, writer) -> None:
+        env, n = self._env, self._env.num_envs
         obs = env.reset()
         first = np.ones(n, np.float32)
-        steps, pending_frames, pending_episodes = 0, 0, 0
-        t_report = time.time()
+        steps = 0
+        while not self._should_stop():
+            if steps % self._cfg.actors.param_refresh_steps == 0:
+                self._runner.refresh()
+            actions, logits = self._runner.act(obs)
+            res = env.step(actions)
+            self._write(writer, trajectory_step(obs, actions, logits, res, first))
+            obs, first = res.observation, res.first.astype(np.float32)
+            steps += 1
+            self._account(n, res.episode_returns, steps)
+
+    def _run_overlapped(self, writers) -> None:
+        """Per env: the observation, action and logits of its step in flight."""
+        env, n = self._env, self._env.num_envs
+        obs = np.zeros((n,) + tuple(env.observation_shape), np.uint8)
+        actions = np.zeros(n, np.int32)
+        logits = np.zeros((n, env.num_actions), np.float32)
+        first = np.ones(n, np.float32)
+        acted = np.zeros(n, bool)  # has a step in flight (its first result is no transition)
+        refresh_every = self._cfg.actors.param_refresh_steps * self._cfg.actors.env_batches
+        env.start()
+        batches = 0
+        while not self._should_stop():
+            if batches % refresh_every == 0:
+                self._runner.refresh()
+            ids, res = env.recv()
+            a, lg = self._runner.act(res.observation)
+            env.send(a)  # these envs step while their last steps are written
+            live = acted[ids]
+            e = ids[live]
+            step = trajectory_step(
+                obs[e],
+                actions[e],
+                logits[e],
+                res._replace(reward=res.reward[live], done=res.done[live]),
+                first[e],
+            )
+            for j, i in enumerate(e):
+                self._write(writers[i], Trajectory(*[field[j : j + 1] for field in step]))
+            obs[ids], actions[ids], logits[ids] = res.observation, a, lg
+            first[ids], acted[ids] = res.first, True
+            batches += 1
+            self._account(len(e), res.episode_returns, batches // self._cfg.actors.env_batches)
+
+    def _write(self, writer, step: Trajectory) -> None:
+        from replay import ReplayTimeoutError, wait_until_taken
+
         try:
-            while not self._should_stop():
-                if steps % cfg.actors.param_refresh_steps == 0:
-                    self._runner.refresh()
-                actions, logits = self._runner.act(obs)
-                res = env.step(actions)
-                step = trajectory_step(obs, actions, logits, res, first)
-                try:
-                    writer.append(step)
-                except ReplayTimeoutError:
-                    # The step is recorded. Wait until Reverb takes the pending
-                    # items: a rate limiter throttles this actor; an unreachable
-                    # server is retried with backoff and a log line.
-                    outage = wait_until_taken(writer, self._should_stop, name)
-                    if outage:
-                        self._counter.futures.increment(replay_outages=1)
-                obs, first = res.observation, res.first.astype(np.float32)
-                steps += 1
-                pending_frames += n * env.frames_per_step
-                for _, ret, frames in res.episode_returns:
-                    pending_episodes += 1
-                    self._log.write(
-                        {
-                            "episode_return": ret,
-                            "episode_frames": frames,
-                            "params_version": self._runner.version,
-                        },
-                        steps,
-                        step_key="actor_steps",
-                    )
-                    self._counter.futures.record(train_return=float(ret))  # courier: no numpy args
-                now = time.time()
-                if now - t_report >= 1.0:
-                    self._counter.futures.increment(
-                        frames=int(pending_frames), episodes=int(pending_episodes)
-                    )
-                    pending_frames, pending_episodes, t_report = 0, 0, now
-        finally:
-            try:
-                writer.close()
-            except Exception as e:  # the server may already be gone at shutdown
-                print(f"[actor-{self._id}] writer close: {e}", flush=True)
-            env.close()
+            writer.append(step)
+        except ReplayTimeoutError:
+            # The step is recorded. Wait until Reverb takes the pending items:
+            # a rate limiter throttles this actor; an unreachable server is
+            # retried with backoff and a log line.
+            if wait_until_taken(writer, self._should_stop, self._name):
+                self._counter.futures.increment(replay_outages=1)
+
+    def _account(self, transitions: int, episode_returns, steps: int) -> None:
+        """Frames and episodes to the counter (once a second), episodes to the log."""
+        if not self._acting:
+            self._acting = True
+            a = self._cfg.actors
+            loop = f"overlapped in {a.env_batches} batch(es)" if a.overlap else "serial"
+            print(
+                f"[{self._name}] acting: {a.envs_per_actor} env(s), {loop} loop; first step "
+                f"{time.time() - self._t_built:.1f} s after the node was built",
+                flush=True,
+            )
+        self._pending_frames += transitions * self._env.frames_per_step
+        for _, ret, frames in episode_returns:
+            self._pending_episodes += 1
+            self._log.write(
+                {
+                    "episode_return": ret,
+                    "episode_frames": frames,
+                    "params_version": self._runner.version,
+                },
+                steps,
+                step_key="actor_steps",
+            )
+            self._counter.futures.record(train_return=float(ret))  # courier: no numpy args
+        now = time.time()
+        if now - self._t_report >= 1.0:
+            self._counter.futures.increment(
+                frames=int(self._pending_frames), episodes=int(self._pending_episodes)
+            )
+            self._pending_frames, self._pending_episodes, self._t_report = 0, 0, now
 
 
 class EvaluatorNode:

@@ -12,6 +12,19 @@ reaches the caller, so every transition an actor records is a real one:
         # res.reward[i] was earned by actions[i] taken at obs[i];
         # res.done[i] -> res.observation[i] is the first frame of a new episode.
 
+The overlapped actor uses the asynchronous form of the same envs, envpool's
+pattern: `start()` begins every episode, then each `recv()` returns the next
+`batch_size` envs that are ready (their ids and a `StepResult` for those
+envs) and `send(actions)` gives exactly those envs their next actions, so the
+emulators step one batch while the policy runs on another:
+
+    env.start()
+    while True:
+        ids, res = env.recv()               # ids [k]: which envs; res fields [k, ...]
+        env.send(policy(res.observation))   # actions for envs `ids`, in that order
+        # an env's first result after start() has first=True, done=False and
+        # reward 0: it is its first observation, not a transition.
+
 Observations are channel-last `[H, W, C] = [frame_size, frame_size, frame_stack]`
 uint8 with the newest frame last; at the start of an episode the older frames of
 the stack are zeros (this is what ale-py does, and Catch mirrors it).
@@ -24,6 +37,7 @@ clips rewards, presses FIRE on reset and uses next-step auto-reset).
 from __future__ import annotations
 
 import abc
+import collections
 import functools
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -58,7 +72,8 @@ class StepResult(NamedTuple):
     done: (
         np.ndarray
     )  # [N] bool, the episode ended on this step (terminated, or truncated by the frame cap)
-    first: np.ndarray  # [N] bool, == done: `observation` starts a new episode
+    first: np.ndarray  # [N] bool, `observation` starts a new episode: == done, or an
+    # env's first observation after `start()` (asynchronous API)
     episode_returns: List[
         EpisodeReturn
     ]  # [(env_index, unclipped_return, episode_frames)] ended this step
@@ -72,9 +87,15 @@ class VectorEnv(abc.ABC):
         num_actions: size of the discrete action set; actions are ints in [0, num_actions).
         observation_shape: (H, W, C) == EnvConfig.observation_shape.
         frames_per_step: emulator frames per agent step (frame_skip for Atari, 1 for Catch).
+        batch_size: envs per `recv()` of the asynchronous API (num_envs: all at once).
+
+    The asynchronous API's default steps the envs in place when `send` is
+    called (`_step_ids`), batches in a fixed round-robin order; ale-py's
+    envs step in their own threads instead (`AtariVectorEnv`).
     """
 
     num_envs: int
+    batch_size: int
     num_actions: int
     observation_shape: Tuple[int, int, int]
     frames_per_step: int
@@ -100,22 +121,68 @@ class VectorEnv(abc.ABC):
     def close(self) -> None:
         """Release resources; idempotent."""
 
+    def start(self) -> None:
+        """Begin an episode in every env; the first observations come from `recv()`."""
+        obs, n, k = self.reset(), self.num_envs, self.batch_size
+        self._ready = collections.deque(
+            (
+                ids,
+                StepResult(
+                    obs[ids], np.zeros(k, np.float32), np.zeros(k, bool), np.ones(k, bool), []
+                ),
+            )
+            for ids in np.split(np.arange(n), n // k)
+        )
+        self._last_ids = None
+
+    def recv(self) -> Tuple[np.ndarray, StepResult]:
+        """(env ids [k], their StepResult) of the next `batch_size` ready envs."""
+        if not getattr(self, "_ready", None):
+            raise RuntimeError(
+                "recv() with no envs in flight: call start(), and send() after each recv()"
+            )
+        self._last_ids, res = self._ready.popleft()
+        return self._last_ids, res
+
+    def send(self, actions: np.ndarray) -> None:
+        """Next actions ([k] ints) for the envs of the last `recv()`, in its order."""
+        ids, self._last_ids = getattr(self, "_last_ids", None), None
+        if ids is None:
+            raise RuntimeError("send() must follow a recv(): it acts for the envs recv() returned")
+        self._ready.append((ids, self._step_ids(ids, self._check_actions(actions, len(ids)))))
+
+    def _step_ids(self, ids: np.ndarray, actions: np.ndarray) -> StepResult:
+        """Step the envs `ids` ([k]) with `actions` ([k]); their StepResult."""
+        raise NotImplementedError(f"{type(self).__name__} has no asynchronous API")
+
     def __enter__(self) -> "VectorEnv":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
-        """Validate `actions` ([N] ints in range) and return them as an int32 array."""
+    def _check_actions(self, actions: np.ndarray, n: Optional[int] = None) -> np.ndarray:
+        """Validate `actions` ([n] ints in range, n = N by default) and return them as int32."""
         a = np.asarray(actions)
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {a.shape}")
+        n = self.num_envs if n is None else n
+        if a.shape != (n,):
+            raise ValueError(f"actions must have shape ({n},), got {a.shape}")
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"actions must be integers, got dtype {a.dtype}")
         if a.size and (a.min() < 0 or a.max() >= self.num_actions):
             raise ValueError(f"actions must be in [0, {self.num_actions}), got {a.tolist()}")
         return a.astype(np.int32, copy=False)
+
+
+def _batch_size(num_envs: int, batch_size: Optional[int]) -> int:
+    """`batch_size` (None: num_envs), checked to divide num_envs."""
+    k = num_envs if batch_size is None else batch_size
+    if not isinstance(k, (int, np.integer)) or k < 1 or num_envs % k:
+        raise ValueError(
+            f"batch_size={batch_size!r} must be a whole number >= 1 "
+            f"that divides num_envs={num_envs}"
+        )
+    return int(k)
 
 
 def _per_env_seeds(seed: int, num_envs: int) -> np.ndarray:
@@ -157,7 +224,14 @@ class AtariVectorEnv(VectorEnv):
     independent of `num_threads`.
     """
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, num_threads: int = 1):
+    def __init__(
+        self,
+        cfg: EnvConfig,
+        num_envs: int,
+        seed: int,
+        num_threads: int = 1,
+        batch_size: Optional[int] = None,
+    ):
         if cfg.kind != "atari":
             raise ValueError(f"AtariVectorEnv needs EnvConfig.kind='atari', got {cfg.kind!r}")
         from ale_py.vector_env import AtariVectorEnv as _AleVectorEnv
@@ -165,6 +239,7 @@ class AtariVectorEnv(VectorEnv):
 
         self.cfg = cfg
         self.num_envs = int(num_envs)
+        self.batch_size = _batch_size(self.num_envs, batch_size)
         self.observation_shape = cfg.observation_shape
         self.frames_per_step = cfg.frames_per_step
         self.game_id = get_game(cfg.game).ale_id
@@ -172,7 +247,9 @@ class AtariVectorEnv(VectorEnv):
         self._env = _AleVectorEnv(
             self.game_id,
             self.num_envs,
-            batch_size=0,  # synchronous: every step returns all N envs
+            # num_envs: synchronous, every step returns all N envs; fewer:
+            # recv returns the first batch_size envs that are ready.
+            batch_size=self.batch_size,
             num_threads=int(num_threads),
             thread_affinity_offset=-1,
             max_num_frames_per_episode=cfg.max_episode_frames,
@@ -198,54 +275,107 @@ class AtariVectorEnv(VectorEnv):
         # Cumulative emulator frame (ale `frame_number`) at which each env's current episode began.
         self._episode_start = np.zeros(self.num_envs, np.int64)
         self._episode_frame_number = np.zeros(self.num_envs, np.int64)
+        self._started = np.zeros(self.num_envs, bool)  # has had its first observation
         self._needs_reset = True
         self._closed = False
+        self._first_batch = None  # async: the batch that reset() returned, not yet received
+        self._last_ids: Optional[np.ndarray] = None
+        self._in_flight = 0  # async: batches sent (or reset) and not yet received
 
     @staticmethod
     def _to_channel_last(obs: np.ndarray) -> np.ndarray:
         """ale-py's [N, stack, H, W] -> [N, H, W, stack], contiguous uint8."""
         return np.ascontiguousarray(np.moveaxis(obs, 1, -1))
 
-    def _check_env_ids(self, info: dict) -> None:
-        ids = info.get("env_id")
-        if ids is not None and not np.array_equal(ids, np.arange(self.num_envs)):
-            raise RuntimeError(f"ale-py returned envs out of order: {ids}")
+    def _sync_only(self, method: str) -> None:
+        if self.batch_size != self.num_envs:
+            raise RuntimeError(
+                f"{method}() steps all envs together; this env is asynchronous "
+                f"(batch_size={self.batch_size} < num_envs={self.num_envs}): use start/recv/send"
+            )
 
-    def reset(self) -> np.ndarray:
+    def _reset_all(self):
         if self._closed:
             raise RuntimeError("reset() on a closed env")
         seeds, self._seeds = self._seeds, None
         obs, info = self._env.reset(seed=seeds)
-        self._check_env_ids(info)
-        efn = info["episode_frame_number"].astype(np.int64)
-        self._episode_start = info["frame_number"].astype(np.int64) - efn
-        self._episode_frame_number = efn
+        self._started[:] = False
         self._returns[:] = 0.0
         self._needs_reset = False
-        return self._to_channel_last(obs)
+        return obs, info
+
+    def _collect(self, obs, reward, terminated, truncated, info) -> Tuple[np.ndarray, StepResult]:
+        """(env ids, StepResult) from one ale-py batch; keeps the per-env
+        return and episode-start bookkeeping. An env's first result after a
+        reset is its first observation: reward 0, not done, first."""
+        ids = np.asarray(info["env_id"], np.int64)
+        fresh = ~self._started[ids]
+        reward = np.where(fresh, 0.0, reward).astype(np.float32)
+        done = np.logical_or(terminated, truncated) & ~fresh
+        efn = info["episode_frame_number"].astype(np.int64)
+        # For a done env, ale has already reset it: frame_number - episode_frame_number
+        # is the cumulative frame at which the old episode ended and the new one began.
+        start = info["frame_number"].astype(np.int64) - efn
+        self._episode_start[ids[fresh]] = start[fresh]
+        self._started[ids] = True
+        self._returns[ids] += reward
+        episode_returns: List[EpisodeReturn] = []
+        for j in np.flatnonzero(done):
+            i = ids[j]
+            frames = int(start[j] - self._episode_start[i])
+            episode_returns.append((int(i), float(self._returns[i]), frames))
+            self._returns[i] = 0.0
+            self._episode_start[i] = start[j]
+        self._episode_frame_number[ids] = efn
+        obs = self._to_channel_last(obs)
+        return ids, StepResult(obs, reward, done, done | fresh, episode_returns)
+
+    def reset(self) -> np.ndarray:
+        self._sync_only("reset")
+        obs, info = self._reset_all()
+        zeros = np.zeros(self.num_envs, bool)
+        ids, res = self._collect(obs, zeros, zeros, zeros, info)
+        self._check_env_ids(ids)
+        return res.observation
 
     def step(self, actions: np.ndarray) -> StepResult:
+        self._sync_only("step")
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        a = self._check_actions(actions)
-        obs, reward, terminated, truncated, info = self._env.step(a)
-        self._check_env_ids(info)
-        reward = reward.astype(np.float32)
-        done = np.logical_or(terminated, truncated)
-        self._returns += reward
-        efn = info["episode_frame_number"].astype(np.int64)
-        episode_returns: List[EpisodeReturn] = []
-        if done.any():
-            # For a done env, ale has already reset it: frame_number - episode_frame_number
-            # is the cumulative frame at which the old episode ended and the new one began.
-            new_start = info["frame_number"].astype(np.int64) - efn
-            for i in np.flatnonzero(done):
-                frames = int(new_start[i] - self._episode_start[i])
-                episode_returns.append((int(i), float(self._returns[i]), frames))
-                self._returns[i] = 0.0
-                self._episode_start[i] = new_start[i]
-        self._episode_frame_number = efn
-        return StepResult(self._to_channel_last(obs), reward, done, done.copy(), episode_returns)
+        ids, res = self._collect(*self._env.step(self._check_actions(actions)))
+        self._check_env_ids(ids)
+        return res
+
+    def start(self) -> None:
+        self._first_batch = self._reset_all()
+        self._in_flight, self._last_ids = self.num_envs // self.batch_size, None
+
+    def recv(self) -> Tuple[np.ndarray, StepResult]:
+        if self._in_flight == 0:
+            raise RuntimeError(
+                "recv() with no envs in flight: call start(), and send() after each recv()"
+            )
+        self._in_flight -= 1
+        if self._first_batch is not None:
+            (obs, info), self._first_batch = self._first_batch, None
+            zeros = np.zeros(self.batch_size, bool)
+            ids, res = self._collect(obs, zeros, zeros, zeros, info)
+        else:
+            ids, res = self._collect(*self._env.recv())
+        self._last_ids = ids
+        return ids, res
+
+    def send(self, actions: np.ndarray) -> None:
+        if self._last_ids is None:
+            raise RuntimeError("send() must follow a recv(): it acts for the envs recv() returned")
+        a = self._check_actions(actions, len(self._last_ids))
+        self._env.send(a)
+        self._last_ids = None
+        self._in_flight += 1
+
+    def _check_env_ids(self, ids: np.ndarray) -> None:
+        if not np.array_equal(ids, np.arange(self.num_envs)):
+            raise RuntimeError(f"ale-py returned envs out of order: {ids}")
 
     @property
     def episode_frames(self) -> np.ndarray:
@@ -300,7 +430,7 @@ class CatchVectorEnv(VectorEnv):
     one `np.random.Generator(seed)` shared by the N envs.
     """
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int):
+    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int, batch_size: Optional[int] = None):
         if cfg.kind != "catch":
             raise ValueError(f"CatchVectorEnv needs EnvConfig.kind='catch', got {cfg.kind!r}")
         if cfg.frame_size < max(CATCH_ROWS, CATCH_COLUMNS):
@@ -310,6 +440,7 @@ class CatchVectorEnv(VectorEnv):
             )
         self.cfg = cfg
         self.num_envs = int(num_envs)
+        self.batch_size = _batch_size(self.num_envs, batch_size)
         self.num_actions = CATCH_NUM_ACTIONS
         self.observation_shape = cfg.observation_shape
         self.frames_per_step = cfg.frames_per_step
@@ -354,23 +485,29 @@ class CatchVectorEnv(VectorEnv):
     def step(self, actions: np.ndarray) -> StepResult:
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        a = self._check_actions(actions).astype(np.int64)
-        self._paddle_col = np.clip(self._paddle_col + a - 1, 0, CATCH_COLUMNS - 1)
-        self._ball_row += 1
-        self._steps += 1
-        done = self._ball_row == CATCH_ROWS - 1
-        caught = self._paddle_col == self._ball_col
+        return self._step_ids(np.arange(self.num_envs), self._check_actions(actions))
+
+    def _step_ids(self, ids: np.ndarray, actions: np.ndarray) -> StepResult:
+        a = actions.astype(np.int64)
+        self._paddle_col[ids] = np.clip(self._paddle_col[ids] + a - 1, 0, CATCH_COLUMNS - 1)
+        self._ball_row[ids] += 1
+        self._steps[ids] += 1
+        done = self._ball_row[ids] == CATCH_ROWS - 1
+        caught = self._paddle_col[ids] == self._ball_col[ids]
         reward = np.where(done, np.where(caught, 1.0, -1.0), 0.0).astype(np.float32)
         # Each Catch episode has a single non-zero reward, on its last step.
         episode_returns: List[EpisodeReturn] = [
-            (int(i), float(reward[i]), int(self._steps[i])) for i in np.flatnonzero(done)
+            (int(ids[j]), float(reward[j]), int(self._steps[ids[j]])) for j in np.flatnonzero(done)
         ]
-        self._start_episodes(done)
-        frames = self._render()
-        self._obs[..., :-1] = self._obs[..., 1:]
-        self._obs[done] = 0
-        self._obs[..., -1] = frames
-        return StepResult(self._obs.copy(), reward, done, done.copy(), episode_returns)
+        ended = np.zeros(self.num_envs, bool)
+        ended[ids[done]] = True
+        self._start_episodes(ended)
+        obs = self._obs[ids]
+        obs[..., :-1] = obs[..., 1:]
+        obs[done] = 0
+        obs[..., -1] = self._render()[ids]
+        self._obs[ids] = obs
+        return StepResult(obs, reward, done, done.copy(), episode_returns)
 
     @property
     def episode_frames(self) -> np.ndarray:
@@ -383,7 +520,13 @@ class CatchVectorEnv(VectorEnv):
 # ----------------------------------------------------------------------------
 # Factories
 # ----------------------------------------------------------------------------
-def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, num_threads: int = 1) -> VectorEnv:
+def make_vector_env(
+    cfg: EnvConfig,
+    num_envs: int,
+    seed: int,
+    num_threads: int = 1,
+    batch_size: Optional[int] = None,
+) -> VectorEnv:
     """Build `num_envs` environments of `cfg`'s kind.
 
     Args:
@@ -391,15 +534,17 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, num_threads: int =
         num_envs: N >= 1 sub-environments.
         seed: seeds all randomness (Atari: per-env seeds derived by SeedSequence).
         num_threads: ale-py worker threads (Atari only; ignored by Catch).
+        batch_size: envs per `recv()` of the asynchronous API, dividing N
+            (None: N; with fewer, only the asynchronous API steps the env).
     """
     if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     if not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
     if cfg.kind == "atari":
-        return AtariVectorEnv(cfg, int(num_envs), seed, int(num_threads))
+        return AtariVectorEnv(cfg, int(num_envs), seed, int(num_threads), batch_size)
     if cfg.kind == "catch":
-        return CatchVectorEnv(cfg, int(num_envs), seed)
+        return CatchVectorEnv(cfg, int(num_envs), seed, batch_size)
     raise ValueError(f"unknown EnvConfig.kind {cfg.kind!r}")
 
 

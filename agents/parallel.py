@@ -54,6 +54,22 @@ def shard(batches: Trajectory, num_devices: int) -> Trajectory:
     return jax.tree_util.tree_map(split, batches)
 
 
+def pmap_layout(devices: Sequence) -> Callable:
+    """shape -> the sharding pmap takes without copying: `PmapSharding` for the
+    original pmap; since jax 0.8 pmap is jit + shard_map, which takes arrays
+    split over a 1-D mesh of the devices (and jax 0.12 has no PmapSharding)."""
+    try:
+        from jax.sharding import PmapSharding
+    except ImportError:
+        PmapSharding = None
+    if PmapSharding is not None and not getattr(jax.config, "jax_pmap_shmap_merge", False):
+        return lambda shape: PmapSharding.default(shape, 0, devices)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    layout = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
+    return lambda shape: layout
+
+
 class ParallelLearner:
     """Holds a replicated TrainingState and applies the pmapped update.
 
@@ -69,6 +85,7 @@ class ParallelLearner:
     ):
         self.devices = list(devices)
         self.learner = make_learner_fn(AXIS)
+        self._layout = pmap_layout(self.devices)
         self._update = jax.pmap(
             self.learner.update,
             axis_name=AXIS,
@@ -80,16 +97,36 @@ class ParallelLearner:
     def num_devices(self) -> int:
         return len(self.devices)
 
+    def _put_sharded(self, tree):
+        """Arrays [D, ...] on the host -> one slice on each device."""
+        return jax.tree_util.tree_map(lambda x: jax.device_put(x, self._layout(x.shape)), tree)
+
     def replicate(self, state: TrainingState) -> TrainingState:
-        return jax.device_put_replicated(state, self.devices)
+        """A copy of `state` on every device (jax.device_put_replicated, which
+        newer jax removed)."""
+        d = self.num_devices
+        return self._put_sharded(
+            jax.tree_util.tree_map(
+                lambda x: np.broadcast_to(np.asarray(x), (d,) + np.shape(x)), state
+            )
+        )
 
     @staticmethod
     def unreplicate(state):
         return jax.tree_util.tree_map(lambda x: x[0], state)
 
+    def put(self, batches: Trajectory) -> Trajectory:
+        """[N, T + 1, B, ...] numpy -> [D, N, T + 1, B / D, ...] on the devices,
+        one shard each (what the pmapped update takes without copying)."""
+        return self._put_sharded(shard(batches, self.num_devices))
+
     def update(
         self, replicated_state: TrainingState, batches: Trajectory
     ) -> Tuple[TrainingState, dict]:
-        """One update on a global batch; returns the replicated state and host metrics."""
-        state, metrics = self._update(replicated_state, shard(batches, self.num_devices))
+        """One update on a global batch (numpy, or already `put` on the
+        devices); returns the replicated state and the first device's metrics.
+        Both are device arrays: nothing here waits for the update to finish."""
+        if isinstance(jax.tree_util.tree_leaves(batches)[0], np.ndarray):
+            batches = self.put(batches)
+        state, metrics = self._update(replicated_state, batches)
         return state, jax.tree_util.tree_map(lambda x: x[0], metrics)

@@ -207,11 +207,12 @@ def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
     N = cfg.actors.envs_per_actor
     frames_per_step = cfg.env.frame_skip
     r = (env_actor or {}).get("results", {}).get(str(N))
-    if r and "small" in r["actor"]:
-        a = r["actor"]["small"]
+    loop = "overlapped" if cfg.actors.overlap else "serial"
+    a = ((r or {}).get("actor") or {}).get(loop, {}).get("small")
+    if a:
         out["sources"]["env_actor"] = env_actor["facts"]["time"]
         per_vec = a["stage_ms_per_vector_step"]
-        frames_per_vec = N * frames_per_step
+        frames_per_vec = cfg.actors.env_batch_size * frames_per_step
         # The env limit measured alone (not the env time inside the actor loop).
         out["stages"]["env step (ALE + preprocessing)"] = 1e6 / (
             r["env_limit_steps_per_s"] * frames_per_step

@@ -1,6 +1,7 @@
 """Environment limit and actor throughput, measured in the same run.
 
-    python -m benchmarks.env_actor [--envs 1,4,8] [--networks small,deep] [--seconds 5]
+    python -m benchmarks.env_actor [--envs 1,4,8] [--networks small,deep]
+        [--loops overlapped,serial] [--seconds 5]
 
 For each env count N (environments stepped together in one actor process):
 
@@ -11,12 +12,16 @@ For each env count N (environments stepped together in one actor process):
    of that N; the limit is their mean (both are kept, to show drift).
 2. Actor: the real `actors.actor.ActorNode` loop (jitted CPU policy from
    `agents.builders.make_policy`, `replay.TrajectoryWriter` writing T + 1 step
-   unrolls), for the debug (small) and the deep (IMPALA ResNet) network. The
+   unrolls), for the debug (small) and the deep (IMPALA ResNet) network, in
+   both loops: `overlapped` (the default: the N envs in 2 batches, 1 for
+   N = 1, stepping in ale-py's thread while the policy acts on and the writer
+   takes the other batch) and `serial` (`actors.overlap=false`). The
    Reverb server runs in a separate process, as in the Launchpad program. The
    learner and counter are in-process stand-ins that answer at once (the real
    parameter pull is asynchronous courier and does not block the loop).
-   `env.step`, `policy` (act) and `writer.append` are wrapped with timers to
-   split each loop iteration into env / inference / write / other.
+   `env.step` (serial) or `env.recv` (overlapped: the wait for a batch),
+   `policy` (act) and `writer.append` are wrapped with timers to split each
+   loop iteration into env / inference / write / other.
 
 Reverb table: the replay module's tables in `queue` mode (MinSize limiter, FIFO
 remover), so an insert never waits for a sampler; nothing samples in this
@@ -286,14 +291,17 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
             FakeCounter(),
             should_stop=stop,
         )
-        node._env.step = timer.wrap("env", node._env.step)
+        if cfg.actors.overlap:
+            node._env.recv = timer.wrap("env", node._env.recv)
+        else:
+            node._env.step = timer.wrap("env", node._env.step)
         node._runner.act = timer.wrap("inference", node._runner.act)
         t_build = time.perf_counter()
         node.run()
         warmup_s = stop.t0 - t_build if stop.t0 else float("nan")
     finally:
         replay.TrajectoryWriter = original
-    N = cfg.actors.envs_per_actor
+    N = cfg.actors.env_batch_size  # envs per loop iteration
     dt = stop.t1 - stop.t0
     steps = stop.calls.get("env", 0)
     per_step_ms = {k: 1000 * v / max(steps, 1) for k, v in stop.stage_s.items()}
@@ -317,15 +325,26 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
     }
 
 
-def actor_config(network: str, agent: str, num_envs: int, root: str):
+LOOPS = ("overlapped", "serial")
+
+
+def actor_config(network: str, agent: str, num_envs: int, root: str, loop: str = "overlapped"):
     from configs import make_config
 
+    if loop not in LOOPS:
+        raise ValueError(f"--loops: unknown loop {loop!r} ({', '.join(LOOPS)})")
+    batches = 2 if loop == "overlapped" and num_envs % 2 == 0 else 1
     cfg = make_config(
         "debug",
         agent,
         "Pong",
-        name=f"bench-actor-{network}-{num_envs}",
-        overrides=[f"actors.envs_per_actor={num_envs}", f"root={root}"],
+        name=f"bench-actor-{network}-{num_envs}-{loop}",
+        overrides=[
+            f"actors.envs_per_actor={num_envs}",
+            f"actors.overlap={loop == 'overlapped'}",
+            f"actors.env_batches={batches}",
+            f"root={root}",
+        ],
     )
     if network == "deep":  # the full preset's IMPALA ResNet on the same debug program
         cfg = dataclasses.replace(cfg, network=make_config("full", agent).network)
@@ -338,6 +357,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", default="1,4,8", help="env counts per actor process")
     p.add_argument("--networks", default="small,deep")
+    p.add_argument("--loops", default="overlapped,serial", help="actor loops to measure")
     p.add_argument("--agent", default="bmg", help="network heads/conditioning of this agent")
     p.add_argument("--seconds", type=float, default=5.0, help="measured window per figure")
     p.add_argument("--warmup", type=int, default=30, help="actor loop steps before measuring")
@@ -370,6 +390,7 @@ def main(argv=None):
     t_start = time.perf_counter()
     env_counts = [int(x) for x in args.envs.split(",")]
     networks = args.networks.split(",")
+    loops = args.loops.split(",")
     base = actor_config("small", args.agent, 1, "/tmp")
     server, address = start_server(
         base.env.observation_shape, num_actions(base.env), base.agent.unroll_length, args.max_size
@@ -384,30 +405,36 @@ def main(argv=None):
 
             before = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
-            actors = {}
-            for network in networks:
-                cfg = actor_config(network, args.agent, N, root)
-                configs[network] = cfg.to_dict()
-                r = least_stolen(
-                    lambda: actor_run(cfg, address, server.pid, args.seconds, args.warmup),
-                    args.max_steal,
-                    args.tries,
-                    f"N={N} actor {network}",
-                )
-                actors[network] = r
-                st = r["stage_ms_per_vector_step"]
-                print(
-                    f"N={N:2d} actor {network:5s}    {r['steps_per_s']:7.0f} steps/s  "
-                    + "  ".join(f"{k} {v:.2f}" for k, v in st.items())
-                    + " ms/step",
-                    flush=True,
-                )
+            actors = {loop: {} for loop in loops}
+            for loop in loops:
+                for network in networks:
+                    cfg = actor_config(network, args.agent, N, root, loop)
+                    configs[f"{network}-{loop}"] = cfg.to_dict()
+                    r = least_stolen(
+                        lambda: actor_run(cfg, address, server.pid, args.seconds, args.warmup),
+                        args.max_steal,
+                        args.tries,
+                        f"N={N} actor {network} {loop}",
+                    )
+                    actors[loop][network] = r
+                    st = r["stage_ms_per_vector_step"]
+                    print(
+                        f"N={N:2d} actor {network:5s} {loop:10s} {r['steps_per_s']:7.0f} "
+                        "steps/s  "
+                        + "  ".join(f"{k} {v:.2f}" for k, v in st.items())
+                        + " ms/iteration",
+                        flush=True,
+                    )
             after = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
             limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
-            for network, r in actors.items():
-                r["ratio_to_env_limit"] = r["steps_per_s"] / limit
-                print(f"N={N:2d} {network:5s} ratio {r['ratio_to_env_limit']:.2f}", flush=True)
+            for loop, by_net in actors.items():
+                for network, r in by_net.items():
+                    r["ratio_to_env_limit"] = r["steps_per_s"] / limit
+                    print(
+                        f"N={N:2d} {network:5s} {loop:10s} ratio {r['ratio_to_env_limit']:.2f}",
+                        flush=True,
+                    )
             results[str(N)] = {
                 "env_limit_steps_per_s": limit,
                 "env_before": before,
@@ -419,9 +446,9 @@ def main(argv=None):
         shutil.rmtree(root, ignore_errors=True)
 
     goal = {}
-    if "small" in networks:
+    if "small" in networks and "overlapped" in loops:
         for N, r in results.items():
-            goal[N] = r["actor"]["small"]["ratio_to_env_limit"] >= GOAL
+            goal[N] = r["actor"]["overlapped"]["small"]["ratio_to_env_limit"] >= GOAL
     write_result(
         f"env_actor-{jax.default_backend()}",
         "env_actor",
@@ -431,7 +458,8 @@ def main(argv=None):
         setup={
             "env": "actors.environments.make_vector_env (ale-py AtariVectorEnv), debug preset "
             "EnvConfig, random actions",
-            "actor": "actors.actor.ActorNode.run, in this process; learner/counter stand-ins",
+            "actor": "actors.actor.ActorNode.run, in this process; learner/counter stand-ins; "
+            "results[N]['actor'][loop][network]",
             "reverb": "reverb.Server in a subprocess (replay.make_tables, queue mode: MinSize "
             "limiter, inserts never wait; nothing samples)",
             "steps": "agent steps summed over the N envs (x4 = frames)",

@@ -61,20 +61,27 @@ def machine_line(docs: List[dict]) -> str:
 
 def env_actor_section(d: dict) -> List[str]:
     res = d["results"]
-    nets = [n for n in ("small", "deep") if any(n in r["actor"] for r in res.values())]
+    loops = [lp for lp in ("overlapped", "serial") if any(lp in r["actor"] for r in res.values())]
+    nets = [
+        n
+        for n in ("small", "deep")
+        if any(n in r["actor"].get(lp, {}) for r in res.values() for lp in loops)
+    ]
     out = [
         f"**Environment limit and actor** (`benchmarks.env_actor`; {_when(d)}; "
         f"{d['args']['seconds']:.0f} s per figure; Pong, debug preset EnvConfig; agent "
         f"steps/s summed over the envs, x4 = frames/s; one actor process, policy jitted "
-        f"on CPU, Reverb server in a separate process):",
+        f"on CPU, Reverb server in a separate process; overlapped: the envs in 2 batches "
+        f"(1 at one env), serial: `actors.overlap=false`):",
         "",
     ]
     head = "| envs per actor | env limit (steps/s) |"
     sep = "|---|---|"
-    for n in nets:
-        head += f" actor, {n} net (steps/s) | ratio |"
-        sep += "---|---|"
-    head += " small net: env / inference / write / other (ms per loop step) |"
+    for lp in loops:
+        for n in nets:
+            head += f" {lp}, {n} net (steps/s) | ratio |"
+            sep += "---|---|"
+    head += " small net: env / inference / write / other (ms per loop iteration, per loop) |"
     sep += "---|"
     out += [head, sep]
     flagged = False
@@ -83,27 +90,26 @@ def env_actor_section(d: dict) -> List[str]:
         m = _mark(r.get("env_before")) or _mark(r.get("env_after"))
         flagged = flagged or bool(m)
         row = f"| {N} | {r['env_limit_steps_per_s']:.0f}{m} |"
-        for n in nets:
-            a = r["actor"].get(n)
-            flagged = flagged or bool(_mark(a))
-            row += (
-                f" {a['steps_per_s']:.0f}{_mark(a)} | {a['ratio_to_env_limit']:.2f} |"
-                if a
-                else " | |"
-            )
-        a = r["actor"].get("small")
-        if a:
-            st = a["stage_ms_per_vector_step"]
-            row += (
-                " "
-                + " / ".join(
-                    f"{st.get(k, 0.0):.2f}" for k in ("env", "inference", "write", "other")
+        stages = []
+        for lp in loops:
+            for n in nets:
+                a = r["actor"].get(lp, {}).get(n)
+                flagged = flagged or bool(_mark(a))
+                row += (
+                    f" {a['steps_per_s']:.0f}{_mark(a)} | {a['ratio_to_env_limit']:.2f} |"
+                    if a
+                    else " | |"
                 )
-                + " |"
-            )
-        else:
-            row += " |"
-        out.append(row)
+            a = r["actor"].get(lp, {}).get("small")
+            if a:
+                st = a["stage_ms_per_vector_step"]
+                stages.append(
+                    f"{lp}: "
+                    + " / ".join(
+                        f"{st.get(k, 0.0):.2f}" for k in ("env", "inference", "write", "other")
+                    )
+                )
+        out.append(row + " " + "; ".join(stages) + " |")
     if flagged:
         out += ["", STEAL_NOTE]
     goal = d.get("goal_met_small") or {}

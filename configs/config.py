@@ -369,6 +369,8 @@ class LearnerConfig:
     batch_size: int = 32  # global batch of trajectories per inner step, split over devices
     num_devices: int = 0  # 0 = all of jax.local_devices()
     publish_every: int = 1  # learner steps between parameter publications
+    # Inputs made ahead of the update in a background thread (0: inline, for debugging).
+    prefetch_windows: int = 2
     log_every_seconds: float = 10.0
     checkpoint_every_minutes: float = 5.0
     keep_checkpoints: int = 3
@@ -385,6 +387,7 @@ class LearnerConfig:
                 f"batch_size / num_devices trajectories)",
             )
         _int(self, "publish_every", 1)
+        _int(self, "prefetch_windows", 0, 16)
         _num(self, "log_every_seconds", 0.0, lo_open=True)
         _num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
         _int(self, "keep_checkpoints", 1)
@@ -394,6 +397,11 @@ class LearnerConfig:
 class ActorConfig:
     num_actors: int = 48
     envs_per_actor: int = 1  # environments stepped together in one actor process
+    # Overlapped loop: the envs step in `env_batches` batches; while the
+    # emulators run one batch, the policy acts on and Reverb takes another.
+    # False: the serial loop (step all, act, write), for debugging.
+    overlap: bool = True
+    env_batches: int = 1
     param_refresh_steps: int = 100  # actor steps between parameter pulls
     env_threads: int = 1
     evaluator: bool = True
@@ -403,11 +411,24 @@ class ActorConfig:
     def __post_init__(self):
         _int(self, "num_actors", 1, 4096)
         _int(self, "envs_per_actor", 1, 1024)
+        _bool(self, "overlap")
+        _int(self, "env_batches", 1, 1024)
+        if self.overlap and self.envs_per_actor % self.env_batches:
+            raise ConfigError(
+                f"actors.env_batches={self.env_batches} must divide actors.envs_per_actor="
+                f"{self.envs_per_actor} (the overlapped loop steps equal batches); or set "
+                f"actors.overlap=false for the serial loop"
+            )
         _int(self, "param_refresh_steps", 1)
         _int(self, "env_threads", 1, 256)
         _bool(self, "evaluator")
         _int(self, "eval_episodes_per_round", 1)
         _num(self, "eval_pause_seconds", 0.0, 86_400.0)
+
+    @property
+    def env_batch_size(self) -> int:
+        """Envs the policy acts on at once (all of them in the serial loop)."""
+        return self.envs_per_actor // self.env_batches if self.overlap else self.envs_per_actor
 
 
 # ----------------------------------------------------------------------------

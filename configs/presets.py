@@ -141,6 +141,7 @@ def make_config(
             actors=ActorConfig(
                 num_actors=2,
                 envs_per_actor=4,
+                env_batches=2,
                 param_refresh_steps=10 if tiny else 20,
                 eval_pause_seconds=0.0 if tiny else 15.0,
             ),
@@ -209,34 +210,48 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
 
 
 def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
-    """Apply `section.field=value` (or `field=value` for RunConfig) strings."""
+    """Apply `section.field=value` (or `field=value` for RunConfig) strings.
+
+    All of them at once: each section is rebuilt (and validated) once with
+    every change it gets, so fields checked together may come in any order;
+    a key given twice takes its last value."""
+    changes: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not allowed: expected section.field=value")
         key, text = item.split("=", 1)
-        path = key.strip().split(".")
-        cfg = _set(cfg, path, text.strip(), key.strip())
-    return cfg
+        node, path = changes, key.strip().split(".")
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {key.strip()!r} is not allowed: {name!r} is not a section"
+                )
+        node[path[-1]] = (text.strip(), key.strip())
+    return _apply(cfg, changes)
 
 
-def _set(obj: Any, path: list, text: str, where: str) -> Any:
+def _apply(obj: Any, changes: dict) -> Any:
+    """`obj` with `changes` ({field: (text, key)} or {section: {...}}) applied."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
-    name = path[0]
-    if name not in fields:
-        raise ConfigError(
-            f"override {where!r} is not allowed: {type(obj).__name__} has no field "
-            f"{name!r}; fields are {sorted(fields)}"
-        )
-    current = getattr(obj, name)
-    if dataclasses.is_dataclass(current):
-        if len(path) == 1:
+    values = {}
+    for name, change in changes.items():
+        where = change[1] if isinstance(change, tuple) else f"{name}.*"
+        if name not in fields:
             raise ConfigError(
-                f"override {where!r} is not allowed: {name!r} is a section; "
-                f"name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}"
+                f"override {where!r} is not allowed: {type(obj).__name__} has no field "
+                f"{name!r}; fields are {sorted(fields)}"
             )
-        value = _set(current, path[1:], text, where)
-    else:
-        if len(path) != 1:
-            raise ConfigError(f"override {where!r} is not allowed: {name!r} is not a section")
-        value = _coerce(text, fields[name].type, where)
-    return dataclasses.replace(obj, **{name: value})
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if isinstance(change, tuple):
+                raise ConfigError(
+                    f"override {where!r} is not allowed: {name!r} is a section; "
+                    f"name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}"
+                )
+            values[name] = _apply(current, change)
+        elif isinstance(change, dict):
+            raise ConfigError(f"override {name!r} is not allowed: {name!r} is not a section")
+        else:
+            values[name] = _coerce(change[0], fields[name].type, where)
+    return dataclasses.replace(obj, **values) if values else obj

@@ -3,28 +3,30 @@ publish parameters, count, log and checkpoint.
 
 Launchpad serves this object over courier: actors and the evaluator call
 `get_params()`; Launchpad calls `run()` once the node is up.
+
+The update never waits on its own input or bookkeeping: the next window is
+sampled, stacked, sharded and put on the devices in a background thread
+(`learner.inputs.Prefetcher`); the counter is read with a future at most once
+a second; a publication starts the device-to-host copy of the parameters
+after one update and adopts it after the next one is dispatched, so the copy
+overlaps that update.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from agents.types import Trajectory
 from learner import checkpoint as ckpt_lib
+from learner.inputs import Prefetcher, Windows
 from utils.counter import await_future
 from utils.logs import Logger
 
 if TYPE_CHECKING:  # JAX is imported when the node builds, not at import
     from agents.builders import Builder
-
-
-def stack_batches(window: List[Trajectory]) -> Trajectory:
-    """[T + 1, B, ...] x N -> Trajectory with fields [N, T + 1, B, ...]."""
-    return Trajectory(*[np.stack(fields) for fields in zip(*window)])
 
 
 class LearnerNode:
@@ -58,6 +60,7 @@ class LearnerNode:
         self._parallel = parallel.ParallelLearner(builder.make_learner, devices)
         state = self._parallel.learner.init(jax.random.PRNGKey(cfg.seed))
         self._counts: Dict[str, float] = {}
+        self._counts_future, self._counts_asked = None, -float("inf")
         ckpt = None
         if resume:  # the launcher found and validated it; check again where it is used
             ckpt = ckpt_lib.for_run(cfg.run_dir, cfg.to_dict(), resume)
@@ -85,9 +88,37 @@ class LearnerNode:
         return jax.device_get(self._parallel.unreplicate(self._state))
 
     def _publish(self) -> None:
-        host = self._host_state()
+        self._adopt(self._start_publication())
+
+    def _start_publication(self):
+        """The first device's (step, params, meta logits), copying to the host."""
+        import jax
+
+        s = self._state
+        published = jax.tree_util.tree_map(lambda x: x[0], (s.step, s.params, s.meta.logits))
+        for x in jax.tree_util.tree_leaves(published):
+            x.copy_to_host_async()
+        return published
+
+    def _adopt(self, published) -> None:
+        import jax
+
+        step, params, meta = jax.device_get(published)
         with self._lock:
-            self._published = (int(host.step), host.params, np.asarray(host.meta.logits))
+            self._published = (int(step), params, np.asarray(meta))
+
+    def _poll_counts(self) -> Dict[str, float]:
+        """The latest counter values without waiting: one `get_counts` call in
+        flight at most, asked at most once a second."""
+        f = self._counts_future
+        if f is not None and f.done():
+            if f.exception() is None:
+                self._counts = dict(f.result())
+            self._counts_future = None
+        now = time.monotonic()
+        if self._counts_future is None and now - self._counts_asked >= 1.0:
+            self._counts_future, self._counts_asked = self._counter.futures.get_counts(), now
+        return self._counts
 
     def _get_counts(self, timeout_s: float = 10.0) -> Dict[str, float]:
         """Counter values; the last known ones if the counter does not answer
@@ -125,15 +156,16 @@ class LearnerNode:
         B, T = cfg.learner.batch_size, cfg.agent.unroll_length
         # Wait for data in 1 s slices so a stop request is seen at once.
         data = self._builder.make_dataset(self._replay, next_timeout_ms=1_000)
-        windows = _Windows(
+        windows = Windows(
             data,
             self._parallel.learner.num_batches,
             address_of(self._replay),
             cfg.replay.timeout_ms,
         )
+        inputs = Prefetcher(windows, self._parallel.put, cfg.learner.prefetch_windows)
         step = int(self._published[0])
         self._period = _Period(step)
-        t_ckpt, m = time.time(), None
+        t_ckpt, m, publication = time.time(), None, None
         print(
             f"[learner] {cfg.agent_name} on {cfg.env.label}: "
             f"{self._parallel.num_devices} device(s), batch {B} x T {T}, "
@@ -142,16 +174,18 @@ class LearnerNode:
         )
         try:
             while not self._should_stop() and not self._budget_reached(step):
-                window = windows.next()
-                if window is None:  # no data within 1 s: check stop and budget again
+                item = inputs.get(timeout_s=1.0)
+                if item is None:  # no data within 1 s: check stop and budget again
                     continue
-                new = windows.pop_new()
-                self._trajectories += B * new
-                self._period.consumed += B * T * cfg.env.frames_per_step * new
-                self._state, m = self._parallel.update(self._state, stack_batches(window))
+                self._trajectories += B * item.new_batches
+                self._period.consumed += B * T * cfg.env.frames_per_step * item.new_batches
+                self._state, m = self._parallel.update(self._state, item.batches)
                 step += 1
+                if publication is not None:  # copied while this update was dispatched
+                    self._adopt(publication)
+                    publication = None
                 if step % cfg.learner.publish_every == 0:
-                    self._publish()
+                    publication = self._start_publication()
                 now = time.time()
                 if now - self._period.start >= cfg.learner.log_every_seconds:
                     self._write_log(m, step, now)
@@ -161,6 +195,7 @@ class LearnerNode:
                     t_ckpt = now
         finally:
             try:
+                inputs.close()
                 self._finish(step, m)
             finally:
                 data.close()
@@ -168,7 +203,7 @@ class LearnerNode:
             self._stop_fn()
 
     def _budget_reached(self, step: int) -> bool:
-        frames = self._get_counts().get("frames", 0)
+        frames = self._poll_counts().get("frames", 0)
         if self._cfg.budget_reached(frames, step):
             print(f"[learner] budget reached: frames={frames:.0f} learner_steps={step}", flush=True)
             return True
@@ -245,46 +280,3 @@ class _Period:
 
     def __init__(self, step: int, start: Optional[float] = None):
         self.step, self.start, self.consumed = step, time.time() if start is None else start, 0
-
-
-class _Windows:
-    """The learner's input: windows of `num_batches` consecutive batches. With
-    MG/BMG (`num_batches` > 1) the validation batch of one update is the first
-    inner batch of the next, so each update after the first takes
-    `num_batches - 1` new batches (`pop_new` counts them)."""
-
-    def __init__(self, data, num_batches: int, address: str, timeout_ms: int):
-        self._data, self.num_batches = data, num_batches
-        self._address, self._timeout_s = address, timeout_ms / 1000
-        self._window: List[Trajectory] = []
-        self._waited_s = 0.0
-        self._new = 0
-
-    def pop_new(self) -> int:
-        """Batches taken from the dataset since the last call."""
-        new, self._new = self._new, 0
-        return new
-
-    def next(self) -> Optional[List[Trajectory]]:
-        """The next full window, or None after a 1 s wait without data (it says
-        so once per replay timeout: actors may be down or throttled)."""
-        from replay import ReplayTimeoutError
-
-        if len(self._window) == self.num_batches:  # the last one was used
-            self._window = self._window[-1:] if self.num_batches > 1 else []
-        while len(self._window) < self.num_batches:
-            try:
-                self._window.append(next(self._data))
-            except ReplayTimeoutError:
-                self._waited_s += 1.0
-                if self._waited_s >= self._timeout_s:
-                    print(
-                        f"[learner] no data from replay at {self._address} for "
-                        f"{self._waited_s:.0f} s (actors down or throttled?); still waiting",
-                        flush=True,
-                    )
-                    self._waited_s = 0.0
-                return None
-            self._waited_s = 0.0
-            self._new += 1
-        return self._window

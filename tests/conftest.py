@@ -28,3 +28,15 @@ def fake_batches(num_batches, T, B, obs_shape, num_actions, seed=0, float_obs=Fa
         behaviour_logits=rng.normal(size=lead + (num_actions,)).astype(np.float32),
         first=(rng.random(lead) > 0.9).astype(np.float32),
     )
+
+
+def enable_x64():
+    """A `with` block with 64-bit JAX types, on the pinned jax
+    (`jax.experimental.enable_x64`) and on newer ones (`jax.enable_x64`)."""
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as x64
+
+    return x64()

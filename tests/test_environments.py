@@ -329,3 +329,92 @@ def test_action_and_config_validation():
         make_vector_env(_catch(frame_size=8), num_envs=1, seed=0)
     with pytest.raises(ValueError):
         make_vector_env(_catch(), num_envs=0, seed=0)
+
+
+# ----------------------------------------------------------------------------
+# Asynchronous API (the overlapped actor)
+# ----------------------------------------------------------------------------
+def _async_rollout(env, actions: np.ndarray):
+    """Per env: its first observation, then (obs, reward, done, first) of its
+    steps, the t-th taken with actions[t, env]; and its finished episodes."""
+    n, steps = env.num_envs, len(actions)
+    first_obs, out = [None] * n, [[] for _ in range(n)]
+    episodes = [[] for _ in range(n)]
+    env.start()
+    while min(len(o) for o in out) < steps:
+        ids, res = env.recv()
+        for j, i in enumerate(ids):
+            if first_obs[i] is None:
+                assert res.first[j] and not res.done[j] and res.reward[j] == 0
+                first_obs[i] = res.observation[j]
+            else:
+                out[i].append((res.observation[j], res.reward[j], res.done[j], res.first[j]))
+        for i, ret, frames in res.episode_returns:
+            episodes[i].append((ret, frames))
+        env.send(np.array([actions[min(len(out[i]), steps - 1), i] for i in ids]))
+    return first_obs, [o[:steps] for o in out], episodes
+
+
+def test_atari_async_steps_each_env_as_the_synchronous_env_does():
+    """Same seed and the same actions per env: recv/send in batches of 2 of 4
+    envs (2 threads, so batches arrive in any order) gives every env the
+    frames, rewards, episode ends and returns that reset/step gives it."""
+    cfg = _pong(noop_max=30, sticky_action_prob=0.25, max_episode_frames=200)
+    actions = np.random.default_rng(3).integers(0, 6, size=(70, 4))
+    with make_vector_env(cfg, num_envs=4, seed=5) as env:
+        first_obs = list(env.reset())
+        out, episodes = [[] for _ in range(4)], [[] for _ in range(4)]
+        for a in actions:
+            res = env.step(a)
+            for i in range(4):
+                out[i].append((res.observation[i], res.reward[i], res.done[i], res.first[i]))
+            for i, ret, frames in res.episode_returns:
+                episodes[i].append((ret, frames))
+    with make_vector_env(cfg, num_envs=4, seed=5, num_threads=2, batch_size=2) as env:
+        a_first, a_out, a_episodes = _async_rollout(env, actions)
+    for i in range(4):
+        np.testing.assert_array_equal(a_first[i], first_obs[i])
+        for t, (x, y) in enumerate(zip(a_out[i], out[i])):
+            for u, v in zip(x, y):
+                np.testing.assert_array_equal(u, v, err_msg=f"env {i} step {t}")
+        n = len(episodes[i])
+        assert n >= 1 and a_episodes[i][:n] == episodes[i]
+
+
+def test_catch_async_batches_keep_each_env_consistent():
+    """Batches of 2 of 4 envs under the oracle policy: each env's episodes last
+    9 steps and end caught, and its frame stack shifts by one frame per step."""
+    cfg = _catch(frame_size=10, frame_stack=2)
+    with make_vector_env(cfg, num_envs=4, seed=0, batch_size=2) as env:
+        env.start()
+        last, lengths, returns = {}, {i: 0 for i in range(4)}, []
+        for _ in range(80):
+            ids, res = env.recv()
+            assert res.observation.shape == (2, 10, 10, 2)
+            for j, i in enumerate(ids):
+                if i in last and not res.first[j]:
+                    np.testing.assert_array_equal(res.observation[j][..., 0], last[i][..., 1])
+                lengths[i] = 0 if res.first[j] else lengths[i] + 1
+                last[i] = res.observation[j]
+            for i, ret, frames in res.episode_returns:
+                returns.append(ret)
+                assert frames == CATCH_ROWS - 1
+            ball, paddle = zip(*(_ball_and_paddle_x(o[..., -1]) for o in res.observation))
+            env.send(np.sign(np.array(ball) - np.array(paddle)).astype(np.int64) + 1)
+        assert len(returns) >= 12 and all(r == 1.0 for r in returns)
+
+
+def test_async_api_misuse_is_refused():
+    with make_vector_env(_pong(), num_envs=4, seed=0, batch_size=2) as env:
+        with pytest.raises(RuntimeError, match="asynchronous"):
+            env.reset()
+        with pytest.raises(RuntimeError, match="no envs in flight"):
+            env.recv()
+        env.start()
+        with pytest.raises(RuntimeError, match="must follow a recv"):
+            env.send(np.zeros(2, np.int64))
+        env.recv()
+        with pytest.raises(ValueError, match=r"shape \(2,\)"):
+            env.send(np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="batch_size=3 must be .* divides num_envs=4"):
+        make_vector_env(_catch(), num_envs=4, seed=0, batch_size=3)

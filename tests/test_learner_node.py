@@ -2,7 +2,6 @@
 with a non-finite reward are skipped, counted, logged and checkpointed, and
 the parameters stay finite; the good batches still train."""
 
-import concurrent.futures
 import dataclasses
 import os
 
@@ -13,36 +12,13 @@ import portpicker
 from agents.types import Trajectory
 from configs import make_config
 from learner import checkpoint as ckpt_lib
-from utils.counter import Counter
+from utils.counter import Counter, LocalHandle
 from utils.logs import read_csv
 from agents.builders import Builder
 from learner.node import LearnerNode
 from replay import TrajectoryWriter, make_tables
 
 import reverb  # after `replay`, which hides GPUs from TensorFlow first
-
-
-class LocalHandle:
-    """What a courier handle offers (direct calls and `.futures`), in-process."""
-
-    def __init__(self, target):
-        self._target = target
-        self.futures = self._Futures(target)
-
-    def __getattr__(self, name):
-        return getattr(self._target, name)
-
-    class _Futures:
-        def __init__(self, target):
-            self._target = target
-
-        def __getattr__(self, name):
-            def call(*args, **kwargs):
-                future = concurrent.futures.Future()
-                future.set_result(getattr(self._target, name)(*args, **kwargs))
-                return future
-
-            return call
 
 
 def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import enable_x64
+
 
 from agents import builders, learning, losses, networks as nets
 from configs import AgentConfig, MetaConfig, make_config
-from tests.conftest import fake_batches
+from tests.conftest import enable_x64, fake_batches
 
 OBS, A, T, B = (5,), 3, 4, 3
 

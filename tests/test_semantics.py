@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import enable_x64
+
 
 from agents import learning, networks as nets
 from configs import AgentConfig, MetaConfig
-from tests.conftest import fake_batches
+from tests.conftest import enable_x64, fake_batches
 
 OBS, A, H, T, B = (5,), 3, 3, 4, 2
 OUTER = dict(gamma=0.995, lambda_=1.0, g_v=0.5, g_p=1.0, g_e=0.01)  # STAC's Atari outer values

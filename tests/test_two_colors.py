@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental import enable_x64
+
 
 from configs import ConfigError
 from experiments.two_colors import agents as tca
 from experiments.two_colors import env
+from tests.conftest import enable_x64
 
 UP, DOWN, LEFT, RIGHT = range(4)
 KEY = jax.random.PRNGKey(0)

@@ -55,3 +55,31 @@ def await_future(future, should_stop=None, timeout_s: float = 30.0, poll_s: floa
         except concurrent.futures.TimeoutError:
             if (should_stop is not None and should_stop()) or time.monotonic() > deadline:
                 return None
+
+
+class LocalHandle:
+    """What a courier handle to `target` offers (direct calls, and `.futures`
+    whose calls return finished futures), in-process: the node classes run
+    against it in tests and benchmarks without a Launchpad program."""
+
+    def __init__(self, target):
+        self._target = target
+        self.futures = _LocalFutures(target)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
+class _LocalFutures:
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        import concurrent.futures
+
+        def call(*args, **kwargs):
+            future = concurrent.futures.Future()
+            future.set_result(getattr(self._target, name)(*args, **kwargs))
+            return future
+
+        return call

@@ -1,0 +1,217 @@
+"""Learner node throughput against the update alone: does the node ever wait
+on its own input?
+
+    python -m benchmarks.learner_node [--networks small,tiny] [--agents impala,bmg]
+        [--steps 40] [--warmup 5]
+
+For each network and agent (debug preset, B = 8, T = 20, Atari-shaped data):
+
+1. Update alone: `ParallelLearner.update` on one window already on the
+   device, `steps` calls back to back, then one wait: the rate the device
+   can update at.
+2. Learner node: the real `learner.node.LearnerNode.run` (dataset, input
+   pipeline, update, publication, counters) reading a Reverb table in this
+   process, pre-filled with random unrolls and never emptied (uniform
+   sampler, MinSize(1) limiter: sampling never waits on inserts). The
+   counter is an in-process stand-in. Timed from the end of update `warmup`
+   to the end of update `warmup + steps` (each waited for).
+
+The ratio node / alone is reported with the input pipeline on
+(`learner.prefetch_windows=2`, the default) and off (0: sample, stack,
+shard and copy inline before each update). Writes
+benchmarks/results/learner_node-<backend>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+GOAL = 0.9  # learner node >= GOAL x the update alone, small network
+
+NETWORKS = {
+    "small": [],
+    "tiny": ["network.kind=tiny", "network.hidden=32"],
+}
+
+
+def node_config(network: str, agent: str, root: str, prefetch: int, max_steps: int):
+    from configs import make_config
+
+    return make_config(
+        "debug",
+        agent,
+        "Pong",
+        name=f"bench-node-{network}-{agent}-{prefetch}",
+        overrides=NETWORKS[network]
+        + [
+            f"learner.prefetch_windows={prefetch}",
+            "learner.log_every_seconds=3600",
+            "learner.checkpoint_every_minutes=600",
+        ],
+        root=root,
+        max_frames=10**12,
+        max_learner_steps=max_steps,
+    )
+
+
+def start_server(cfg, num_actions: int, items: int):
+    """An in-process Reverb server with one never-emptied table of `items`
+    random unrolls; returns (server, address)."""
+    import reverb
+
+    from replay import TrajectoryWriter
+    from replay.tables import TABLE, table_signature
+
+    T = cfg.agent.unroll_length
+    table = reverb.Table(
+        name=TABLE,
+        sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(),
+        max_size=items,
+        rate_limiter=reverb.rate_limiters.MinSize(1),
+        signature=table_signature(cfg.env.observation_shape, num_actions, T),
+    )
+    server = reverb.Server([table])
+    address = f"localhost:{server.port}"
+    rng = np.random.default_rng(0)
+    with TrajectoryWriter(address, 1, T) as writer:
+        from agents.types import Trajectory
+
+        for _ in range(items * T + 1):
+            writer.append(
+                Trajectory(
+                    observation=rng.integers(0, 256, (1,) + cfg.env.observation_shape, np.uint8),
+                    action=rng.integers(0, num_actions, 1).astype(np.int32),
+                    reward=rng.uniform(-1, 1, 1).astype(np.float32),
+                    discount=np.ones(1, np.float32),
+                    behaviour_logits=rng.normal(size=(1, num_actions)).astype(np.float32),
+                    first=np.zeros(1, np.float32),
+                )
+            )
+    return server, address
+
+
+def update_alone(node, steps: int) -> float:
+    """Updates per second of the node's own ParallelLearner on one window on the device."""
+    import jax
+
+    from learner.inputs import stack_batches
+
+    data = node._builder.make_dataset(node._replay)
+    try:
+        n = node._parallel.learner.num_batches
+        window = node._parallel.put(stack_batches([next(data) for _ in range(n)]))
+    finally:
+        data.close()
+    state = node._state
+    state, _ = node._parallel.update(state, window)  # compiled already by the node's run
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, _ = node._parallel.update(state, window)
+    jax.block_until_ready(state)
+    node._state = state
+    return steps / (time.perf_counter() - t0)
+
+
+def node_rate(cfg, address: str, num_actions: int, warmup: int, steps: int):
+    """(updates/s of LearnerNode.run between updates `warmup` and `warmup + steps`, node)."""
+    import jax
+
+    from agents.builders import Builder
+    from learner.node import LearnerNode
+    from utils.counter import Counter, LocalHandle
+
+    builder = Builder(cfg, cfg.env.observation_shape, num_actions)
+    node = LearnerNode(builder, address, LocalHandle(Counter({"frames": 0.0})))
+    update, calls, marks = node._parallel.update, [0], {}
+
+    def timed(state, batches):
+        out = update(state, batches)
+        calls[0] += 1
+        if calls[0] in (warmup, warmup + steps):
+            jax.block_until_ready(out[0])
+            marks[calls[0]] = time.perf_counter()
+        return out
+
+    node._parallel.update = timed
+    node.run()
+    node._parallel.update = update
+    return steps / (marks[warmup + steps] - marks[warmup]), node
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--networks", default="small,tiny")
+    p.add_argument("--agents", default="impala,bmg")
+    p.add_argument("--steps", type=int, default=40, help="timed updates per figure")
+    p.add_argument("--warmup", type=int, default=5, help="updates before timing (compiles)")
+    p.add_argument("--items", type=int, default=64, help="unrolls in the pre-filled table")
+    p.add_argument("--out", default=None, help="results folder")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import jax
+
+    from benchmarks.common import load_average, write_result
+
+    load_start, t_start = load_average(), time.perf_counter()
+    root = tempfile.mkdtemp(prefix="bench-learner-node-")
+    results, configs, server = {}, {}, None
+    try:
+        for network in args.networks.split(","):
+            if network not in NETWORKS:
+                raise SystemExit(f"--networks: unknown network {network!r} ({', '.join(NETWORKS)})")
+            for agent in args.agents.split(","):
+                r, node = {}, None
+                for prefetch in (2, 0):
+                    cfg = node_config(network, agent, root, prefetch, args.warmup + args.steps)
+                    if server is None:
+                        server, address = start_server(cfg, 6, args.items)
+                    configs[f"{network}/{agent}/prefetch{prefetch}"] = cfg.to_dict()
+                    rate, node = node_rate(cfg, address, 6, args.warmup, args.steps)
+                    r[f"node_prefetch{prefetch}_updates_per_s"] = rate
+                r["alone_updates_per_s"] = update_alone(node, args.steps)
+                for prefetch in (2, 0):
+                    r[f"ratio_prefetch{prefetch}"] = (
+                        r[f"node_prefetch{prefetch}_updates_per_s"] / r["alone_updates_per_s"]
+                    )
+                r["frames_per_update"] = (
+                    cfg.learner.batch_size * cfg.agent.unroll_length * cfg.env.frame_skip
+                )
+                results[f"{network}/{agent}"] = r
+                print(
+                    f"{network:5s} {agent:6s} alone {r['alone_updates_per_s']:7.2f} updates/s, "
+                    f"node {r['node_prefetch2_updates_per_s']:7.2f} "
+                    f"(ratio {r['ratio_prefetch2']:.2f}; inline input "
+                    f"{r['ratio_prefetch0']:.2f})",
+                    flush=True,
+                )
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    goal = {k: v["ratio_prefetch2"] >= GOAL for k, v in results.items() if k.startswith("small/")}
+    write_result(
+        f"learner_node-{jax.default_backend()}",
+        "learner_node",
+        args,
+        load_start,
+        t_start,
+        setup="LearnerNode.run on an in-process Reverb table pre-filled with random "
+        "unrolls (uniform, MinSize(1)), in-process counter; against the same "
+        "ParallelLearner.update on one device-resident window",
+        configs=configs,
+        goal_ratio=GOAL,
+        goal_met_small=goal,
+        results=results,
+    )
+
+
+if __name__ == "__main__":
+    main()
