@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, one subprocess each, then the tables of docs/benchmarks.md.
 
-    python -m benchmarks [--only env_actor,learner,pmap_scaling,end_to_end]
+    python -m benchmarks [--only env_actor,learner,learner_node,pmap_scaling,
+                                 actor_processes,end_to_end]
                          [--out DIR] [--no_docs] [--quick]
 
 Writes benchmarks/results/<benchmark>-<backend>.json, bench-run.json (wall
@@ -28,10 +29,13 @@ from benchmarks.common import (
     write_json,
 )
 
-ORDER = ("env_actor", "learner", "pmap_scaling", "end_to_end")
+from benchmarks.report import ORDER
+
 QUICK = {
     "env_actor": ["--envs", "1", "--networks", "small", "--seconds", "1", "--warmup", "5"],
     "learner": ["--networks", "small", "--reps", "1", "--no_debug_program"],
+    "learner_node": ["--networks", "tiny", "--agents", "impala", "--seconds", "1", "--warmup", "2"],
+    "actor_processes": ["--actors", "2", "--settle", "1"],
     "pmap_scaling": ["--devices", "1,2", "--agents", "impala", "--reps", "1"],
     "end_to_end": ["--variants", "debug", "--frames", "20000"],
 }

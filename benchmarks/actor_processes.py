@@ -6,10 +6,11 @@ For each N, runs the debug program (`launch.run --preset=debug --game=Pong
 --agent=impala --num_actors=N`, Launchpad local_mp, one process per node) in
 a fresh run folder and measures:
 
-- start-up: wall seconds from starting `launch.run` until each actor prints
-  that it is acting (its first env step is done: imports, Reverb writer, the
-  first parameter pull and the policy's compilation are behind it); the
-  first, median and last actor;
+- start-up: wall seconds from starting `launch.run` until each actor's
+  process log (Launchpad's `<run>/launchpad/<time>/actor/<i>`) says it is
+  acting (its first env step is done: imports, Reverb writer, the first
+  parameter pull and the policy's compilation are behind it); the first,
+  median and last actor;
 - memory: `settle` seconds after the last actor started, every actor
   process's resident set (RSS) and unique set (USS: the pages no other
   process shares, what each further actor adds), and the other node groups'.
@@ -21,6 +22,7 @@ a small host. Writes benchmarks/results/actor_processes-<backend>.json.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -35,6 +37,15 @@ import numpy as np
 from benchmarks.common import load_average, write_result
 
 ACTING = re.compile(r"\[actor-(\d+)\] acting:")
+
+
+def acting_actors(run_dir: str) -> list:
+    """Ids of the actors whose process log says they are acting."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, "launchpad", "*", "actor", "*")):
+        with open(path, errors="replace") as f:
+            found += [int(m.group(1)) for m in ACTING.finditer(f.read())]
+    return found
 
 
 def memory_by_group(root_pid: int) -> dict:
@@ -79,9 +90,8 @@ def measure(n: int, args, root: str) -> dict:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while len(started) < n and time.time() - t0 < args.timeout and proc.poll() is None:
-                with open(log_path, errors="replace") as f:
-                    for m in ACTING.finditer(f.read()):
-                        started.setdefault(int(m.group(1)), time.time() - t0)
+                for i in acting_actors(os.path.join(root, name)):
+                    started.setdefault(i, time.time() - t0)
                 time.sleep(0.2)
             time.sleep(args.settle)
             memory = memory_by_group(proc.pid)
