@@ -26,15 +26,13 @@ import glob
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from benchmarks.common import load_average, write_result
+from benchmarks.common import debug_program, load_average, stop_program, write_result
 
 ACTING = re.compile(r"\[actor-(\d+)\] acting:")
 
@@ -71,18 +69,7 @@ def memory_by_group(root_pid: int) -> dict:
 
 def measure(n: int, args, root: str) -> dict:
     name = f"actors-{n}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.run",
-        "--preset=debug",
-        "--game=Pong",
-        "--agent=impala",
-        f"--num_actors={n}",
-        f"--name={name}",
-        f"--root={root}",
-        "--max_frames=1e9",
-    ]
+    cmd = debug_program("impala", n, name, root, ["--max_frames=1e9"])
     log_path = os.path.join(root, f"{name}.out")
     started: dict = {}
     t0 = time.time()
@@ -96,13 +83,7 @@ def measure(n: int, args, root: str) -> dict:
             time.sleep(args.settle)
             memory = memory_by_group(proc.pid)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_program(proc, timeout_s=60)
     times = sorted(started.values())
     actors = memory.get("actor", [])
     result = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
 import time
 from typing import Any, Dict
 
@@ -155,3 +157,31 @@ def read_json(name: str, out_dir: str = None):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def debug_program(agent: str, num_actors: int, name: str, root: str, extra=()) -> list:
+    """The command line of the debug program on Pong (`launch.run`, this Python)."""
+    return [
+        sys.executable,
+        "-m",
+        "launch.run",
+        "--preset=debug",
+        "--game=Pong",
+        f"--agent={agent}",
+        f"--num_actors={num_actors}",
+        f"--name={name}",
+        f"--root={root}",
+    ] + list(extra)
+
+
+def stop_program(proc, timeout_s: float = 30.0) -> None:
+    """SIGTERM the program's whole process group (it was started with
+    `start_new_session=True`), SIGKILL it if it outlives `timeout_s`."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -30,14 +30,20 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks.common import load_average, read_json, steal_seconds, write_result
+from benchmarks.common import (
+    debug_program,
+    load_average,
+    read_json,
+    steal_seconds,
+    stop_program,
+    write_result,
+)
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
 
@@ -98,18 +104,7 @@ class CpuSampler:
 
 
 def run_program(args, root: str, name: str, overrides: List[str]) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.run",
-        "--preset=debug",
-        "--game=Pong",
-        f"--agent={args.agent}",
-        f"--num_actors={args.actors}",
-        f"--name={name}",
-        f"--root={root}",
-    ]
-    cmd += [f"--override={o}" for o in overrides]
+    cmd = debug_program(args.agent, args.actors, name, root, [f"--override={o}" for o in overrides])
     log_path = os.path.join(root, f"{name}.out")
     t_start = time.time()
     with open(log_path, "w") as log:
@@ -128,13 +123,7 @@ def run_program(args, root: str, name: str, overrides: List[str]) -> dict:
                     break
                 time.sleep(1.0)
         finally:
-            if proc.poll() is None:  # our own session: stop the whole program
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_program(proc)
     row_times += [time.time()] * (count_rows(csv_path) - len(row_times))
     t_end = time.time()
     with open(log_path, errors="replace") as f:
