@@ -77,7 +77,7 @@ test-core: $(CORE_VENV)/.installed
 debug: venv
 	$(PY) -m launch.run --preset=debug --game=Pong --agent=bmg $(DEBUG_ARGS)
 
-# All benchmarks (7-10 min on 2 cores); JSON in benchmarks/results/, tables into docs/benchmarks.md.
+# All benchmarks (about 15 min on 2 cores); JSON in benchmarks/results/, tables into docs/benchmarks.md.
 bench: venv
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
