@@ -23,6 +23,10 @@ kills at once), records them as interrupted and exits 130 (SIGINT) / 143.
 `--dry_run` builds every game's environment in this process, steps it, measures
 the emulator's speed and prints the plan with a time estimate; nothing starts.
 
+`--launcher=slurm` submits the unfinished runs as one Slurm job array instead
+(`launch/slurm.py`): same run folders, same skip-and-resume rule;
+`--status` and `--cancel` follow and stop it.
+
 Exit codes: 0 every run finished; 1 a run failed or stopped short of its budget
 (or a dry-run environment failed); 2 bad input; 128 + signal when interrupted.
 """
@@ -799,6 +803,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="seconds to wait for programs to stop after Ctrl-C before SIGKILL",
     )
     p.add_argument("--quiet", action="store_true", help="do not echo the learner's progress lines")
+    p.add_argument(
+        "--launcher",
+        default="local",
+        help="local: programs on this machine, --parallel at a time; slurm: one job array "
+        "on a Slurm cluster (see the Slurm flags)",
+    )
+    from launch import slurm
+
+    slurm.add_flags(p)
     args = p.parse_args(argv)
     args.argv = list(argv)
     return args
@@ -819,6 +832,10 @@ def validate(args: argparse.Namespace) -> None:
         raise SweepError(f"--check_steps={args.check_steps} is not allowed: must be >= 1")
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
         raise SweepError(f"--fps={args.fps} is not allowed: must be a positive number")
+    if args.launcher not in ("local", "slurm"):
+        raise SweepError(f"--launcher={args.launcher!r} is not allowed: one of ['local', 'slurm']")
+    if args.launcher == "local" and (args.status or args.cancel):
+        raise SweepError("--status and --cancel are for --launcher=slurm")
     args.games = parse_games(args.games)
 
 
@@ -842,6 +859,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"wait for it or stop it first"
             ) from None
         manifest = Manifest(out, args, runs)
+        if args.launcher == "slurm":
+            from launch import slurm
+
+            try:
+                if not (args.status or args.cancel):
+                    manifest.save()
+                return slurm.main_slurm(args, out, runs, run_state, write_config, SweepError)
+            finally:
+                lock.close()
     except (SweepError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
