@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_facts
 
@@ -45,8 +45,8 @@ LAST_EPISODES = 10
 MAX_POINTS = 400  # per learner-log curve kept in the summary
 
 
-def run_name(game: str, agent: str, preset: str, seed: int) -> str:
-    return f"{game}-{agent}-{preset}-s{seed}"
+def run_name(game: str, agent: str, preset: str, seed: int, variant: str = "") -> str:
+    return f"{game}-{agent}-{preset}-s{seed}" + (f"-{variant}" if variant else "")
 
 
 def make_run_config(args):
@@ -57,7 +57,7 @@ def make_run_config(args):
         args.preset,
         args.agent,
         args.game,
-        name=run_name(args.game, args.agent, args.preset, args.seed),
+        name=run_name(args.game, args.agent, args.preset, args.seed, args.variant),
         overrides=args.override,
         root=args.root,
         seed=args.seed,
@@ -130,7 +130,7 @@ def _float(v: str) -> Optional[float]:
         return None
 
 
-def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
+def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Optional[Dict]:
     """The summary entry of a run folder, from its evaluator and learner logs."""
     from utils.logs import read_csv
 
@@ -163,6 +163,7 @@ def run_entry(cfg, agent: str, preset: str) -> Optional[Dict]:
         "preset": preset,
         "seed": cfg.seed,
         "run": cfg.name,
+        "overrides": list(overrides),
         "frames": frames,
         "frames_budget": cfg.max_frames,
         "complete": frames >= cfg.max_frames,
@@ -229,7 +230,9 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
         label = (
             f"{r['agent']}: {r['attempt'].split(':')[0]}"
             if attempts
-            else f"{r['agent']} (seed {r['seed']}, {r['preset']})"
+            else f"{r['agent']} (seed {r['seed']}, {r['preset']}"
+            + "".join(f", {o}" for o in r.get("overrides", []))
+            + ")"
         )
         if r["curve"]:
             x = [p[0] / 1e6 for p in r["curve"]]
@@ -282,6 +285,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="section.field=value, passed to the program (repeatable)",
     )
     parser.add_argument(
+        "--variant",
+        default="",
+        help="a name for a run with --override values (e.g. kl0): its own run folder "
+        "and summary entry beside the preset's run",
+    )
+    parser.add_argument(
         "--report_only",
         action="store_true",
         help="only rebuild the summary entry and plot from the run folder",
@@ -326,7 +335,7 @@ def main(argv=None) -> int:
         print(f"plot: {plot_game(args.game, ATTEMPTS)}")
         return 0
     rc = 0 if args.report_only else run_program(cfg)
-    entry = run_entry(cfg, args.agent, args.preset)
+    entry = run_entry(cfg, args.agent, args.preset, args.override)
     if entry is None:
         print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)
         return rc or 1
