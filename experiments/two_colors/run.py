@@ -301,45 +301,50 @@ def _load(path: str) -> Dict:
         raise ConfigError(f"cannot read two-colors results {path}: {e}") from None
 
 
-def plot(results: Dict, out_dir: str) -> List[str]:
-    import matplotlib
+class _Figures:
+    """What every two-colors figure shares: the results, labels, axes helpers."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    def __init__(self, results: Dict, out_dir: str):
+        import matplotlib
 
-    paths = []
-    objs = results["objectives"]
-    log_every, swap, steps = results["log_every"], results["swap_every"], results["steps"]
-    swaps = np.arange(swap, steps, swap)
-    q_agent = results.get("agent") == "q_lambda"
-    what = "epsilon" if q_agent else "entropy weight"
-    title = "Two-colors Q(lambda)" if q_agent else "Two-colors"
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
 
-    def x_axis(n):
-        return (np.arange(n) + 1) * log_every
+        self.plt, self.np, self.results, self.out_dir = plt, np, results, out_dir
+        self.log_every, self.steps = results["log_every"], results["steps"]
+        self.swaps = np.arange(results["swap_every"], self.steps, results["swap_every"])
+        self.q_agent = results.get("agent") == "q_lambda"
+        self.what = "epsilon" if self.q_agent else "entropy weight"
+        self.title = "Two-colors Q(lambda)" if self.q_agent else "Two-colors"
+        self.seeds = seed_count(results)
 
-    def save(fig, name):
+    def x_axis(self, n):
+        return (self.np.arange(n) + 1) * self.log_every
+
+    def save(self, fig, name):
         fig.tight_layout()
-        path = os.path.join(out_dir, name)
+        path = os.path.join(self.out_dir, name)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self.plt.close(fig)
         return path
 
-    def smooth(y, width=5):
+    def smooth(self, y, width=5):
         """Centred moving average, same length as y (shorter windows at the ends)."""
+        np = self.np
         width = min(width, y.size)
         return np.convolve(y, np.ones(width), "same") / np.convolve(
             np.ones_like(y), np.ones(width), "same"
         )
 
-    def finish(fig, ax, ylabel, ax_title, legend_size, name):
+    def finish(self, fig, ax, ylabel, ax_title, legend_size, name):
         ax.set_xlabel("environment steps")
         ax.set_ylabel(ylabel)
         ax.set_title(ax_title)
         ax.legend(fontsize=legend_size)
-        return save(fig, name)
+        return self.save(fig, name)
 
+    @staticmethod
     def label(name, r):
         c = r["config"]
         extra = "" if c["objective"] == "none" else f", meta lr {c['meta_learning_rate']:g}"
@@ -347,8 +352,11 @@ def plot(results: Dict, out_dir: str) -> List[str]:
             extra += f", {c['matching']}"
         return f"{name}{extra}"
 
-    # Total reward per objective with its 95% CI (works from summaries too).
-    fig, ax = plt.subplots(figsize=(1.2 * len(objs) + 2.5, 4))
+
+def _total_reward(f: _Figures, objs: Dict) -> str:
+    """Total reward per objective with its 95% CI (works from summaries too)."""
+    np = f.np
+    fig, ax = f.plt.subplots(figsize=(1.2 * len(objs) + 2.5, 4))
     names = list(objs)
     means = np.array([objs[n]["mean"] for n in names])
     err = np.abs(np.array([objs[n]["ci95"] for n in names]).T - means)
@@ -358,84 +366,93 @@ def plot(results: Dict, out_dir: str) -> List[str]:
     for i, n in enumerate(names):
         ax.plot([i] * len(objs[n]["total_reward"]), objs[n]["total_reward"], "k.", ms=3)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([label(n, objs[n]).replace(", ", "\n", 1) for n in names], fontsize=7)
-    ax.set_ylabel(f"total reward over {steps:,} steps")
-    ax.set_title(
-        f"{title}: total reward, mean and 95% CI ({seed_count(results)} seeds, dots)", fontsize=9
-    )
-    paths.append(save(fig, "total_reward.png"))
-    objs = {n: r for n, r in objs.items() if "curves" in r}  # curves: runs made here
+    ax.set_xticklabels([f.label(n, objs[n]).replace(", ", "\n", 1) for n in names], fontsize=7)
+    ax.set_ylabel(f"total reward over {f.steps:,} steps")
+    ax.set_title(f"{f.title}: total reward, mean and 95% CI ({f.seeds} seeds, dots)", fontsize=9)
+    return f.save(fig, "total_reward.png")
 
-    # Cumulative reward.
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+
+def _cumulative_reward(f: _Figures, objs: Dict) -> str:
+    np = f.np
+    fig, ax = f.plt.subplots(figsize=(7, 4.5))
     for name, r in objs.items():
         rate = np.asarray(r["curves"]["reward"])  # [seeds, bins] mean reward per step
-        cum = np.cumsum(rate * log_every, axis=1)
-        x = x_axis(cum.shape[1])
+        cum = np.cumsum(rate * f.log_every, axis=1)
+        x = f.x_axis(cum.shape[1])
         ax.plot(
             x,
             cum.mean(0),
-            label=f"{label(name, r)}: {r['mean']:.0f} [{r['ci95'][0]:.0f}, {r['ci95'][1]:.0f}]",
+            label=f"{f.label(name, r)}: {r['mean']:.0f} [{r['ci95'][0]:.0f}, {r['ci95'][1]:.0f}]",
         )
         ax.fill_between(x, cum.min(0), cum.max(0), alpha=0.2)
-    for s in swaps:
+    for s in f.swaps:
         ax.axvline(s, color="grey", lw=0.5, ls=":")
-    paths.append(
-        finish(
-            fig,
-            ax,
-            "cumulative reward",
-            f"{title}: cumulative reward (mean, min-max over {seed_count(results)} seeds)",
-            8,
-            "cumulative_reward.png",
-        )
+    return f.finish(
+        fig,
+        ax,
+        "cumulative reward",
+        f"{f.title}: cumulative reward (mean, min-max over {f.seeds} seeds)",
+        8,
+        "cumulative_reward.png",
     )
 
-    # Reward rate (smoothed means, one panel).
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+
+def _reward_rate(f: _Figures, objs: Dict) -> str:
+    """Reward rate (smoothed means, one panel)."""
+    fig, ax = f.plt.subplots(figsize=(9, 4.5))
     for name, r in objs.items():
-        y = np.asarray(r["curves"]["reward"]).mean(0)
-        ax.plot(x_axis(y.size), smooth(y), lw=1.0, label=label(name, r))
-    for i, s in enumerate(swaps):
+        y = f.np.asarray(r["curves"]["reward"]).mean(0)
+        ax.plot(f.x_axis(y.size), f.smooth(y), lw=1.0, label=f.label(name, r))
+    for i, s in enumerate(f.swaps):
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
-    paths.append(
-        finish(
-            fig,
-            ax,
-            "reward per step",
-            f"{title}: reward per step (mean over "
-            f"seeds, {log_every}-step points, 5-point smoothing)",
-            7,
-            "reward_rate.png",
-        )
+    return f.finish(
+        fig,
+        ax,
+        "reward per step",
+        f"{f.title}: reward per step (mean over "
+        f"seeds, {f.log_every}-step points, 5-point smoothing)",
+        7,
+        "reward_rate.png",
     )
 
-    # Meta output: one panel per meta-learning objective, reward rate behind it.
+
+def _meta_output(f: _Figures, meta: List) -> str:
+    """One panel per meta-learning objective, its reward rate behind it."""
+    np = f.np
+    fig, axes = f.plt.subplots(
+        len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6), sharex=True, squeeze=False
+    )
+    for ax, (name, r) in zip(axes[:, 0], meta):
+        eps = np.asarray(r["curves"]["eps"])
+        x = f.x_axis(eps.shape[1])
+        ax.fill_between(x, eps.min(0), eps.max(0), alpha=0.2, color="C0")
+        ax.plot(x, eps.mean(0), color="C0", lw=1.0, label=f"{f.what} (mean, min-max)")
+        ax.set_ylabel(f.what, color="C0")
+        twin = ax.twinx()
+        rew = np.asarray(r["curves"]["reward"]).mean(0)
+        twin.plot(x, f.smooth(rew), color="C2", lw=0.7, alpha=0.8)
+        twin.set_ylabel("reward / step", color="C2")
+        for s in f.swaps:
+            ax.axvline(s, color="red", lw=0.8, ls="--")
+        ax.set_title(f.label(name, r), fontsize=9)
+    axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
+    fig.suptitle(
+        f"{f.title}: meta-learned {f.what} (blue) and reward per step (green), {f.seeds} seeds",
+        fontsize=10,
+    )
+    return f.save(fig, "epsilon.png" if f.q_agent else "entropy_weight.png")
+
+
+def plot(results: Dict, out_dir: str) -> List[str]:
+    """The figures of a results (or summary) dict, written into `out_dir`."""
+    f = _Figures(results, out_dir)
+    objs = results["objectives"]
+    paths = [_total_reward(f, objs)]
+    objs = {n: r for n, r in objs.items() if "curves" in r}  # curves: runs made here
+    paths += [_cumulative_reward(f, objs), _reward_rate(f, objs)]
     meta = [(n, r) for n, r in objs.items() if r["config"]["objective"] != "none"]
     if meta:
-        fig, axes = plt.subplots(
-            len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6), sharex=True, squeeze=False
-        )
-        for ax, (name, r) in zip(axes[:, 0], meta):
-            eps = np.asarray(r["curves"]["eps"])
-            x = x_axis(eps.shape[1])
-            ax.fill_between(x, eps.min(0), eps.max(0), alpha=0.2, color="C0")
-            ax.plot(x, eps.mean(0), color="C0", lw=1.0, label=f"{what} (mean, min-max)")
-            ax.set_ylabel(what, color="C0")
-            twin = ax.twinx()
-            rew = np.asarray(r["curves"]["reward"]).mean(0)
-            twin.plot(x, smooth(rew), color="C2", lw=0.7, alpha=0.8)
-            twin.set_ylabel("reward / step", color="C2")
-            for s in swaps:
-                ax.axvline(s, color="red", lw=0.8, ls="--")
-            ax.set_title(label(name, r), fontsize=9)
-        axes[-1, 0].set_xlabel("environment steps (red: colour swaps)")
-        fig.suptitle(
-            f"{title}: meta-learned {what} (blue)"
-            f" and reward per step (green), {seed_count(results)} seeds",
-            fontsize=10,
-        )
-        paths.append(save(fig, "epsilon.png" if q_agent else "entropy_weight.png"))
+        paths.append(_meta_output(f, meta))
     return paths
 
 
