@@ -662,6 +662,67 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _print_progress(runs: List[Run]) -> List[float]:
+    """Each run's status and frames; the frames still to go of each unfinished run."""
+    print(f"\n{'run':<28} {'status':<9} {'frames done':>14} {'budget':>14}")
+    remaining = []
+    for run in runs:
+        state = run_state(run)
+        status = (
+            "done" if state["finished"] else ("partial" if state["source"] != "none" else "pending")
+        )
+        print(f"{run.name:<28} {status:<9} {state['frames']:>14,.0f} {run.max_frames:>14,}")
+        if not state["finished"]:
+            remaining.append(max(0.0, run.max_frames - state["frames"]))
+    print(f"\n{len(remaining)} run(s) to go, {sum(remaining):,.0f} frames in all")
+    return remaining
+
+
+def _estimate_fps(args: argparse.Namespace, runs: List[Run], ok: List[Dict]) -> tuple:
+    """(frames/s per run, where that figure comes from): the best measurement available."""
+    program_fps = measured_program_fps(runs)
+    if args.fps:
+        return float(args.fps), "given with --fps"
+    if program_fps:
+        return program_fps, (
+            "median learner_fps in logs/learner.csv of this sweep's "
+            "runs (the whole program on this host)"
+        )
+    if ok:
+        env_fps = statistics.median(r["steps_per_s"] * r["frames_per_step"] for r in ok)
+        cores = os.cpu_count() or 1
+        workers = min(runs[0].num_actors, cores)
+        return env_fps * workers, (
+            f"emulator only: {env_fps:,.0f} frames/s per env measured here (median over "
+            f"games, one env, random actions) x {workers} actor(s) on {cores} core(s). "
+            f"This ignores the policy network and the learner, which are usually the "
+            f"bottleneck, so the time is a lower bound; run one game for a few minutes "
+            f"and dry-run again (it then uses the measured learner_fps) or pass --fps"
+        )
+    return float("nan"), "nothing measured"
+
+
+def _print_estimate(
+    args: argparse.Namespace, remaining: List[float], fps: float, source: str
+) -> None:
+    per_run = [f / fps for f in remaining]
+    waves = math.ceil(len(remaining) / args.parallel)
+    slots = [0.0] * min(args.parallel, len(remaining))  # list scheduling, in plan order
+    for t in per_run:
+        slots[slots.index(min(slots))] += t
+    print(f"time estimate: {fps:,.0f} frames/s per run ({source}).")
+    print(
+        f"  one run ~{_duration(max(per_run))}; all {len(remaining)} ~{_duration(max(slots))} "
+        + (
+            "one after another"
+            if args.parallel == 1
+            else f"with {args.parallel} at a time ({waves} waves; assumes each of the "
+            f"{args.parallel} concurrent runs gets that speed, i.e. {args.parallel}x the "
+            f"hardware)"
+        )
+    )
+
+
 def dry_run(args: argparse.Namespace, out: str, runs: List[Run]) -> int:
     games = {}
     for run in runs:
@@ -688,63 +749,10 @@ def dry_run(args: argparse.Namespace, out: str, runs: List[Run]) -> int:
         flush=True,
     )
 
-    print(f"\n{'run':<28} {'status':<9} {'frames done':>14} {'budget':>14}")
-    remaining = []
-    for run in runs:
-        state = run_state(run)
-        status = (
-            "done" if state["finished"] else ("partial" if state["source"] != "none" else "pending")
-        )
-        print(f"{run.name:<28} {status:<9} {state['frames']:>14,.0f} {run.max_frames:>14,}")
-        if not state["finished"]:
-            remaining.append(max(0.0, run.max_frames - state["frames"]))
-    to_go = sum(remaining)
-    print(f"\n{len(remaining)} run(s) to go, {to_go:,.0f} frames in all")
-
-    # Time estimate: the best measurement available, and what it assumes.
-    program_fps = measured_program_fps(runs)
-    if args.fps:
-        fps, source = float(args.fps), "given with --fps"
-    elif program_fps:
-        fps, source = (
-            program_fps,
-            (
-                "median learner_fps in logs/learner.csv of this sweep's "
-                "runs (the whole program on this host)"
-            ),
-        )
-    elif ok:
-        env_fps = statistics.median(r["steps_per_s"] * r["frames_per_step"] for r in ok)
-        cores = os.cpu_count() or 1
-        workers = min(runs[0].num_actors, cores)
-        fps = env_fps * workers
-        source = (
-            f"emulator only: {env_fps:,.0f} frames/s per env measured here (median over "
-            f"games, one env, random actions) x {workers} actor(s) on {cores} core(s). "
-            f"This ignores the policy network and the learner, which are usually the "
-            f"bottleneck, so the time is a lower bound; run one game for a few minutes "
-            f"and dry-run again (it then uses the measured learner_fps) or pass --fps"
-        )
-    else:
-        fps, source = float("nan"), "nothing measured"
+    remaining = _print_progress(runs)
+    fps, source = _estimate_fps(args, runs, ok)
     if remaining and math.isfinite(fps) and fps > 0:
-        per_run = [f / fps for f in remaining]
-        waves = math.ceil(len(remaining) / args.parallel)
-        slots = [0.0] * min(args.parallel, len(remaining))  # list scheduling, in plan order
-        for t in per_run:
-            slots[slots.index(min(slots))] += t
-        wall = max(slots)
-        print(f"time estimate: {fps:,.0f} frames/s per run ({source}).")
-        print(
-            f"  one run ~{_duration(max(per_run))}; all {len(remaining)} ~{_duration(wall)} "
-            + (
-                "one after another"
-                if args.parallel == 1
-                else f"with {args.parallel} at a time ({waves} waves; assumes each of the "
-                f"{args.parallel} concurrent runs gets that speed, i.e. {args.parallel}x the "
-                f"hardware)"
-            )
-        )
+        _print_estimate(args, remaining, fps, source)
     print("dry run: nothing started.")
     return 1 if failed else 0
 
