@@ -138,9 +138,9 @@ def submit(args: argparse.Namespace, out: str, runs: Sequence, run_state, write_
             "runs": [run.name for run in todo],
         }
     )
-    with open(_jobs_path(out) + ".tmp", "w") as f:
-        json.dump(jobs, f, indent=1)
-    os.replace(_jobs_path(out) + ".tmp", _jobs_path(out))
+    from launch.sweep import _write_json  # the sweep's atomic JSON write
+
+    _write_json(_jobs_path(out), jobs)
     print(
         f"[sweep] submitted job array {job}: {len(todo)} task(s) "
         f"({', '.join(r.name for r in todo)}); logs in {folder}; "

@@ -20,7 +20,7 @@ import pytest
 
 from launch import report, slurm, sweep
 from tests.conftest import ROOT
-from tests.test_sweep import _learner_steps_logged
+from tests.test_sweep import _learner_steps_logged, _wait_for
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel")
 
@@ -119,15 +119,6 @@ def _queued(env) -> str:
     ).stdout
 
 
-def _wait(cond, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     out = str(tmp_path / "sweep")
     steps = 150  # learner steps per run (impala, test preset: ~10 steps/s once compiled)
@@ -156,7 +147,9 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
 
     # Pong (task 0) finishes; Breakout (task 1) starts; once its learner has made
     # updates, cancel it (SIGTERM: the program writes a last checkpoint).
-    _wait(lambda: _learner_steps_logged(breakout) >= 2, 400, "Breakout's learner to log updates")
+    _wait_for(
+        lambda: _learner_steps_logged(breakout) >= 2, 400, what="Breakout's learner to log updates"
+    )
     assert sweep.checkpoint_counters(pong)["learner_steps"] >= steps
     status = subprocess.run(
         cmd + ["--status"], cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=60
@@ -164,7 +157,9 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     assert "Pong-seed0" in status.stdout and "finished" in status.stdout, status.stdout
     assert "RUNNING" in status.stdout, status.stdout
     subprocess.run(["scancel", f"{job}_1"], env=cluster, check=True)
-    _wait(lambda: job not in _queued(cluster), 120, "the cancelled task to leave the queue")
+    _wait_for(
+        lambda: job not in _queued(cluster), 120, what="the cancelled task to leave the queue"
+    )
     stopped = sweep.checkpoint_counters(breakout)
     assert stopped is not None and 0 < stopped["learner_steps"] < steps, stopped
     pong_ckpt = sweep.checkpoint_counters(pong)["checkpoint"]
@@ -175,7 +170,7 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     assert "skip Pong-seed0: finished" in second.stdout and "1 task(s)" in second.stdout
     jobs = slurm.load_jobs(out)
     assert jobs[-1]["runs"] == ["Breakout-seed0"]
-    _wait(lambda: jobs[-1]["job"] not in _queued(cluster), 300, "the resubmitted task")
+    _wait_for(lambda: jobs[-1]["job"] not in _queued(cluster), 300, what="the resubmitted task")
     final = sweep.checkpoint_counters(breakout)
     assert final["learner_steps"] >= steps and final["frames"] > stopped["frames"]
     log = open(os.path.join(out, "slurm", f"{jobs[-1]['job']}_0.out")).read()
