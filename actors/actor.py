@@ -120,6 +120,7 @@ class ActorNode:
         learner: Any,
         counter: Any,
         should_stop: Optional[Callable[[], bool]] = None,
+        host: str = "local",
     ):
         from actors.environments import make_vector_env
 
@@ -131,9 +132,12 @@ class ActorNode:
         self._replay = replay
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)
+        self._host = host  # the actor host this node counts its frames for
         n = cfg.actors.envs_per_actor
         # A restarted actor (launch.supervisor sets STACX_RESTART) gets fresh seeds.
         restart = int(os.environ.get("STACX_RESTART", "0"))
+        if restart:
+            counter.futures.increment(host=host, restarts=1)
         seed = cfg.seed * 100_003 + 1 + actor_id + 7_919 * restart
         self._env = make_vector_env(
             cfg.env, n, seed, cfg.actors.env_threads, cfg.actors.env_batch_size
@@ -173,11 +177,16 @@ class ActorNode:
             else:
                 self._run_serial(writers[0])
         finally:
+            # Once one flush times out the server is gone or blocked: the
+            # other writers close without waiting, so the node stops well
+            # inside Launchpad's 10 s stop notice.
+            flush = True
             for writer in writers:
                 try:
-                    writer.close()
+                    flush = writer.close(flush=flush) and flush
                 except Exception as e:  # the server may already be gone at shutdown
                     print(f"[{self._name}] writer close: {e}", flush=True)
+                    flush = False
             env.close()
 
     def _run_serial(self, writer) -> None:
@@ -267,7 +276,9 @@ class ActorNode:
         now = time.time()
         if now - self._t_report >= 1.0:
             self._counter.futures.increment(
-                frames=int(self._pending_frames), episodes=int(self._pending_episodes)
+                host=self._host,
+                frames=int(self._pending_frames),
+                episodes=int(self._pending_episodes),
             )
             self._pending_frames, self._pending_episodes, self._t_report = 0, 0, now
 

@@ -35,6 +35,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_facts
+from utils.files import write_json_atomic
 
 OUT_DIR = os.path.join(RESULTS_DIR, "atari_learning")
 SUMMARY = os.path.join(OUT_DIR, "summary.json")
@@ -77,14 +78,6 @@ def _read_segments(run_dir: str) -> List[dict]:
         return []
 
 
-def _write_json_atomic(path: str, payload) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def run_program(cfg) -> int:
     """The program as a child process; SIGINT/SIGTERM are passed on to it (it
     stops cleanly and checkpoints). Each call is one segment of the run."""
@@ -112,7 +105,7 @@ def run_program(cfg) -> int:
             "commit": git_commit(),
         }
     )
-    _write_json_atomic(_segments_path(cfg.run_dir), segments)
+    write_json_atomic(_segments_path(cfg.run_dir), segments)
     return rc
 
 
@@ -196,7 +189,7 @@ def update_summary(entry: Dict) -> str:
         summary = {"runs": []}
     runs = [r for r in summary["runs"] if r.get("run") != entry["run"]] + [entry]
     summary["runs"] = sorted(runs, key=lambda r: (r["game"], r["agent"], r["seed"]))
-    _write_json_atomic(SUMMARY, summary)
+    write_json_atomic(SUMMARY, summary)
     return SUMMARY
 
 

@@ -11,8 +11,10 @@ import sys
 import time
 from typing import Any, Dict
 
+from utils.files import write_json_atomic
+from utils.version import REPO_ROOT, git_commit  # noqa: F401 (git_commit: re-exported)
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Distributions whose versions decide the numbers (read from package metadata,
 # so nothing heavy is imported just to report them).
@@ -77,19 +79,6 @@ def versions() -> Dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
     """Time, CPU, core count, package versions, git commit, load average and
     (unless `jax_facts=False`, for processes that must not import jax) the JAX
@@ -122,12 +111,8 @@ def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
 
 def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:
     out_dir = out_dir or RESULTS_DIR
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=2)
     return path
 
 

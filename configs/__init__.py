@@ -14,8 +14,10 @@ from configs.config import (
     NetworkConfig,
     ReplayConfig,
     RunConfig,
+    config_differences,
     load_config,
     save_config,
+    shared_config,
 )
 from configs.games import (
     aggregate_hns,
@@ -40,8 +42,10 @@ __all__ = [
     "NetworkConfig",
     "ReplayConfig",
     "RunConfig",
+    "config_differences",
     "load_config",
     "save_config",
+    "shared_config",
     "aggregate_hns",
     "all_games",
     "get_game",

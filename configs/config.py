@@ -409,7 +409,7 @@ class ActorConfig:
     eval_pause_seconds: float = 0.0  # evaluator idles this long between episodes (small hosts)
 
     def __post_init__(self):
-        _int(self, "num_actors", 1, 4096)
+        _int(self, "num_actors", 0, 4096)
         _int(self, "envs_per_actor", 1, 1024)
         _bool(self, "overlap")
         _int(self, "env_batches", 1, 1024)
@@ -527,18 +527,34 @@ def budget_reached(
     return bool(max_learner_steps) and learner_steps >= max_learner_steps
 
 
+# Fields each actor host may set for itself: where it writes, and how it acts.
+HOST_LOCAL_FIELDS = ("root", "actors")
+
+
+def shared_config(cfg: RunConfig) -> dict:
+    """What every host feeding one run must agree on: the config without
+    `HOST_LOCAL_FIELDS` (the trajectories' meaning: game, network, unroll...)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in HOST_LOCAL_FIELDS}
+
+
+def config_differences(ours: dict, theirs: dict, where: str = "") -> list:
+    """[(dotted key, ours, theirs)] for every leaf where two `to_dict`-style
+    dicts differ (a key missing on one side counts, with the value None)."""
+    out = []
+    for k in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(k), theirs.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(config_differences(a, b, f"{where}{k}."))
+        elif a != b:
+            out.append((f"{where}{k}", a, b))
+    return out
+
+
 def save_config(cfg: RunConfig, path: str) -> None:
     """Write `cfg.to_dict()` as JSON, atomically (a reader never sees half a file)."""
-    import json
-    import os
-    import tempfile
+    from utils.files import write_json_atomic
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic(path, cfg.to_dict())
 
 
 def load_config(path: str) -> RunConfig:

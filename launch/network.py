@@ -209,3 +209,69 @@ def unexpected_listeners(listeners: Iterable[Listener], groups: Dict[int, str]) 
         elif per_pid[s.pid] > 1:
             bad.append(f"pid {s.pid} ({group}) has a second listener {s.address}:{s.port}")
     return bad
+
+
+class NamespacePair(NamedTuple):
+    """Two network namespaces joined by a veth pair (`veth_namespaces`)."""
+
+    exec_prefix: Dict[str, List[str]]  # name -> ['ip', 'netns', 'exec', NS]
+    namespace: Dict[str, str]
+    veth: Dict[str, str]
+    address: Dict[str, str]
+
+
+def veth_namespaces(tag: str, names=("L", "A"), subnet: int = 1):
+    """Context manager: namespaces `names` (two) with one veth pair between
+    them, addresses 10.213.<subnet>.1 and .2/30 that exist only inside them,
+    loopback up in each; deleted on exit. Needs root and `ip` (iproute2);
+    raises NetworkIsolationError saying which is missing."""
+    import contextlib
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        raise NetworkIsolationError(errno.EPERM, "needs root to create network namespaces")
+    if shutil.which("ip") is None:
+        raise NetworkIsolationError(errno.ENOENT, "no `ip` command (Debian: iproute2)")
+    ns = {k: f"stacx-{k.lower()}{tag}" for k in names}
+    veth = {k: f"v{k.lower()}{tag}"[:15] for k in names}
+    addr = {k: f"10.213.{subnet}.{i + 1}" for i, k in enumerate(names)}
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    def delete():
+        for k in names:
+            subprocess.run(["ip", "netns", "del", ns[k]], capture_output=True)
+
+    @contextlib.contextmanager
+    def pair():
+        try:
+            for k in names:
+                ip("netns", "add", ns[k])
+            a, b = names
+            ip("link", "add", veth[a], "type", "veth", "peer", "name", veth[b])
+            for k in names:
+                ip("link", "set", veth[k], "netns", ns[k])
+                ip("-n", ns[k], "addr", "add", f"{addr[k]}/30", "dev", veth[k])
+                ip("-n", ns[k], "link", "set", veth[k], "up")
+                ip("-n", ns[k], "link", "set", "lo", "up")
+        except subprocess.CalledProcessError as e:
+            delete()
+            raise NetworkIsolationError(
+                errno.EPERM, f"cannot set up namespaces: {e.stderr.strip()}"
+            ) from None
+        try:
+            yield NamespacePair({k: ["ip", "netns", "exec", ns[k]] for k in names}, ns, veth, addr)
+        finally:
+            delete()
+
+    return pair()
+
+
+def namespace_pids(namespace: str) -> List[int]:
+    """Pids of every process in network namespace `namespace` (`ip netns pids`)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]

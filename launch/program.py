@@ -51,8 +51,29 @@ def process_env(group: str, jax_platform: Optional[str]) -> Dict[str, str]:
     return env
 
 
-def make_program(cfg: RunConfig, resume: Optional[str] = None):
-    """Returns (program, local_resources) ready for `lp.launch(..., 'local_mp')`."""
+def _pin_port(node, port: int) -> None:
+    """Makes Launchpad bind `node`'s one address to `port` instead of a port
+    it picks at launch (what `--serve` publishes must be known beforehand)."""
+    from launchpad import address as lp_address
+
+    class Fixed(lp_address.AbstractAddressBuilder):
+        def build(self) -> str:
+            return f"localhost:{port}"
+
+    def bind_addresses(**kwargs):
+        del kwargs
+        for address in node.addresses:
+            address.bind(Fixed())
+
+    node.bind_addresses = bind_addresses
+
+
+def make_program(
+    cfg: RunConfig, resume: Optional[str] = None, serve_ports: Optional[Dict[str, int]] = None
+):
+    """Returns (program, local_resources) ready for `lp.launch(..., 'local_mp')`.
+    `serve_ports` ({"replay": port, "counter": ..., "learner": ...}) pins the
+    nodes remote actor hosts reach (`launch.remote`) to those ports."""
     import launchpad as lp
     from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode, EvaluatorNode
@@ -66,30 +87,43 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     counts = dict(ckpt.counters) if ckpt else {}
     resume_path = ckpt.path if ckpt else None
 
+    from configs import shared_config
+    from utils.version import code_version, git_commit
+
+    identity = dict(
+        code_version=code_version(),
+        commit=git_commit(),
+        config=shared_config(cfg),
+        local_actors=cfg.actors.num_actors,
+    )
     program = lp.Program(f"stacx-{cfg.name}")
+    nodes = {}
     with program.group("replay"):
-        replay = program.add_node(lp.ReverbNode(builder.make_tables))
+        nodes["replay"] = lp.ReverbNode(builder.make_tables)
+        replay = program.add_node(nodes["replay"])
     with program.group("counter"):
-        counter = program.add_node(lp.CourierNode(Counter, counts))
+        nodes["counter"] = lp.CourierNode(Counter, counts, identity)
+        counter = program.add_node(nodes["counter"])
     # Courier calls wait for the server to be ready; without a deadline a call
     # to a node that is gone blocks forever, and its thread keeps the caller
     # from exiting on stop. Every call gets a deadline; callers retry.
     counter.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("learner"):
-        learner = program.add_node(
-            lp.CourierNode(
-                LearnerNode,
-                builder,
-                replay,
-                counter,
-                resume_path,
-                stop_fn=stop_program,
-                should_stop=should_stop,
-            )
+        nodes["learner"] = lp.CourierNode(
+            LearnerNode,
+            builder,
+            replay,
+            counter,
+            resume_path,
+            stop_fn=stop_program,
+            should_stop=should_stop,
         )
+        learner = program.add_node(nodes["learner"])
+    for name, port in (serve_ports or {}).items():
+        _pin_port(nodes[name], port)
     learner.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
-    with program.group("actor"):
-        for i in range(cfg.actors.num_actors):
+    for i in range(cfg.actors.num_actors):  # none: every actor is on other hosts
+        with program.group("actor"):
             program.add_node(
                 lp.CourierNode(
                     ActorNode, builder, i, replay, learner, counter, should_stop=should_stop
@@ -103,8 +137,44 @@ def make_program(cfg: RunConfig, resume: Optional[str] = None):
     resources = {
         group: PythonProcess(env=process_env(group, "cpu"))
         for group in ("replay", "counter", "actor", "evaluator")
+        if group in program.groups
     }
     resources["learner"] = PythonProcess(
         env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"))
     )
     return program, resources
+
+
+def make_actor_program(cfg: RunConfig, endpoints: Dict[str, str], first_id: int, host: str):
+    """An actor host's program: `cfg.actors.num_actors` actor nodes (ids from
+    `first_id`) whose replay, learner and counter are clients of another
+    host's `endpoints` ({"replay": "ip:port", "learner": ..., "counter": ...})."""
+    import courier
+    import launchpad as lp
+    import reverb
+    from launchpad.nodes.dereference import Deferred
+    from launchpad.nodes.python.local_multi_processing import PythonProcess
+    from actors.actor import ActorNode
+    from agents.builders import Builder
+
+    builder = Builder(cfg, *environment_facts(cfg))
+    # Built in each actor process, as Launchpad's own handles are.
+    replay = Deferred(reverb.Client, endpoints["replay"])
+    learner = Deferred(courier.Client, endpoints["learner"], call_timeout=CALL_TIMEOUT_S)
+    counter = Deferred(courier.Client, endpoints["counter"], call_timeout=CALL_TIMEOUT_S)
+    program = lp.Program(f"stacx-{cfg.name}-actors")
+    with program.group("actor"):
+        for i in range(cfg.actors.num_actors):
+            program.add_node(
+                lp.CourierNode(
+                    ActorNode,
+                    builder,
+                    first_id + i,
+                    replay,
+                    learner,
+                    counter,
+                    should_stop=should_stop,
+                    host=host,
+                )
+            )
+    return program, {"actor": PythonProcess(env=process_env("actor", "cpu"))}

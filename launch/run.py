@@ -69,6 +69,27 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "kernel allows it (docs/operations.md, 'Network exposure')",
         **fv,
     )
+    flags.DEFINE_string(
+        "serve",
+        None,
+        "network interface (e.g. eth0) on which actor hosts reach this run: "
+        "writes <run folder>/endpoints.json for `python -m launch.actors` "
+        "(docs/operations.md, 'More than one machine'); needs --network=host or auto",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "serve_port",
+        0,
+        "with --serve: replay, counter and learner listen on this port and the "
+        "next two (0: free ports picked at start)",
+        **fv,
+    )
+    flags.DEFINE_list(
+        "serve_allow",
+        [],
+        "with --serve: the actor hosts' addresses, for the firewall rules printed",
+        **fv,
+    )
     flags.DEFINE_integer(
         "max_restarts", 3, "restarts allowed per crashed actor/evaluator process", **fv
     )
@@ -146,26 +167,47 @@ def main(argv):
     from launch.network import NetworkIsolationError, apply_mode
 
     try:
+        if FLAGS.serve and FLAGS.network == "isolated":
+            raise ValueError(
+                f"--serve={FLAGS.serve!r} is not allowed with --network=isolated: actor "
+                f"hosts could not reach a private namespace; use --network=host"
+            )
         # First of all: the kernel refuses a new user namespace once a thread
         # exists (importing numpy starts OpenBLAS threads).
-        network = apply_mode(FLAGS.network)
+        network = apply_mode("host" if FLAGS.serve else FLAGS.network)
     except (ValueError, NetworkIsolationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     from configs import ConfigError, save_config
+    from launch import remote
     from learner.checkpoint import CheckpointError
 
     try:
         if FLAGS.max_restarts < 0:
             raise ValueError(f"--max_restarts={FLAGS.max_restarts} is not allowed: must be >= 0")
         cfg = build_config()
+        if cfg.actors.num_actors == 0 and not FLAGS.serve:
+            raise ValueError(
+                "actors.num_actors=0 is not allowed without --serve: nothing would feed "
+                "the learner (give --serve=IFACE for actors on other hosts)"
+            )
+        served = None
+        if FLAGS.serve:
+            address = remote.interface_address(FLAGS.serve)
+            ports = remote.pick_ports(FLAGS.serve_port)
+            served = remote.endpoints(address, ports, FLAGS.serve, cfg)
+            exposure = remote.exposure(served, FLAGS.serve_allow)
         check_run_dir(cfg.run_dir)
         from launch.program import make_program
 
-        program, resources = make_program(cfg, FLAGS.resume)
+        program, resources = make_program(cfg, FLAGS.resume, ports if served else None)
         # Written once everything is valid: bad input leaves the folder as it was.
         save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
-    except (ConfigError, CheckpointError, PermissionError, ValueError) as e:
+        if served:
+            path = os.path.join(cfg.run_dir, remote.ENDPOINTS_FILE)
+            remote.write_endpoints(path, served)
+            print(f"{exposure}\nendpoints for actor hosts: {path}", flush=True)
+    except (ConfigError, CheckpointError, PermissionError, ValueError, remote.EndpointsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     import launchpad as lp

@@ -26,6 +26,8 @@ import subprocess
 import sys
 from typing import Dict, List, Sequence
 
+from utils.files import write_json_atomic
+
 SLURM_DIR = "slurm"
 JOBS = "jobs.json"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,9 +140,7 @@ def submit(args: argparse.Namespace, out: str, runs: Sequence, run_state, write_
             "runs": [run.name for run in todo],
         }
     )
-    from launch.sweep import _write_json  # the sweep's atomic JSON write
-
-    _write_json(_jobs_path(out), jobs)
+    write_json_atomic(_jobs_path(out), jobs)
     print(
         f"[sweep] submitted job array {job}: {len(todo)} task(s) "
         f"({', '.join(r.name for r in todo)}); logs in {folder}; "

@@ -47,6 +47,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+from utils.files import write_json_atomic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = "sweep.json"
 DONE_MARKER = "sweep-done.json"
@@ -246,21 +248,11 @@ def write_marker(run: Run, counters: Dict, returncode: int) -> None:
         "returncode": returncode,
         "finished_at": _now(),
     }
-    _write_json(os.path.join(run.run_dir, DONE_MARKER), marker)
+    write_json_atomic(os.path.join(run.run_dir, DONE_MARKER), marker)
 
 
 def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------
@@ -330,7 +322,7 @@ class Manifest:
 
     def save(self) -> None:
         data = dict(self.data, updated=_now(), runs=list(self.data["runs"].values()))
-        _write_json(self.path, data)
+        write_json_atomic(self.path, data)
 
 
 # ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ overlaps that update.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
@@ -22,8 +23,8 @@ import numpy as np
 
 from learner import checkpoint as ckpt_lib
 from learner.inputs import Prefetcher, Windows
-from utils.counter import await_future
-from utils.logs import Logger
+from utils.counter import await_future, summarize_hosts
+from utils.logs import CsvLog, Logger
 
 if TYPE_CHECKING:  # JAX is imported when the node builds, not at import
     from agents.builders import Builder
@@ -53,6 +54,7 @@ class LearnerNode:
         self._should_stop = should_stop or (lambda: False)
         self._lock = threading.Lock()
         self._log = Logger(cfg.run_dir, "learner")
+        self._hosts_log = CsvLog(os.path.join(cfg.run_dir, "logs", "hosts.csv"))
         self._ckpt_dir = ckpt_lib.checkpoint_dir(cfg.run_dir)
 
         devices = parallel.resolve_devices(cfg.learner.num_devices)
@@ -273,6 +275,16 @@ class LearnerNode:
         if loss is not None:
             parts.append(f"loss={loss:.3f}")
         print("[learner] " + " ".join(parts), flush=True)
+        self._log_hosts(step, now, counter_timeout_s)
+
+    def _log_hosts(self, step: int, now: float, timeout_s: float) -> None:
+        """Which hosts feed the run: a row per host in logs/hosts.csv and, once
+        other hosts have joined, a progress line."""
+        hosts = await_future(self._counter.futures.get_hosts(), timeout_s=timeout_s) or {}
+        for label in sorted(hosts):
+            self._hosts_log.write(dict(time=now, learner_steps=step, host=label, **hosts[label]))
+        if any(label != "local" for label in hosts):
+            print(f"[learner] actor hosts: {summarize_hosts(hosts)}", flush=True)
 
 
 class _Period:

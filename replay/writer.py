@@ -131,17 +131,23 @@ class TrajectoryWriter:
         if not self._closed:
             self._flush(0)
 
-    def close(self) -> None:
-        """Flushes (bounded; a timeout is logged, not raised) and closes. Idempotent."""
+    def close(self, flush: bool = True) -> bool:
+        """Flushes (bounded; a timeout is logged, not raised; skipped with
+        `flush=False`) and closes. Idempotent. False if pending items may be
+        lost (the flush timed out or was skipped)."""
         if self._closed:
-            return
+            return True
+        flushed = False
         try:
-            self._flush(0)
+            if flush:
+                self._flush(0)
+                flushed = True
         except ReplayError as e:
             logging.warning("TrajectoryWriter.close: %s; pending items may be lost", e)
         finally:
             self._closed = True
             self._writer.close()
+        return flushed
 
     def __enter__(self) -> "TrajectoryWriter":
         return self

@@ -4,6 +4,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -40,3 +41,14 @@ def enable_x64():
     from jax.experimental import enable_x64 as x64
 
     return x64()
+
+
+@pytest.fixture
+def programs():
+    """Starts `tests.programs.Program`s; kills what is left of them afterwards."""
+    from tests.programs import Program
+
+    started = []
+    yield lambda *a, **k: started.append(Program(*a, **k)) or started[-1]
+    for p in started:
+        p.cleanup()

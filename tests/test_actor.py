@@ -121,8 +121,8 @@ class RecordingWriter:
         assert all(np.shape(f)[0] == self.num_envs for f in step)
         self.steps.append(step)
 
-    def close(self):
-        pass
+    def close(self, flush=True):
+        return True
 
 
 def _run(monkeypatch, overlap: bool, tmp_path):
@@ -148,7 +148,9 @@ def _run(monkeypatch, overlap: bool, tmp_path):
     monkeypatch.setattr(actor_lib, "_PolicyRunner", FakeRunner)
     builder = SimpleNamespace(cfg=cfg, make_writer=make_writer)
     counter = SimpleNamespace(
-        futures=SimpleNamespace(increment=lambda **kw: counted.update(kw), record=lambda **kw: None)
+        futures=SimpleNamespace(
+            increment=lambda host=None, **kw: counted.update(kw), record=lambda **kw: None
+        )
     )
     stop = lambda: envs[0].recvs >= STEPS * N // BATCH if overlap else sum(envs[0].t) >= STEPS * N  # noqa: E731
     node = actor_lib.ActorNode(builder, 0, "fake:0", None, counter, should_stop=stop)

@@ -133,7 +133,7 @@ def test_unknown_game_suggests_closest():
         ),
         (lambda: ReplayConfig(timeout_ms=0), "ReplayConfig.timeout_ms", "0", ">= 1"),
         (lambda: LearnerConfig(batch_size=0), "LearnerConfig.batch_size", "0", ">= 1"),
-        (lambda: ActorConfig(num_actors=0), "ActorConfig.num_actors", "0", "[1, 4096]"),
+        (lambda: ActorConfig(num_actors=-1), "ActorConfig.num_actors", "-1", "[0, 4096]"),
         (lambda: ActorConfig(evaluator="yes"), "ActorConfig.evaluator", "'yes'", "True or False"),
         (
             lambda: EnvConfig(full_action_space=1),

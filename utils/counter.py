@@ -8,21 +8,101 @@ restart. Thread-safe: courier serves calls from several threads.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Dict, Mapping, Optional
 
 
+# A host that has counted nothing for this long is reported silent (gone?).
+SILENT_AFTER_S = 30.0
+
+
 class Counter:
-    def __init__(self, initial: Optional[Mapping[str, float]] = None):
+    """Run counters, latest scores, and the actor hosts that feed the run.
+
+    `identity` (when given) is what a remote actor host must match to join:
+    {"code_version": str, "commit": str, "config": the run's config without host-local
+    fields (`shared_config`), "local_actors": int}. Each host's frames,
+    episodes and restarts are tallied beside the totals; "local" is this host.
+    """
+
+    def __init__(
+        self, initial: Optional[Mapping[str, float]] = None, identity: Optional[dict] = None
+    ):
         self._lock = threading.Lock()
         self._counts: Dict[str, float] = dict(initial or {})
         self._latest: Dict[str, float] = {}
+        self._identity = dict(identity or {})
+        self._hosts: Dict[str, Dict[str, float]] = {}
+        local = int(self._identity.get("local_actors", 0))
+        if local:
+            self._host("local")["actors"] = local
 
-    def increment(self, **deltas: float) -> Dict[str, float]:
-        """Add to counters (e.g. frames=80, episodes=1); returns all counts."""
+    def _host(self, label: str) -> Dict[str, float]:
+        now = time.time()
+        if label not in self._hosts:
+            self._hosts[label] = dict(
+                actors=0, frames=0, episodes=0, restarts=0, joined=now, seen=now
+            )
+        return self._hosts[label]
+
+    def increment(self, host: Optional[str] = None, **deltas: float) -> Dict[str, float]:
+        """Add to counters (e.g. frames=80, episodes=1), also to `host`'s tally
+        when given; returns all counts."""
         with self._lock:
             for k, v in deltas.items():
                 self._counts[k] = self._counts.get(k, 0) + v
+            if host is not None:
+                tally = self._host(host)
+                for k in ("frames", "episodes", "restarts"):
+                    tally[k] += deltas.get(k, 0)
+                tally["seen"] = time.time()
             return dict(self._counts)
+
+    def join(self, host: str, num_actors: int, code_version: str, config: dict) -> dict:
+        """An actor host asks to join: {"first_actor_id": k} (its actors take
+        ids k .. k + num_actors - 1, unique over the run's life, checkpoint
+        included), or {"error": why} when its code or config differs."""
+        from configs import config_differences
+
+        want_code = self._identity.get("code_version")
+        if want_code is not None and code_version != want_code:
+            commit = self._identity.get("commit") or "?"
+            return {
+                "error": f"code version {code_version} differs from the learner host's "
+                f"{want_code} (commit {commit}): check out that commit (and its local "
+                f"changes) on the actor host"
+            }
+        want = self._identity.get("config")
+        if want is not None:
+            diffs = config_differences(want, config)
+            if diffs:
+                return {
+                    "error": "config differs from the learner host's: "
+                    + "; ".join(f"{k} is {b!r} here, {a!r} there" for k, a, b in diffs[:8])
+                    + ("" if len(diffs) <= 8 else f" (and {len(diffs) - 8} more)")
+                }
+        with self._lock:
+            joined = int(self._counts.get("remote_actor_ids", 0))
+            self._counts["remote_actor_ids"] = joined + num_actors
+            tally, now = self._host(host), time.time()
+            if now - tally["seen"] > SILENT_AFTER_S:  # its earlier actors are gone
+                tally["actors"] = 0
+            tally["actors"] += num_actors
+            tally["seen"] = now
+        return {"first_actor_id": int(self._identity.get("local_actors", 0)) + joined}
+
+    def get_hosts(self) -> Dict[str, Dict[str, float]]:
+        """Per host: actors joined, frames, episodes, restarts, and `silent_s`,
+        seconds since it last counted anything."""
+        now = time.time()
+        with self._lock:
+            return {
+                h: {
+                    **{k: v for k, v in t.items() if k not in ("seen", "joined")},
+                    "silent_s": now - t["seen"],
+                }
+                for h, t in self._hosts.items()
+            }
 
     def set(self, **values: float) -> None:
         with self._lock:
@@ -40,6 +120,20 @@ class Counter:
     def get_latest(self) -> Dict[str, float]:
         with self._lock:
             return dict(self._latest)
+
+
+def summarize_hosts(hosts: Dict[str, Dict[str, float]]) -> str:
+    """One line: each host's actors, frames and restarts; silent ones marked."""
+    parts = []
+    for label in sorted(hosts, key=lambda h: (h != "local", h)):
+        t = hosts[label]
+        part = f"{label}: {int(t['actors'])} actor(s), {t['frames'] / 1e6:.2f}M frames"
+        if t.get("restarts"):
+            part += f", {int(t['restarts'])} restart(s)"
+        if t["silent_s"] > SILENT_AFTER_S:
+            part += f", silent for {t['silent_s']:.0f} s"
+        parts.append(part)
+    return "; ".join(parts)
 
 
 def await_future(future, should_stop=None, timeout_s: float = 30.0, poll_s: float = 0.2):
