@@ -64,6 +64,10 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
         p,
     )
     assert victim not in p.nodes()["actor"]
+    # The restarted actor counts itself, under this host, once it is built.
+    hosts = os.path.join(p.run_dir, "logs", "hosts.csv")
+    wait_for(lambda: read_csv(hosts)[-1]["restarts"] == "1", 120, "the restart counted", p)
+    assert {r["host"] for r in read_csv(hosts)} == {"local"}
 
     # Ctrl-C: a final checkpoint, every process gone within the bound.
     p.nodes()
@@ -78,6 +82,7 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     final_logged = learner_step(p.run_dir)
     assert last.step >= final_logged >= step_at_kill + 20
     assert last.counters["learner_steps"] == last.step
+    assert last.counters["restarts"] == 1
     assert (
         "[learner] checkpoint"
         in open(
