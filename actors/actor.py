@@ -12,8 +12,10 @@ sampling, envpool's asynchronous mode): the N envs step in
 `actors.env_batches` batches in ale-py's own threads; as soon as one batch's
 results arrive the policy acts on them and sends its actions, and only then
 are that batch's steps written, so inference and Reverb writes run while the
-emulators step. `actors.overlap=false` is the serial loop (step all N, act,
-write), for debugging. Both write the same per-env unrolls: obs_t, the action
+emulators step. The steps are gathered into rows of all N envs (`_Rows`), so
+the one writer takes one append per N env steps in both loops.
+`actors.overlap=false` is the serial loop (step all N, act, write), for
+debugging. Both write the same per-env unrolls: obs_t, the action
 a_t taken at obs_t with the logits it was drawn from, the reward r_t and
 discount of that transition, and whether obs_t starts an episode.
 """
@@ -47,6 +49,54 @@ def trajectory_step(obs, actions, logits, res, first) -> Trajectory:
         behaviour_logits=logits,
         first=first,
     )
+
+
+class _Rows:
+    """Gathers the overlapped loop's per-batch steps into rows of all N envs,
+    so one writer takes one append per N env steps, as in the serial loop.
+
+    Each env's next step fills its slot of the row being built; once every
+    slot is filled the row goes to `emit`. Envs are independent columns of
+    the writer, so a row may hold steps of different times; per env, the
+    steps stay consecutive. An env that comes back before the row is out
+    (batches in another order) waits in a queue for the next row."""
+
+    def __init__(self, num_envs: int, emit: Callable[[Trajectory], None]):
+        self._n, self._emit = num_envs, emit
+        self._row: Optional[Trajectory] = None
+        self._filled = np.zeros(num_envs, bool)
+        self._queued: list = [[] for _ in range(num_envs)]  # per env: (step, j) oldest first
+
+    def add(self, ids: np.ndarray, step: Trajectory) -> None:
+        """Steps of envs `ids` ([k]); `step`'s fields have a leading axis k."""
+        if self._row is None:
+            self._row = Trajectory(*[np.empty((self._n,) + f.shape[1:], f.dtype) for f in step])
+        free = ~self._filled[ids]
+        if free.all():
+            for dst, src in zip(self._row, step):
+                dst[ids] = src
+        else:
+            for j in np.flatnonzero(free):
+                self._put(ids[j], step, j)
+            for j in np.flatnonzero(~free):
+                self._queued[ids[j]].append((step, j))
+        self._filled[ids[free]] = True
+        while self._filled.all():
+            row, self._row = self._row, Trajectory(*[np.empty_like(f) for f in self._row])
+            self._filled[:] = False
+            self._emit(row)
+            for i, queue in enumerate(self._queued):
+                if queue:
+                    self._put(i, *queue.pop(0))
+                    self._filled[i] = True
+
+    def _put(self, i: int, step: Trajectory, j: int) -> None:
+        for dst, src in zip(self._row, step):
+            dst[i] = src[j]
+
+    def waiting(self, i: int) -> int:
+        """Steps of env i not yet emitted."""
+        return int(self._filled[i]) + len(self._queued[i])
 
 
 class _PolicyRunner:
@@ -153,40 +203,30 @@ class ActorNode:
         from replay import address_of, connect_writer
 
         cfg, env = self._cfg, self._env
-        # The serial loop appends all N envs at once to one writer; the
-        # overlapped one gets steps of some envs at a time: one writer per env.
-        per_writer = 1 if cfg.actors.overlap else env.num_envs
-        writers = []
+        writer = None
         try:
-            for _ in range(env.num_envs // per_writer):
-                # Short waits: a rate-limited insert must not keep the actor from
-                # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
-                writer = connect_writer(
-                    lambda: self._builder.make_writer(
-                        self._replay, per_writer, timeout_ms=min(cfg.replay.timeout_ms, 2_000)
-                    ),
-                    self._should_stop,
-                    self._name,
-                    address_of(self._replay),
-                )
-                if writer is None:  # stopped while waiting for the replay server
-                    return
-                writers.append(writer)
+            # Short waits: a rate-limited insert must not keep the actor from
+            # noticing a stop request (Launchpad kills nodes 10 s after SIGTERM).
+            writer = connect_writer(
+                lambda: self._builder.make_writer(
+                    self._replay, env.num_envs, timeout_ms=min(cfg.replay.timeout_ms, 2_000)
+                ),
+                self._should_stop,
+                self._name,
+                address_of(self._replay),
+            )
+            if writer is None:  # stopped while waiting for the replay server
+                return
             if cfg.actors.overlap:
-                self._run_overlapped(writers)
+                self._run_overlapped(writer)
             else:
-                self._run_serial(writers[0])
+                self._run_serial(writer)
         finally:
-            # Once one flush times out the server is gone or blocked: the
-            # other writers close without waiting, so the node stops well
-            # inside Launchpad's 10 s stop notice.
-            flush = True
-            for writer in writers:
-                try:
-                    flush = writer.close(flush=flush) and flush
+            if writer is not None:
+                try:  # bounded: a gone server costs one flush timeout (2 s)
+                    writer.close()
                 except Exception as e:  # the server may already be gone at shutdown
                     print(f"[{self._name}] writer close: {e}", flush=True)
-                    flush = False
             env.close()
 
     def _run_serial(self, writer) -> None:
@@ -204,7 +244,7 @@ class ActorNode:
             steps += 1
             self._account(n, res.episode_returns, steps)
 
-    def _run_overlapped(self, writers) -> None:
+    def _run_overlapped(self, writer) -> None:
         """Per env: the observation, action and logits of its step in flight."""
         env, n = self._env, self._env.num_envs
         obs = np.zeros((n,) + tuple(env.observation_shape), np.uint8)
@@ -212,6 +252,7 @@ class ActorNode:
         logits = np.zeros((n, env.num_actions), np.float32)
         first = np.ones(n, np.float32)
         acted = np.zeros(n, bool)  # has a step in flight (its first result is no transition)
+        self._rows = rows = _Rows(n, lambda row: self._write(writer, row))
         refresh_every = self._cfg.actors.param_refresh_steps * self._cfg.actors.env_batches
         env.start()
         batches = 0
@@ -223,15 +264,17 @@ class ActorNode:
             env.send(a)  # these envs step while their last steps are written
             live = acted[ids]
             e = ids[live]
-            step = trajectory_step(
-                obs[e],
-                actions[e],
-                logits[e],
-                res._replace(reward=res.reward[live], done=res.done[live]),
-                first[e],
-            )
-            for j, i in enumerate(e):
-                self._write(writers[i], Trajectory(*[field[j : j + 1] for field in step]))
+            if len(e):
+                rows.add(
+                    e,
+                    trajectory_step(
+                        obs[e],
+                        actions[e],
+                        logits[e],
+                        res._replace(reward=res.reward[live], done=res.done[live]),
+                        first[e],
+                    ),
+                )
             obs[ids], actions[ids], logits[ids] = res.observation, a, lg
             first[ids], acted[ids] = res.first, True
             batches += 1
