@@ -282,7 +282,8 @@ def test_a_learner_host_fed_only_by_another_namespace(tmp_path, two_hosts, progr
     for pid in network.namespace_pids(two_hosts.namespace["A"]):
         os.kill(pid, signal.SIGKILL)
     first.wait_exit(30)
-    assert first.seen_pids and not alive(first.seen_pids)
+    assert first.seen_pids
+    wait_for(lambda: not alive(first.seen_pids), 30, "the killed host's processes to go")
     frames_then = _last_frames(learner.run_dir, "host-a")
     time.sleep(5)
     assert learner.proc.poll() is None
