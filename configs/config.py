@@ -559,18 +559,9 @@ def save_config(cfg: RunConfig, path: str) -> None:
 
 def load_config(path: str) -> RunConfig:
     """The RunConfig a `save_config` file holds; ConfigError if it cannot be read."""
-    import json
+    from utils.files import read_json
 
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError(
-            f"config file {path!r} is not allowed: cannot read it ({e.strerror})"
-        ) from None
-    except ValueError as e:
-        raise ConfigError(f"config file {path!r} is not allowed: not JSON ({e})") from None
-    return RunConfig.from_dict(data)
+    return RunConfig.from_dict(read_json(path, f"config file {path!r}", ConfigError))
 
 
 def _from_dict(cls, data: Any, where: str):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
-import json
 import socket
 import struct
 from typing import Dict, List, Sequence
@@ -113,16 +112,10 @@ def write_endpoints(path: str, data: dict) -> None:
 
 def read_endpoints(path: str) -> dict:
     """The endpoints file a learner host wrote; EndpointsError naming what is wrong."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise EndpointsError(
-            f"--endpoints={path!r} is not allowed: cannot read it ({e.strerror}); copy "
-            f"<run folder>/{ENDPOINTS_FILE} from the learner host"
-        ) from None
-    except ValueError as e:
-        raise EndpointsError(f"--endpoints={path!r} is not allowed: not JSON ({e})") from None
+    from utils.files import read_json
+
+    hint = f"; copy <run folder>/{ENDPOINTS_FILE} from the learner host"
+    data = read_json(path, f"--endpoints={path!r}", EndpointsError, hint)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise EndpointsError(
             f"--endpoints={path!r} is not allowed: not an endpoints file of format "

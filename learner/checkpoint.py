@@ -17,11 +17,12 @@ import glob
 import json
 import os
 import re
-import tempfile
 import zipfile
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from utils.files import write_atomic
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d+)\.npz$")
@@ -75,17 +76,7 @@ def save(
     arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     final = os.path.join(directory, f"ckpt-{int(step):010d}.npz")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(final, lambda f: np.savez(f, **arrays), binary=True)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

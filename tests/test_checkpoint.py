@@ -19,7 +19,7 @@ def test_save_load_roundtrip_and_keep_k(tmp_path):
     for step in (1, 2, 3, 4):
         ck.save(str(tmp_path), step, _leaves(step), {"frames": 100.0 * step}, cfg, keep=2)
     assert [s for s, _ in ck.list_checkpoints(str(tmp_path))] == [3, 4]
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     c = ck.latest(str(tmp_path))
     assert c.step == 4 and c.counters == {"frames": 400.0}
     np.testing.assert_array_equal(c.leaves[0], _leaves(4)[0])

@@ -1,23 +1,23 @@
-"""Files a reader must never see half-written."""
+"""Files a reader must never see half-written, and JSON files read with an
+error that names the file and what is wrong with it."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable, IO, Type
 
 
-def write_json_atomic(path: str, obj: Any, indent: int = 1) -> None:
-    """Write `obj` as JSON (sorted keys) to `path` atomically: a temporary
-    file in the same folder, flushed to disk, then renamed over `path`."""
+def write_atomic(path: str, write: Callable[[IO], None], binary: bool = False) -> None:
+    """`write(f)` into a temporary file in `path`'s folder, flushed to disk,
+    then renamed over `path`: a reader sees the old file or the new one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -25,3 +25,25 @@ def write_json_atomic(path: str, obj: Any, indent: int = 1) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, obj: Any, indent: int = 1) -> None:
+    """`obj` as JSON (sorted keys) to `path`, atomically (`write_atomic`)."""
+
+    def write(f):
+        json.dump(obj, f, indent=indent, sort_keys=True)
+        f.write("\n")
+
+    write_atomic(path, write)
+
+
+def read_json(path: str, label: str, error: Type[Exception], hint: str = "") -> Any:
+    """The JSON in `path`; `error("<label> is not allowed: ...")` if it cannot
+    be read or parsed (`label` names the input, e.g. "--endpoints='x.json'")."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise error(f"{label} is not allowed: cannot read it ({e.strerror}){hint}") from None
+    except ValueError as e:
+        raise error(f"{label} is not allowed: not JSON ({e})") from None
