@@ -570,3 +570,26 @@ def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
         # Seed s starts from PRNGKey(s) whatever else is vmapped beside it.
         assert r["total_reward"] == full["total_reward"] and r["mean"] == full["mean"], name
         np.testing.assert_allclose(r["curves"]["eps"], full["curves"]["eps"], rtol=1e-6)
+
+
+def test_q_diagnosis_splits_pick_ups_by_colour_per_phase():
+    """+1 rewards are the paying item's pick-ups, -1 the other's; the probe
+    Q-values are read at each phase's last cycle, by the item that pays there
+    (plant: swapping `pays` for `1 - pays` fails the Q assertions)."""
+    from experiments.two_colors.agents import TwoColorsConfig
+    from experiments.two_colors.q_diagnosis import per_phase
+
+    cfg = TwoColorsConfig(agent="q_lambda", objective="none", steps=64, swap_every=32)
+    # 4 rollouts of 16 steps, one seed; phase 0 = rollouts 0-1, phase 1 = 2-3.
+    reward = np.array([[3.0, 1.0, -2.0, 0.0]])  # sums per rollout
+    picks = np.array([[5.0, 1.0, 2.0, 4.0]])  # |reward| sums: pick-ups
+    q = np.array([[[9, 9], [1.0, 2.0], [9, 9], [3.0, 4.0]]])  # [seed, cycle, item]
+    raw = {"reward": reward, "picks": picks, "q_right": q, "dead": np.zeros((1, 4))}
+    p0, p1 = per_phase(raw, cfg, first_item=0)
+    assert p0["paying_item"] == 0 and p1["paying_item"] == 1
+    assert p0["paying_picks_per_1k"] == pytest.approx((4 + 1) * 1000 / 32)
+    assert p0["other_picks_per_1k"] == pytest.approx((1 + 0) * 1000 / 32)
+    assert p1["paying_picks_per_1k"] == pytest.approx((0 + 2) * 1000 / 32)
+    assert p1["reward_per_step"] == pytest.approx(-2 / 32)
+    assert (p0["q_pick_paying_end"], p0["q_pick_other_end"]) == (1.0, 2.0)
+    assert (p1["q_pick_paying_end"], p1["q_pick_other_end"]) == (4.0, 3.0)

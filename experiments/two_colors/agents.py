@@ -642,13 +642,14 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
     def cycle(state: TrainState):
         key, *keys = jax.random.split(state.key, C + 1)
         p, o, env_state = state.params, state.opt_state, state.env_state
-        batches, eps, rewards = [state.pending], [], []
+        batches, eps, rewards, picks = [state.pending], [], [], []
         for k in range(C):  # C inner updates, each followed by a fresh rollout
             p, o, terms = inner_update(p, o, state.meta_params, batches[-1])
             eps.append(terms["eps"])
             env_state, b = collect(p, env_state, batches[-1].meta_input, keys[k])
             batches.append(b)
             rewards.append(jnp.sum(b.reward))
+            picks.append(jnp.sum(jnp.abs(b.reward)))  # pick-ups of either item
         val = batches[C]
         if cfg.objective == "none":  # the baseline: eps stays at init_entropy_weight
             meta_loss = jnp.zeros(())
@@ -676,6 +677,7 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
         new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key)
         logs = {
             "reward": jnp.stack(rewards),
+            "picks": jnp.stack(picks),
             "eps": jnp.stack(eps),
             "meta_loss": meta_loss,
             "entropy": terms["entropy"],

@@ -1,0 +1,190 @@
+"""Why the Q(lambda) agent does not learn the second colour: measurements.
+
+    python -m experiments.two_colors.q_diagnosis [--steps=6e5] [--seeds=5] [--out=DIR]
+
+Runs the Q(lambda) agent with a fixed epsilon (the comparison's learner and
+setting: discount 0.9, SGD lr 0.3, epsilon 0.2) and records, per colour phase
+and averaged over seeds:
+
+- pick-ups of the paying item and of the other one (from the rewards: +1 is
+  the paying item, -1 the other), and the reward per step;
+- Q-values of probe states at the end of each phase: the agent at (2, 2)
+  with item i one step to its right (the other item in a corner), Q(s, right)
+  = what the agent expects for picking item i now, for i = 0, 1;
+- the fraction of hidden ReLU units inactive on every one of 1,024 random
+  observations (dead units: lost plasticity of the plain kind);
+
+and the same for a learner whose first phase pays item 1 (`reversed`:
+`swap_every` shifted by one phase), which is what a fresh learner started
+at a swap sees. If the fresh learner learns item 1 as fast as the first
+learner learns item 0, the world and the targets are symmetric and the
+first learner's trouble in its second phase is its own history. Writes
+`q_diagnosis.json` (and `q_diagnosis.png`) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+PROBE_AGENT = (2, 2)
+RIGHT = 3  # action index of "right" (x + 1)
+
+
+def probe_observations():
+    """[2, 30]: agent at (2, 2) with item i at (3, 2), the other at (0, 0) or (4, 4)."""
+    import jax.numpy as jnp
+
+    from experiments.two_colors import env
+
+    obs = []
+    for i in (0, 1):
+        items = [None, None]
+        items[i], items[1 - i] = (3, 2), (0, 0) if i == 0 else (4, 4)
+        state = env.EnvState(
+            agent=jnp.asarray(PROBE_AGENT, jnp.int32),
+            items=jnp.asarray(items, jnp.int32),
+            t=jnp.zeros((), jnp.int32),
+        )
+        obs.append(env.observe(state))
+    return jnp.stack(obs)
+
+
+def random_observations(n: int = 1024, seed: int = 0):
+    import jax
+
+    from experiments.two_colors import env
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), n)
+    return jax.vmap(lambda k: env.observe(env.reset(k)))(keys)
+
+
+def dead_fraction(q_layers, obs):
+    """Fraction of hidden ReLU units that are 0 on every observation in `obs`."""
+    import jax
+    import jax.numpy as jnp
+
+    x, dead = obs, []
+    for layer in q_layers[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+        dead.append(jnp.all(x <= 0, axis=0))
+    return jnp.mean(jnp.concatenate(dead).astype(jnp.float32))
+
+
+def run_seeds(cfg, seeds, first_item: int = 0) -> dict:
+    """Per cycle, for each seed: rollout reward sums and pick-ups, probe Q-values,
+    dead-unit fraction. `first_item=1` makes item 1 pay first."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.two_colors import agents as tca
+    from experiments.two_colors import env
+
+    system = tca.make_system(cfg)
+    probes, randoms = probe_observations(), random_observations()
+    n_cycles = tca.num_cycles(cfg)
+
+    def one(key):
+        state = system.init(key)
+        if first_item:  # start the env clock one phase in: item 1 pays first
+            state = state._replace(
+                env_state=state.env_state._replace(t=jnp.asarray(cfg.swap_every, jnp.int32))
+            )
+
+        def body(s, _):
+            s, logs = system.cycle(s)
+            q = tca.mlp_apply(s.params["q"], probes)[:, RIGHT]
+            return s, (logs["reward"], logs["picks"], q, dead_fraction(s.params["q"], randoms))
+
+        _, out = jax.lax.scan(body, state, None, length=n_cycles)
+        return out
+
+    del env
+    keys = tca.seed_keys(seeds)
+    t0 = time.time()
+    reward, picks, q, dead = jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(one))(keys))
+    return {
+        "reward": reward.reshape(len(seeds), -1),  # per rollout
+        "picks": picks.reshape(len(seeds), -1),
+        "q_right": q,  # [seeds, cycles, 2]
+        "dead": dead,  # [seeds, cycles]
+        "runtime_s": time.time() - t0,
+    }
+
+
+def per_phase(raw: dict, cfg, first_item: int) -> list:
+    """One row per colour phase: paying / other pick-ups per 1k steps, reward per
+    step, Q(probe_i, right) at the phase's end, dead units, mean over seeds."""
+    T, C = cfg.rollout_length, cfg.cycle
+    rollouts_per_phase = cfg.swap_every // T
+    rows = []
+    for p in range(cfg.steps // cfg.swap_every):
+        sl = slice(p * rollouts_per_phase, (p + 1) * rollouts_per_phase)
+        r, k = raw["reward"][:, sl], raw["picks"][:, sl]
+        paying = (r + k) / 2  # +1 pick-ups
+        other = (k - r) / 2
+        end = min(((p + 1) * rollouts_per_phase) // C, raw["q_right"].shape[1]) - 1
+        pays = (p + first_item) % 2
+        q = raw["q_right"][:, end]  # [seeds, 2]
+        rows.append(
+            {
+                "phase": p,
+                "paying_item": pays,
+                "reward_per_step": float(r.sum(1).mean() / cfg.swap_every),
+                "paying_picks_per_1k": float(paying.sum(1).mean() * 1000 / cfg.swap_every),
+                "other_picks_per_1k": float(other.sum(1).mean() * 1000 / cfg.swap_every),
+                "q_pick_paying_end": float(q[:, pays].mean()),
+                "q_pick_other_end": float(q[:, 1 - pays].mean()),
+                "dead_units_end": float(raw["dead"][:, end].mean()),
+            }
+        )
+    return rows
+
+
+def main():
+    import dataclasses
+
+    from experiments.two_colors.agents import TwoColorsConfig
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=float, default=6e5)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seed_offset", type=int, default=200)
+    p.add_argument("--epsilon", type=float, default=0.2)
+    p.add_argument("--out", default="runs/q_diagnosis")
+    args = p.parse_args()
+    cfg = TwoColorsConfig(
+        agent="q_lambda",
+        objective="none",
+        init_epsilon=args.epsilon,
+        discount=0.9,
+        learning_rate=0.3,
+        steps=int(args.steps),
+    )
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    out = {"config": dataclasses.asdict(cfg), "seeds": seeds, "learners": {}}
+    for name, first in (("item 0 first", 0), ("reversed: item 1 first", 1)):
+        raw = run_seeds(cfg, seeds, first)
+        rows = per_phase(raw, cfg, first)
+        out["learners"][name] = {"runtime_s": raw["runtime_s"], "phases": rows}
+        print(name)
+        for row in rows:
+            print(
+                "  "
+                + "  ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "q_diagnosis.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
