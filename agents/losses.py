@@ -269,6 +269,18 @@ def kl_matching(target_logits: Array, logits: Array) -> Array:
     return jnp.sum(categorical_kl(jax.lax.stop_gradient(target_logits), logits))
 
 
+def greedy_kl_matching(target_logits: Array, logits: Array) -> Array:
+    """sum over states of KL(greedy(pi_target) || pi): [..., A] each -> scalar.
+
+    The target is the one-hot policy on argmax_a target_logits (BMG's greedy
+    target for an epsilon-greedy Q-learner, Flennerhag et al. 2022, section
+    5.1), so the KL is the cross-entropy -log pi(argmax_a target_logits | s)."""
+    chex.assert_equal_shape([target_logits, logits])
+    greedy = jnp.argmax(jax.lax.stop_gradient(target_logits), axis=-1)
+    log_pi = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.take_along_axis(log_pi, greedy[..., None], axis=-1))
+
+
 def kl_v_matching(
     target_logits: Array,
     logits: Array,

@@ -39,7 +39,7 @@ Array = jax.Array
 sg = jax.lax.stop_gradient
 InnerUpdate = Callable[[Any, Any, Any, Any], Tuple[Any, Any, Dict[str, Array]]]
 OuterLoss = Callable[[Any, Any], Tuple[Array, Dict[str, Array]]]
-MATCHINGS = ("l2", "kl", "kl_v")
+MATCHINGS = ("l2", "kl", "kl_v", "greedy")
 
 
 class MetaAux(NamedTuple):
@@ -185,6 +185,7 @@ def matching(
             whole, so that psum of the per-device gradients is its gradient)
       kl:   KL(pi_x~ || pi_x) on the validation states
       kl_v: kl plus `value_weight` * 0.5 (v_x~ - v_x)^2 (BMG's "KL & V")
+      greedy: KL(one-hot argmax pi_x~ || pi_x), i.e. -log pi_x(greedy action of x~)
 
     `heads(params, val) -> (logits [..., A], values [...])` gives the policy
     (and value) on the states the matching is measured on."""
@@ -198,6 +199,8 @@ def matching(
         logits, values = heads(params, val)
         if kind == "kl":
             return losses.kl_matching(t_logits, logits)
+        if kind == "greedy":
+            return losses.greedy_kl_matching(t_logits, logits)
         return losses.kl_v_matching(t_logits, logits, t_values, values, value_weight)
 
     return match

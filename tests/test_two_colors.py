@@ -1,6 +1,7 @@
 """Two-colors: the environment by hand, the MG / BMG meta-gradients in float64,
 and a short training run (finite, shapes, deterministic)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -593,3 +594,257 @@ def test_q_diagnosis_splits_pick_ups_by_colour_per_phase():
     assert p1["reward_per_step"] == pytest.approx(-2 / 32)
     assert (p0["q_pick_paying_end"], p0["q_pick_other_end"]) == (1.0, 2.0)
     assert (p1["q_pick_paying_end"], p1["q_pick_other_end"]) == (4.0, 3.0)
+
+
+# ---------------------------------------------------------------- Q(lambda): swap, replay, BMG
+def _go_to(state, item):
+    """A scripted move toward `item` (x first, then y)."""
+    dx, dy = np.asarray(state.items[item]) - np.asarray(state.agent)
+    if dx:
+        return RIGHT if dx > 0 else LEFT
+    return DOWN if dy > 0 else UP
+
+
+def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
+    """A hand-made trajectory that always walks to item 0 with a swap every 6
+    steps: each pick-up pays +1 before the swap and -1 after it, the agent and
+    items respawn, and the learner's Peng's Q(lambda) targets bootstrap straight
+    through the pick-ups (no episode cut) from max_a Q at the respawned state.
+    The targets and the TD loss are written out with loops on a forward pass
+    written here. Planted bugs it catches: a target cut at a pick-up (an episode
+    end), the bootstrap taken from the state before the respawn, rewards of the
+    previous colour phase after the swap."""
+    swap, T = 6, 16
+    state = _state((0, 0), [(2, 0), (4, 4)], t=0)
+    obs, actions, rewards, picks = [env.observe(state)], [], [], []
+    for t, key in enumerate(jax.random.split(KEY, T)):
+        a = _go_to(state, 0)
+        before = state
+        state, o, r = env.step(state, a, key, swap_every=swap)
+        moved = np.clip(np.asarray(before.agent) + env.MOVES[a], 0, env.SIZE - 1)
+        picked = tuple(moved) == tuple(np.asarray(before.items[0]))
+        assert float(r) == (0.0 if not picked else (1.0 if (t // swap) % 2 == 0 else -1.0))
+        if picked:  # respawned: three distinct cells, and the observation shows them
+            cells = {tuple(np.asarray(state.agent))} | {tuple(c) for c in np.asarray(state.items)}
+            assert len(cells) == 3
+            picks.append((t, float(r)))
+        obs.append(o)
+        actions.append(a)
+        rewards.append(float(r))
+    assert any(r > 0 for _, r in picks) and any(r < 0 for _, r in picks), picks
+    batch = tca.Rollout(
+        jnp.stack(obs),
+        jnp.asarray(actions, jnp.int32),
+        jnp.asarray(rewards, jnp.float32),
+        jnp.zeros((10,)),
+    )
+    with enable_x64():
+        cfg = tca.TwoColorsConfig(agent="q_lambda", objective="none", hidden=8, steps=1024)
+        system = tca.make_system(cfg)
+        params = system.agent.init(jax.random.PRNGKey(3))
+        layers = [{k: np.asarray(v, np.float64) for k, v in la.items()} for la in params["q"]]
+        x = np.asarray(batch.observation, np.float64)
+        for la in layers[:-1]:
+            x = np.maximum(x @ la["w"] + la["b"], 0.0)
+        q = x @ layers[-1]["w"] + layers[-1]["b"]  # [T + 1, 4]
+        g, targets = q[T].max(), np.zeros(T)
+        for t in reversed(range(T)):
+            boot = (
+                q[t + 1].max()
+                if t == T - 1
+                else (1 - cfg.q_lambda) * q[t + 1].max() + (cfg.q_lambda * g)
+            )
+            g = targets[t] = rewards[t] + cfg.discount * boot
+        td = 0.5 * np.mean((targets - q[np.arange(T), actions]) ** 2)
+        _, _, terms = system.inner_update(
+            params, system.inner_opt.init(params), system.init(KEY).meta_params, batch
+        )
+        np.testing.assert_allclose(float(terms["td"]), td, rtol=1e-5)
+
+
+def test_replay_fifo_priorities_and_batches():
+    """The FIFO keeps the last N rollouts (oldest overwritten), a new rollout gets
+    the largest priority held, draws come only from filled slots (uniformly, or
+    by priority), the inner batch puts the fresh rollout first with its own meta
+    input, and the TD loss over a batch is the mean of the per-rollout losses."""
+
+    def rollout(i):
+        return tca.Rollout(
+            jnp.full((3, 30), float(i)),
+            jnp.full((2,), i % 4, jnp.int32),
+            jnp.full((2,), i, jnp.float32),
+            jnp.full((10,), float(i)),
+        )
+
+    replay = tca.replay_init(rollout(0), 3)
+    assert int(replay.count) == 1 and list(np.asarray(replay.priority)) == [1.0, 0.0, 0.0]
+    idx = tca.replay_sample(replay, 64, 0.0, KEY)
+    assert set(np.asarray(idx).tolist()) == {0}  # only the filled slot
+    replay = tca.replay_reprioritise(replay, jnp.array([0]), jnp.array([9.0, 2.5]))
+    for i in (1, 2, 3):
+        replay = tca.replay_push(replay, rollout(i))
+    # Slot 0 now holds rollout 3 (the oldest, 0, was overwritten); new slots got
+    # the largest priority held at their push (2.5).
+    np.testing.assert_array_equal(replay.rollouts.reward[:, 0], [3.0, 1.0, 2.0])
+    np.testing.assert_array_equal(replay.priority, [2.5, 2.5, 2.5])
+    replay = replay._replace(priority=jnp.array([1e-9, 1.0, 0.0]))
+    assert set(np.asarray(tca.replay_sample(replay, 64, 1.0, KEY)).tolist()) == {1}
+    assert len(set(np.asarray(tca.replay_sample(replay, 256, 0.0, KEY)).tolist())) == 3
+    batch = tca.replay_batch(replay, rollout(7), jnp.array([2, 0]))
+    np.testing.assert_array_equal(batch.reward[:, 0], [7.0, 2.0, 3.0])
+    np.testing.assert_array_equal(batch.meta_input, rollout(7).meta_input)
+    with enable_x64():
+        cfg, system, state, w, batches, _ = _tiny_f64(1, 1, agent="q_lambda")
+        stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *batches[:3])
+        stacked = stacked._replace(meta_input=batches[0].meta_input)
+        _, _, terms = system.inner_update(state.params, state.opt_state, w, stacked)
+        each = [system.inner_update(state.params, state.opt_state, w, b)[2] for b in batches[:3]]
+        np.testing.assert_allclose(terms["td"], np.mean([t["td"] for t in each]), rtol=1e-10)
+        np.testing.assert_allclose(terms["td_max"], [t["td_max"] for t in each], rtol=1e-10)
+
+
+def test_linear_epsilon_schedule_from_start_to_end():
+    assert tca.parse_objective("linear_0.5_0.01", "q_lambda") == {
+        "objective": "none",
+        "init_epsilon": 0.5,
+        "final_epsilon": 0.01,
+    }
+    with pytest.raises(ConfigError, match=r"linear_<start>_<end>\[_<steps>\]"):
+        tca.parse_objective("linear_0.5")
+    with pytest.raises(ConfigError, match="final_epsilon=0.01 is not allowed"):
+        tca.TwoColorsConfig(agent="q_lambda", objective="mg", final_epsilon=0.01)
+    cfg = tca.TwoColorsConfig(
+        agent="q_lambda", objective="none", init_epsilon=0.5, final_epsilon=0.1,
+        hidden=8, steps=1024, log_every=16,
+    )  # fmt: skip
+    eps = np.asarray(tca.run_seeds(cfg, [0])["eps"][0])
+    # Update u (u = 0..63) acts with 0.5 + (0.1 - 0.5) * u / 63.
+    np.testing.assert_allclose(eps, 0.5 - 0.4 * np.arange(64) / 63, rtol=1e-5)
+    fields = tca.parse_objective("linear_0.5_0.1_336", "q_lambda")
+    assert fields["epsilon_decay_steps"] == 336
+    cfg = dataclasses.replace(cfg, **fields)
+    eps = np.asarray(tca.run_seeds(cfg, [0])["eps"][0])
+    # Over the first 336 steps (20 updates after the first), then held at 0.1.
+    want = np.maximum(0.5 - 0.4 * np.arange(64) / 20, 0.1)
+    np.testing.assert_allclose(eps, want, rtol=1e-5)
+
+
+def _greedy_k0_system():
+    return _tiny_f64(0, 2, "greedy", agent="q_lambda")
+
+
+def test_greedy_kl_to_a_one_hot_target_and_its_epsilon_derivative_by_hand():
+    """BMG's published target for epsilon: mu = sum over the validation states of
+    KL(one-hot greedy policy of x~ || epsilon-greedy policy of x) =
+    -log((1 - eps) [g(s) = g~(s)] + eps / A); d mu / d eps = sum over agreeing
+    states (1 - 1/A) / p minus (disagreeing states) / eps. No gradient reaches
+    the target. Planted bugs it catches: KL(pi_x || greedy) (the other
+    direction: infinite), the target's own epsilon-greedy policy as the target
+    (a soft KL), the agent's greedy action as the target."""
+    with enable_x64():
+        cfg, system, state, w, batches, x_c = _greedy_k0_system()
+        val, A = batches[-1], env.NUM_ACTIONS
+        # A target far enough from x that the greedy actions differ on some states.
+        target = jax.tree_util.tree_map(
+            lambda x: x + jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), x_c
+        )
+        obs = val.observation[:-1]
+        g_t = np.argmax(np.asarray(tca.mlp_apply(target["q"], obs)), -1)
+        g_x = np.argmax(np.asarray(tca.mlp_apply(state.params["q"], obs)), -1)
+        agree = g_t == g_x
+        assert 0 < agree.sum() < len(agree), agree  # both kinds of states occur
+
+        def mu(eps):
+            return system.meta.matching(
+                target, system.agent.set_meta_output(state.params, eps), val
+            )
+
+        for eps in (0.05, 0.3):
+            p_agree = (1 - eps) + eps / A
+            want = -(agree.sum() * np.log(p_agree) + (~agree).sum() * np.log(eps / A))
+            np.testing.assert_allclose(float(mu(eps)), want, rtol=1e-10)
+            d_want = agree.sum() * (1 - 1 / A) / p_agree - (~agree).sum() / eps
+            np.testing.assert_allclose(float(jax.grad(mu)(eps)), d_want, rtol=1e-8)
+        g_target = jax.grad(
+            lambda t: system.meta.matching(t, system.agent.set_meta_output(state.params, 0.2), val)
+        )(target)
+        assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree_util.tree_leaves(g_target))
+
+
+def test_bmg_k0_cycle_matches_x0_with_eps_of_w_to_the_target_l_steps_on():
+    """objective bmg, K = 0, L = 2, greedy: the cycle makes one update (x_1, the
+    agent's own) and moves w by Adam on grad_w mu(x~, x_0 with eps(w, batch_0)),
+    x~ = the grounded step from x_1 on the validation rollout. Planted bugs it
+    catches: matching at x_1 instead of x_0, eps from the validation rollout's
+    meta input, the target from x_0."""
+    with enable_x64():
+        cfg = tca.TwoColorsConfig(
+            agent="q_lambda", objective="bmg", K=0, L=2, matching="greedy", hidden=8,
+            steps=4096, learning_rate=3.0, target_step_size=3.0, init_epsilon=0.3,
+        )  # fmt: skip
+        system = tca.make_system(cfg)
+        to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
+            lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t
+        )
+        state = to64(system.init(jax.random.PRNGKey(4)))
+        # Distinct meta inputs, so eps(w) of batch 0 and of the validation batch differ.
+        pending = state.pending._replace(meta_input=jnp.linspace(-1.0, 1.0, 10))
+        state = state._replace(pending=pending)
+        _, k0 = jax.random.split(state.key)
+        x1, _, _ = system.inner_update(state.params, state.opt_state, state.meta_params, pending)
+        _, val = system.collect(x1, state.env_state, pending.meta_input, k0)
+        val = to64(val)
+        target = system.meta.grounded_step(x1, val)
+        greedy = lambda p: np.argmax(np.asarray(tca.mlp_apply(p["q"], val.observation[:-1])), -1)  # noqa: E731
+        assert (greedy(target) != greedy(state.params)).any()
+        assert (greedy(target) != greedy(system.meta.grounded_step(state.params, val))).any()
+
+        def mu(m):
+            eps = tca.entropy_weight(m, pending.meta_input)
+            return system.meta.matching(
+                target, system.agent.set_meta_output(state.params, eps), val
+            )
+
+        new, logs = jax.jit(system.cycle)(state)
+        close = functools.partial(np.testing.assert_allclose, rtol=1e-9, atol=1e-12)
+        jax.tree_util.tree_map(close, new.params, x1)
+        w = state.meta_params
+        g = jax.grad(mu)(w)
+        assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(g)) > 0
+        updates, _ = system.meta_opt.update(g, state.meta_opt_state)
+        jax.tree_util.tree_map(close, new.meta_params, optax.apply_updates(w, updates))
+        close(logs["meta_loss"], mu(w))
+
+
+def test_k0_and_greedy_need_the_q_agent_and_bmg():
+    with pytest.raises(ConfigError, match="K=0 is not allowed"):
+        tca.TwoColorsConfig(objective="mg", K=0)
+    with pytest.raises(ConfigError, match="K=0 is not allowed"):
+        tca.TwoColorsConfig(objective="bmg", K=0, L=2)  # actor-critic
+    with pytest.raises(ConfigError, match="L=1 is not allowed"):
+        tca.TwoColorsConfig(agent="q_lambda", objective="bmg", K=0, L=1)
+    with pytest.raises(ConfigError, match="matching='greedy' is not allowed"):
+        tca.TwoColorsConfig(matching="greedy")
+    with pytest.raises(ConfigError, match="replay_batch=0 is not allowed"):
+        tca.TwoColorsConfig(agent="q_lambda", replay_rollouts=8)
+    with pytest.raises(ConfigError, match="replay_rollouts=8 is not allowed"):
+        tca.TwoColorsConfig(replay_rollouts=8, replay_batch=2)
+    assert tca.parse_objective("bmg_k0_l4") == {"objective": "bmg", "K": 0, "L": 4}
+
+
+def test_q_compare_grids_are_equal_sized_valid_and_share_the_learner():
+    """Every method of the comparison has a grid of the same size, every setting
+    is a valid config with the shared value learner, and only the epsilon
+    method differs between them."""
+    from experiments.two_colors import q_compare
+
+    sizes = {m: len(g) for m, g in q_compare.GRIDS.items()}
+    assert len(set(sizes.values())) == 1, sizes
+    assert set(sizes) == {"fixed", "linear", "mg", "bmg_greedy", "bmg_l2"}
+    for method, grid in q_compare.GRIDS.items():
+        for _, objective, extra in grid:
+            cfg = q_compare.method_config(objective, extra, 400_000)
+            for field, value in q_compare.LEARNER.items():
+                assert getattr(cfg, field) == value, (method, field)
+    bmg = q_compare.method_config(*q_compare.GRIDS["bmg_greedy"][0][1:], 400_000)
+    assert (bmg.objective, bmg.K, bmg.matching) == ("bmg", 0, "greedy")

@@ -66,7 +66,9 @@ sg = jax.lax.stop_gradient
 
 # none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (Bonnet et al. 2021)
 OBJECTIVES = ("none", "mg", "bmg", "mixed")
-MATCHINGS = ("kl", "l2")
+# greedy: KL(one-hot argmax of the target's policy || pi_x(w)), the Q(lambda)
+# agent's published BMG target (a greedy policy; -log pi_x(w)(greedy action))
+MATCHINGS = ("kl", "l2", "greedy")
 # actor_critic: the meta-network sets the entropy weight; q_lambda: epsilon of an
 # epsilon-greedy Peng's Q(lambda) learner
 AGENTS = ("actor_critic", "q_lambda")
@@ -83,7 +85,10 @@ class TwoColorsConfig:
 
     agent: str = "actor_critic"  # actor_critic | q_lambda
     objective: str = "bmg"  # none | mg | bmg | mixed
-    K: int = 1  # inner updates differentiated through
+    # Inner updates differentiated through. 0 (BMG, q_lambda agent): none; the
+    # matched policy is the agent's own at the cycle's start with the epsilon
+    # eps(w) the first update would write (no backpropagation through an update).
+    K: int = 1
     mix_lambda: float = 0.5  # mixed: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
     L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
     matching: str = "kl"  # BMG matching function: kl | l2
@@ -109,6 +114,23 @@ class TwoColorsConfig:
     init_entropy_weight: float = 0.1  # actor_critic: meta-network output at init
     init_epsilon: float = 0.1  # q_lambda: meta-network output (epsilon) at init
     q_lambda: float = 0.8  # q_lambda: lambda of Peng's Q(lambda) returns
+    # q_lambda, objective none: epsilon falls linearly from init_epsilon (first
+    # update) to final_epsilon over `epsilon_decay_steps` steps (0: the whole run)
+    # and stays there; None: held at init_epsilon.
+    final_epsilon: Optional[float] = None
+    epsilon_decay_steps: int = 0
+    # q_lambda: a FIFO of the last `replay_rollouts` rollouts (0: none); every
+    # inner update then learns from the fresh rollout plus `replay_batch`
+    # rollouts drawn uniformly from it (with replacement).
+    replay_rollouts: int = 0
+    replay_batch: int = 0
+    # Draw replayed rollouts with probability ~ priority^replay_priority, priority =
+    # the rollout's largest |G - Q(s, a)| when last learned on (0: uniformly).
+    replay_priority: float = 0.0
+    q_layer_norm: bool = False  # q_lambda: layer normalisation before each hidden ReLU
+    # q_lambda: re-initialise the Q-network's output layer every this many steps (0: never)
+    q_reset_every: int = 0
+    inner_optimizer: str = "sgd"  # sgd | adam (eps 1e-8 inside optax's adam)
     meta_learning_rate: float = 1e-4
     meta_adam_eps: float = 1e-4
     log_every: int = 1024  # environment steps per logged point (multiple of rollout_length)
@@ -117,8 +139,20 @@ class TwoColorsConfig:
         _choice(self, "agent", AGENTS)
         _choice(self, "objective", OBJECTIVES)
         _choice(self, "matching", MATCHINGS)
-        _int(self, "K", 1, 64)
+        _int(self, "K", 0, 64)
         _int(self, "L", 1, 64)
+        if self.K == 0 and (self.objective, self.agent) != ("bmg", "q_lambda"):
+            _fail(
+                self,
+                "K",
+                0,
+                "is allowed only for objective='bmg' with agent='q_lambda' (the matched "
+                "policy's epsilon is the meta-network's output)",
+            )
+        if self.K == 0 and self.L < 2:
+            _fail(self, "L", self.L, "must be >= 2 with K=0 (a cycle needs at least one update)")
+        if self.matching == "greedy" and self.agent != "q_lambda":
+            _fail(self, "matching", "greedy", "needs agent='q_lambda' (a greedy target of Q)")
         if self.objective != "bmg" and self.L != 1:
             _fail(
                 self,
@@ -152,6 +186,36 @@ class TwoColorsConfig:
         _num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
         _num(self, "init_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
         _num(self, "q_lambda", 0.0, 1.0)
+        if self.final_epsilon is not None:
+            _num(self, "final_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+            if (self.agent, self.objective) != ("q_lambda", "none"):
+                _fail(
+                    self,
+                    "final_epsilon",
+                    self.final_epsilon,
+                    "is allowed only for agent='q_lambda' with objective='none' (a schedule)",
+                )
+        _choice(self, "inner_optimizer", ("sgd", "adam"))
+        _int(self, "q_reset_every", 0)
+        _int(self, "epsilon_decay_steps", 0)
+        _int(self, "replay_rollouts", 0)
+        _int(self, "replay_batch", 0)
+        _num(self, "replay_priority", 0.0, 10.0)
+        if (self.replay_rollouts > 0) != (self.replay_batch > 0):
+            _fail(
+                self,
+                "replay_batch",
+                self.replay_batch,
+                f"and replay_rollouts={self.replay_rollouts} must be both 0 (no replay) "
+                "or both > 0",
+            )
+        if self.replay_rollouts and self.agent != "q_lambda":
+            _fail(
+                self,
+                "replay_rollouts",
+                self.replay_rollouts,
+                "is allowed only for agent='q_lambda' (the actor-critic learns on-policy)",
+            )
         _num(self, "meta_learning_rate", 0.0, lo_open=True)
         _num(self, "meta_adam_eps", 0.0, lo_open=True)
         _int(self, "log_every", self.rollout_length)
@@ -184,9 +248,12 @@ class TwoColorsConfig:
 
 
 def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
-    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' | 'mixed_k8' -> TwoColorsConfig
-    fields; 'fixed_0.05' is objective none with the meta output (entropy weight,
-    or epsilon for agent q_lambda) held at 0.05."""
+    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' | 'bmg_k0_l4' | 'mixed_k8' ->
+    TwoColorsConfig fields; 'fixed_0.05' is objective none with the meta output
+    (entropy weight, or epsilon for agent q_lambda) held at 0.05;
+    'linear_0.5_0.01' (q_lambda) is objective none with epsilon falling
+    linearly from 0.5 to 0.01 over the run; 'linear_0.5_0.05_1e5' over the
+    first 100,000 steps, then held."""
     if name.lower().startswith("fixed_"):
         text = name[len("fixed_") :]
         try:
@@ -197,12 +264,27 @@ def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
                 f"number in (0, 1), e.g. fixed_0.05"
             ) from None
         return {"objective": "none", META_OUTPUT_FIELD[agent]: value}
+    if name.lower().startswith("linear_"):
+        parts = name[len("linear_") :].split("_")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, end = float(parts[0]), float(parts[1])
+            span = int(float(parts[2])) if len(parts) == 3 else 0
+        except ValueError:
+            raise ConfigError(
+                f"objective {name!r} is not allowed: linear_<start>_<end>[_<steps>] needs "
+                f"two numbers in (0, 1) and optionally a step count, e.g. "
+                f"linear_0.5_0.01 (over the run) or linear_0.5_0.05_1e5"
+            ) from None
+        fields = {"objective": "none", "init_epsilon": start, "final_epsilon": end}
+        return dict(fields, epsilon_decay_steps=span) if span else fields
     parts = name.lower().split("_")
     if parts[0] not in OBJECTIVES:
         raise ConfigError(
             f"objective {name!r} is not allowed: must start with one of "
-            f"{list(OBJECTIVES)} or be fixed_<value>, e.g. mg, mg_k4, bmg_l8, "
-            f"bmg_k2_l4, mixed_k8, fixed_0.05"
+            f"{list(OBJECTIVES)} or be fixed_<value> or linear_<start>_<end>, e.g. mg, "
+            f"mg_k4, bmg_l8, bmg_k2_l4, bmg_k0_l4, mixed_k8, fixed_0.05, linear_0.5_0.01"
         )
     fields: Dict[str, Any] = {"objective": parts[0]}
     for p in parts[1:]:
@@ -239,7 +321,9 @@ def mlp_apply(layers, x: Array) -> Array:
 
 
 class Rollout(NamedTuple):
-    """`rollout_length` = T transitions of one stream."""
+    """`rollout_length` = T transitions of one stream. An inner batch with
+    replay puts a leading axis [1 + replay_batch] on the first three fields
+    (the fresh rollout first); meta_input is then the fresh rollout's."""
 
     observation: Array  # [T + 1, 30]: s_0..s_T (s_T bootstraps)
     action: Array  # [T] int32
@@ -360,7 +444,9 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
     so x_K(w) depends on w through the exploration it will act with.
 
     inner loss (Q only): 0.5 * mean((G_t - Q(s_t, a_t))^2), G Peng's Q(lambda)
-    returns (`q_lambda`, discount `discount`) held fixed for the gradient.
+    returns (`q_lambda`, discount `discount`) held fixed for the gradient; with
+    replay the mean runs over the fresh rollout and the replayed ones (Peng's
+    returns are not corrected for the older policies that collected those).
 
     outer loss f (what MG descends and BMG's grounded step takes):
       0.5 * mean((G - Q(s, a))^2) + mean(-log pi_eps(a_t | s_t) * sg(G_t - max_a Q(s_t, a)))
@@ -369,41 +455,62 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
     epsilon when greedy actions do worse than Q predicts (after a colour
     swap), lower it when exploratory actions do worse than greedy ones. MG
     descends it for x_K(w). BMG's target x~ is a step on f from the agent's
-    parameters L - 1 updates later; with `matching="l2"` (used in the README's
-    comparison) only the eps_logit leaf of x_K(w) depends on w, so BMG pulls
-    epsilon toward the target's; with "kl", KL(pi_x~ || pi_x_K(w)) also raises
-    epsilon wherever the target's greedy action differs from today's."""
+    parameters L - 1 updates later; with `matching="l2"` only the eps_logit
+    leaf of x_K(w) depends on w, so BMG pulls epsilon toward the target's;
+    with "kl", KL(pi_x~ || pi_x_K(w)) also raises epsilon wherever the target's
+    greedy action differs from today's. "greedy" with K = 0 is the published
+    form (BMG paper, section 5.1; Luketina et al. 2022, appendix A.1): the
+    target is the one-hot greedy policy of x~ and mu = sum over validation
+    states of -log pi_eps(w)(argmax_a Q_x~(s, a) | s), with Q of the cycle's
+    first parameters. If the greedy actions of x_0 and x~ differ on a fraction
+    d of the states, mu is least at eps = d * A / (A - 1): epsilon tracks how
+    much the greedy policy is about to change."""
     sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers + [env.NUM_ACTIONS]
 
     def init(key):
         return {"q": mlp_init(key, sizes), "eps_logit": jnp.asarray(_logit(cfg.init_epsilon))}
 
+    def q_net(layers, obs):
+        if not cfg.q_layer_norm:
+            return mlp_apply(layers, obs)
+        x = obs
+        for layer in layers[:-1]:
+            h = x @ layer["w"] + layer["b"]
+            mean = jnp.mean(h, axis=-1, keepdims=True)
+            h = (h - mean) * jax.lax.rsqrt(jnp.var(h, axis=-1, keepdims=True) + 1e-5)
+            x = jax.nn.relu(h)
+        return x @ layers[-1]["w"] + layers[-1]["b"]
+
     def q_values(params, obs):
-        return mlp_apply(params["q"], obs)
+        return q_net(params["q"], obs)
 
     def policy_logits(params, obs):
         return epsilon_greedy_log_probs(q_values(params, obs), jax.nn.sigmoid(params["eps_logit"]))
 
+    def returns_of(reward, next_max_q):
+        return peng_q_lambda_returns(reward, next_max_q, cfg.discount, cfg.q_lambda)
+
     def td_terms(q, batch: Rollout):
-        """q: [T + 1, A] -> (Q(s_t, a_t) [T], returns G [T], max_a Q(s_t, a) [T])."""
-        q_sa = jnp.take_along_axis(q[:-1], batch.action[:, None], axis=-1)[:, 0]
+        """q: [..., T + 1, A] -> (Q(s_t, a_t), returns G, max_a Q(s_t, a)), each
+        [..., T]; a leading axis holds several rollouts (fresh + replayed)."""
+        q_sa = jnp.take_along_axis(q[..., :-1, :], batch.action[..., None], axis=-1)[..., 0]
         max_q = jnp.max(q, axis=-1)
-        returns = peng_q_lambda_returns(
-            batch.reward.astype(q.dtype), sg(max_q[1:]), cfg.discount, cfg.q_lambda
-        )
-        return q_sa, sg(returns), sg(max_q[:-1])
+        returns_fn = returns_of if batch.reward.ndim == 1 else jax.vmap(returns_of)
+        returns = returns_fn(batch.reward.astype(q.dtype), sg(max_q[..., 1:]))
+        return q_sa, sg(returns), sg(max_q[..., :-1])
 
     def inner_grads(params, batch: Rollout, epsilon):
         def td_loss(q_params):
-            q_sa, returns, _ = td_terms(mlp_apply(q_params, batch.observation), batch)
-            return 0.5 * jnp.mean(jnp.square(returns - q_sa))
+            q_sa, returns, _ = td_terms(q_net(q_params, batch.observation), batch)
+            errors = returns - q_sa
+            return 0.5 * jnp.mean(jnp.square(errors)), jnp.max(jnp.abs(errors), axis=-1)
 
-        loss, g_q = jax.value_and_grad(td_loss)(params["q"])
+        (loss, td_max), g_q = jax.value_and_grad(td_loss, has_aux=True)(params["q"])
         # Entropy of the epsilon-greedy policy: the same in every state.
         entropy = losses.entropy(epsilon_greedy_log_probs(jnp.eye(env.NUM_ACTIONS)[0], epsilon))
         return (
             {"q": g_q, "eps_logit": jnp.zeros_like(params["eps_logit"])},
-            {"td": loss, "entropy": entropy},
+            {"td": loss, "td_max": sg(td_max), "entropy": entropy},
         )
 
     def outer_loss(params, batch: Rollout):
@@ -448,7 +555,7 @@ def entropy_weight(meta_params, meta_input: Array) -> Array:
 # ----------------------------------------------------------------------------
 def make_inner_optimizer(cfg: TwoColorsConfig) -> optax.GradientTransformation:
     """SGD (lr `learning_rate`), after global-norm clipping if `max_grad_norm` > 0."""
-    sgd = optax.sgd(cfg.learning_rate)
+    sgd = (optax.sgd if cfg.inner_optimizer == "sgd" else optax.adam)(cfg.learning_rate)
     if cfg.max_grad_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), sgd)
     return sgd
@@ -491,6 +598,8 @@ class MetaObjectives(NamedTuple):
     bmg: Callable  # (meta_params, params, opt_state, batches, val, target) -> mu(x~, x_K(w))
     # (meta_params, params, opt_state, batches, vals, c) -> sum_k c_k f(x_k, vals[k-1])
     mixed: Callable
+    # (meta_params, params, batch, val, target) -> mu(x~, x_0 with eps(w) of batch)
+    bmg_k0: Callable
 
 
 def make_meta_objectives(
@@ -499,6 +608,7 @@ def make_meta_objectives(
     policy_logits: Callable,
     matching: str,
     target_step_size: float,
+    set_meta_output: Optional[Callable] = None,
 ) -> MetaObjectives:
     """MG, mixed and BMG (`agents.meta`) from an inner update and an outer loss,
     with an SGD grounded step of size `target_step_size` and `matching` (L2 in
@@ -568,12 +678,73 @@ def make_meta_objectives(
             coefficients,
         )[0]
 
-    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed)
+    def bmg_k0(meta_params, params, batch: Rollout, val: Rollout, target):
+        """K = 0: w reaches the matched policy only through the meta output the
+        next update would write from `batch` (no update is differentiated)."""
+        if set_meta_output is None:
+            raise ValueError("K = 0 needs an agent whose meta output is in its parameters")
+        params = set_meta_output(params, entropy_weight(meta_params, batch.meta_input))
+        return match(target, params, val)
+
+    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed, bmg_k0)
 
 
 # ----------------------------------------------------------------------------
 # Training: one seed is one lax.scan over cycles
 # ----------------------------------------------------------------------------
+class Replay(NamedTuple):
+    """A FIFO of the last N rollouts (leading axis N), filled from slot 0."""
+
+    rollouts: Rollout
+    priority: Array  # float32 [N]: largest |G - Q(s, a)| of each rollout when last learned on
+    count: Array  # int32 []: rollouts pushed so far
+
+
+def replay_init(first: Rollout, capacity: int) -> Replay:
+    """A FIFO of `capacity` slots holding `first` in slot 0."""
+    empty = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), first)
+    return replay_push(
+        Replay(empty, jnp.zeros((capacity,), jnp.float32), jnp.zeros((), jnp.int32)), first
+    )
+
+
+def replay_push(replay: Replay, rollout: Rollout) -> Replay:
+    """The newest rollout overwrites the oldest once the FIFO is full; it gets
+    the largest priority held (1 in an empty FIFO), so it is drawn soon."""
+    n = replay.rollouts.action.shape[0]
+    slot = replay.count % n
+    rollouts = jax.tree_util.tree_map(lambda b, x: b.at[slot].set(x), replay.rollouts, rollout)
+    top = jnp.where(replay.count > 0, jnp.max(replay.priority), 1.0)
+    return Replay(rollouts, replay.priority.at[slot].set(top), replay.count + 1)
+
+
+def replay_sample(replay: Replay, size: int, exponent: float, key) -> Array:
+    """`size` slot indices, with replacement, from the filled slots: uniformly
+    for exponent 0, else with probability proportional to priority^exponent
+    (prioritised replay, Schaul et al. 2016, without importance weights)."""
+    n = replay.rollouts.action.shape[0]
+    filled = jnp.arange(n) < jnp.minimum(replay.count, n)
+    if exponent == 0:
+        logits = jnp.where(filled, 0.0, -jnp.inf)
+    else:
+        logits = jnp.where(filled, exponent * jnp.log(replay.priority + 1e-6), -jnp.inf)
+    return jax.random.categorical(key, logits, shape=(size,))
+
+
+def replay_batch(replay: Replay, fresh: Rollout, idx: Array) -> Rollout:
+    """The fresh rollout plus the rollouts in slots `idx`: transitions
+    [1 + len(idx), ...], the fresh rollout's meta input."""
+    return Rollout(
+        *(jnp.concatenate([f[None], b[idx]]) for f, b in zip(fresh[:3], replay.rollouts[:3])),
+        meta_input=fresh.meta_input,
+    )
+
+
+def replay_reprioritise(replay: Replay, idx: Array, td_max: Array) -> Replay:
+    """New priorities of the drawn slots: td_max [1 + len(idx)], fresh rollout first."""
+    return replay._replace(priority=replay.priority.at[idx].set(td_max[1:]))
+
+
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any
@@ -582,6 +753,7 @@ class TrainState(NamedTuple):
     env_state: env.EnvState
     pending: Rollout  # collected by `params`: next inner batch (last cycle's val)
     key: Array
+    replay: Optional[Replay] = None  # with `replay_rollouts` > 0: every rollout so far
 
 
 class System(NamedTuple):
@@ -604,7 +776,12 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
     meta_opt = optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps)
     inner_update = make_inner_update(agent, cfg, inner_opt)
     meta = make_meta_objectives(
-        inner_update, agent.outer_loss, agent.policy_logits, cfg.matching, cfg.target_step_size
+        inner_update,
+        agent.outer_loss,
+        agent.policy_logits,
+        cfg.matching,
+        cfg.target_step_size,
+        agent.set_meta_output,
     )
     T, K, C = cfg.rollout_length, cfg.K, cfg.cycle
 
@@ -629,6 +806,7 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
         params = agent.init(k_agent)
         meta_params = meta_init(k_meta, cfg)
         env_state, first = collect(params, env.reset(k_env), jnp.zeros((cfg.meta_inputs,)), k_roll)
+        replay = replay_init(first, cfg.replay_rollouts) if cfg.replay_rollouts else None
         return TrainState(
             params,
             inner_opt.init(params),
@@ -637,17 +815,46 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
             env_state,
             first,
             key,
+            replay,
         )
 
+    def scheduled_epsilon(t):
+        """Linear from init_epsilon at the first update to final_epsilon after
+        `epsilon_decay_steps` (or at the last update); t is the update's step
+        count (T at the first, `steps` at the last)."""
+        span = (cfg.epsilon_decay_steps or cfg.steps) - T
+        frac = jnp.clip((t - T) / max(span, 1), 0.0, 1.0)
+        return cfg.init_epsilon + frac * (cfg.final_epsilon - cfg.init_epsilon)
+
     def cycle(state: TrainState):
-        key, *keys = jax.random.split(state.key, C + 1)
-        p, o, env_state = state.params, state.opt_state, state.env_state
-        batches, eps, rewards, picks = [state.pending], [], [], []
+        if cfg.replay_rollouts:  # one more key per update to draw its replayed rollouts
+            key, *keys = jax.random.split(state.key, 2 * C + 1)
+        else:
+            key, *keys = jax.random.split(state.key, C + 1)
+        p, o, env_state, replay = state.params, state.opt_state, state.env_state, state.replay
+        if cfg.q_reset_every:  # a new output layer when the cycle crosses a multiple
+            crossed = (env_state.t % cfg.q_reset_every) < C * T
+            fresh = mlp_init(jax.random.fold_in(key, 7), [cfg.hidden, env.NUM_ACTIONS])[0]
+            last = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), fresh, p["q"][-1])
+            p = dict(p, q=p["q"][:-1] + [last])
+        batches, inner_batches, eps, rewards, picks = [state.pending], [], [], [], []
         for k in range(C):  # C inner updates, each followed by a fresh rollout
-            p, o, terms = inner_update(p, o, state.meta_params, batches[-1])
+            inner = batches[-1]
+            if replay is not None:
+                idx = replay_sample(replay, cfg.replay_batch, cfg.replay_priority, keys[C + k])
+                inner = replay_batch(replay, inner, idx)
+            inner_batches.append(inner)
+            p, o, terms = inner_update(p, o, state.meta_params, inner)
+            if replay is not None:
+                replay = replay_reprioritise(replay, idx, terms["td_max"])
+            if cfg.final_epsilon is not None:  # the schedule replaces the (fixed) meta output
+                terms = dict(terms, eps=scheduled_epsilon(env_state.t))
+                p = agent.set_meta_output(p, terms["eps"])
             eps.append(terms["eps"])
             env_state, b = collect(p, env_state, batches[-1].meta_input, keys[k])
             batches.append(b)
+            if replay is not None:
+                replay = replay_push(replay, b)
             rewards.append(jnp.sum(b.reward))
             picks.append(jnp.sum(jnp.abs(b.reward)))  # pick-ups of either item
         val = batches[C]
@@ -656,25 +863,30 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
             meta_grad = jax.tree_util.tree_map(jnp.zeros_like, state.meta_params)
         elif cfg.objective == "mg":
             meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
-                state.meta_params, state.params, state.opt_state, batches[:K], val
+                state.meta_params, state.params, state.opt_state, inner_batches[:K], val
             )
         elif cfg.objective == "mixed":  # the k-step term is judged on the rollout after x_k
             meta_loss, meta_grad = jax.value_and_grad(meta.mixed)(
                 state.meta_params,
                 state.params,
                 state.opt_state,
-                batches[:K],
+                inner_batches[:K],
                 batches[1 : K + 1],
                 cfg.mix_coefficients,
+            )
+        elif K == 0:  # x~ is L steps past x_0; the matched policy is x_0's with eps(w)
+            target = meta.grounded_step(p, val)
+            meta_loss, meta_grad = jax.value_and_grad(meta.bmg_k0)(
+                state.meta_params, state.params, batches[0], val, target
             )
         else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K
             target = meta.grounded_step(p, val)
             meta_loss, meta_grad = jax.value_and_grad(meta.bmg)(
-                state.meta_params, state.params, state.opt_state, batches[:K], val, target
+                state.meta_params, state.params, state.opt_state, inner_batches[:K], val, target
             )
         updates, meta_opt_state = meta_opt.update(meta_grad, state.meta_opt_state)
         meta_params = optax.apply_updates(state.meta_params, updates)
-        new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key)
+        new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key, replay)
         logs = {
             "reward": jnp.stack(rewards),
             "picks": jnp.stack(picks),

@@ -149,6 +149,7 @@ def main():
     import dataclasses
 
     from experiments.two_colors.agents import TwoColorsConfig
+    from experiments.two_colors.run import parse_overrides
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=float, default=6e5)
@@ -156,18 +157,22 @@ def main():
     p.add_argument("--seed_offset", type=int, default=200)
     p.add_argument("--epsilon", type=float, default=0.2)
     p.add_argument("--out", default="runs/q_diagnosis")
-    args = p.parse_args()
-    cfg = TwoColorsConfig(
-        agent="q_lambda",
-        objective="none",
-        init_epsilon=args.epsilon,
-        discount=0.9,
-        learning_rate=0.3,
-        steps=int(args.steps),
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a TwoColorsConfig field for the learner, e.g. replay_rollouts=64 (repeatable)",
     )
+    p.add_argument("--reversed", type=int, default=1, help="1: also run the reversed learner")
+    args = p.parse_args()
+    fields = dict(agent="q_lambda", objective="none", discount=0.9, learning_rate=0.3)
+    fields.update(parse_overrides(args.override))
+    cfg = TwoColorsConfig(**fields, init_epsilon=args.epsilon, steps=int(args.steps))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     out = {"config": dataclasses.asdict(cfg), "seeds": seeds, "learners": {}}
-    for name, first in (("item 0 first", 0), ("reversed: item 1 first", 1)):
+    learners = (("item 0 first", 0), ("reversed: item 1 first", 1))[: 1 + bool(args.reversed)]
+    for name, first in learners:
         raw = run_seeds(cfg, seeds, first)
         rows = per_phase(raw, cfg, first)
         out["learners"][name] = {"runtime_s": raw["runtime_s"], "phases": rows}

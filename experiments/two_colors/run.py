@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
 
@@ -63,7 +63,9 @@ def define_flags() -> None:
         "actor_critic: meta-learned entropy weight; q_lambda: meta-learned epsilon "
         "of an epsilon-greedy Peng's Q(lambda) agent",
     )
-    flags.DEFINE_enum("matching", "kl", ["kl", "l2"], "BMG matching function")
+    flags.DEFINE_enum(
+        "matching", "kl", ["kl", "l2", "greedy"], "BMG matching function (greedy: q_lambda)"
+    )
     flags.DEFINE_integer("hidden", None, "hidden width of actor and critic (default: config's)")
     flags.DEFINE_integer("swap_every", None, "steps between colour swaps (default 100000)")
     flags.DEFINE_multi_string(
@@ -89,12 +91,27 @@ def define_flags() -> None:
 
 
 def _parse_value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)
         except ValueError:
             pass
     return text
+
+
+def parse_overrides(items: Sequence[str]) -> Dict:
+    """['field=value', ...] -> {field: int, float, bool or str value}."""
+    from configs import ConfigError
+
+    fields: Dict = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--override={item!r} is not allowed: expected field=value")
+        fields[field.strip()] = _parse_value(value.strip())
+    return fields
 
 
 def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
@@ -508,11 +525,7 @@ def _main(argv):
         common["hidden"] = FLAGS.hidden
     if FLAGS.swap_every is not None:
         common["swap_every"] = FLAGS.swap_every
-    for item in FLAGS.override:
-        field, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--override={item!r} is not allowed: expected field=value")
-        common[field.strip()] = _parse_value(value.strip())
+    common.update(parse_overrides(FLAGS.override))
     try:
         configs = build_configs(FLAGS.objectives, int(steps), common)
     except TypeError as e:  # unknown field name

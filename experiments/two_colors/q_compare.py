@@ -1,0 +1,245 @@
+"""Q(lambda) on two-colors: five ways to set epsilon, each tuned on its own grid.
+
+    python -m experiments.two_colors.q_compare --stage=learners --out=DIR
+    python -m experiments.two_colors.q_compare --stage=tune [--methods=...] --out=DIR
+    python -m experiments.two_colors.q_compare --stage=compare [--methods=...] --out=DIR
+
+Every method runs the same value learner (`LEARNER`: Peng's Q(lambda) with a
+prioritised replay of recent rollouts; experiments/two_colors/README.md says
+why) and differs only in how epsilon is set:
+
+  fixed        a constant epsilon
+  linear       a linear decay from a start value to an end value over a number
+               of steps, then held (the usual DQN-style schedule)
+  mg           the meta-network's epsilon, by the one-step meta-gradient
+  bmg_greedy   BMG as published for this agent: K = 0, the greedy policy of the
+               target L steps on, KL(greedy target || epsilon-greedy policy)
+  bmg_l2       BMG with L = 1 and L2 matching in parameter space
+
+`--stage=learners` runs the candidate value learners (`LEARNERS`) with a fixed
+epsilon of 0.2 and writes DIR/learners.json: reward per step in each colour
+phase. `--stage=tune` runs each method's grid (`GRIDS`, four settings each) on the
+tuning seeds and writes DIR/tuning.json with every setting's total reward and
+each method's best. `--stage=compare` runs each method's best setting on the
+evaluation seeds (other seeds than the tuning ones) and writes DIR/results.json
+and summary.json in the runner's format (`experiments.two_colors.run`), so its
+plots and `--merge` apply; methods can run in separate processes into
+separate folders and be merged with `python -m experiments.two_colors.run
+--merge=DIR1,DIR2 --out=DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Dict, List, Tuple
+
+# The value learner every method shares: discount 0.9 and SGD lr 0.3 as chosen
+# for the online learner; a FIFO of the last 256 rollouts (4,096 steps), 7 of
+# them replayed with each fresh rollout, drawn in proportion to their largest
+# TD error.
+LEARNER = {
+    "agent": "q_lambda",
+    "discount": 0.9,
+    "learning_rate": 0.3,
+    "replay_rollouts": 256,
+    "replay_batch": 7,
+    "replay_priority": 1.0,
+}
+META_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
+# method -> [(label, runner objective, extra config fields)], four settings each.
+GRIDS: Dict[str, List[Tuple[str, str, Dict]]] = {
+    "fixed": [(f"fixed_{e}", f"fixed_{e}", {}) for e in (0.05, 0.1, 0.2, 0.3)],
+    "linear": [
+        (name, name, {})
+        for name in (
+            "linear_0.5_0.05_1e5",
+            "linear_0.5_0.05_3e5",
+            "linear_0.9_0.1_1e5",
+            "linear_0.9_0.1_3e5",
+        )
+    ],
+    "mg": [(f"mg_lr{lr:g}", "mg", {"meta_learning_rate": lr}) for lr in META_LRS],
+    "bmg_greedy": [
+        (f"bmg_k0_l4_lr{lr:g}", "bmg_k0_l4", {"matching": "greedy", "meta_learning_rate": lr})
+        for lr in (1e-5,) + META_LRS[:3]
+    ],
+    "bmg_l2": [
+        (f"bmg_l1_l2_lr{lr:g}", "bmg_l1", {"matching": "l2", "meta_learning_rate": lr})
+        for lr in META_LRS
+    ],
+}
+# The meta-learned methods start from the same epsilon.
+INIT_EPSILON = 0.2
+ONLINE = {k: v for k, v in LEARNER.items() if not k.startswith("replay")}
+# `--stage=learners`: value learners tried with a fixed epsilon of 0.2.
+LEARNERS: List[Tuple[str, Dict]] = [
+    ("online (one SGD step per fresh rollout)", ONLINE),
+    ("uniform replay, 256 rollouts, 7 per update", dict(LEARNER, replay_priority=0.0)),
+    ("prioritised replay, 256 rollouts, 7 per update (chosen)", LEARNER),
+    ("prioritised replay, 1024 rollouts, 7 per update", dict(LEARNER, replay_rollouts=1024)),
+    ("prioritised replay, 256 rollouts, 15 per update", dict(LEARNER, replay_batch=15)),
+    ("layer normalisation", dict(ONLINE, q_layer_norm=True)),
+    ("layer normalisation, lr 0.1", dict(ONLINE, q_layer_norm=True, learning_rate=0.1)),
+    ("Adam, lr 1e-3", dict(ONLINE, inner_optimizer="adam", learning_rate=1e-3)),
+    ("output layer reset every 50k steps", dict(ONLINE, q_reset_every=50_000)),
+]
+
+
+def phase_rates(curve, cfg) -> List[float]:
+    """Mean reward per step of each colour phase (seed mean): curve [seeds, bins]."""
+    import numpy as np
+
+    per = cfg.swap_every // cfg.log_every
+    r = np.asarray(curve)
+    return [float(r[:, p * per : (p + 1) * per].mean()) for p in range(cfg.steps // cfg.swap_every)]
+
+
+def learners(steps: int, seeds: List[int], out: str) -> Dict:
+    """Each candidate value learner with epsilon fixed at 0.2: reward per step
+    in the first colour's phases (odd: 1st, 3rd, ...) and the second's (even)."""
+    from experiments.two_colors.agents import TwoColorsConfig
+    from experiments.two_colors.run import run_objective
+
+    rows = []
+    for label, fields in LEARNERS:
+        cfg = TwoColorsConfig(**fields, objective="none", init_epsilon=0.2, steps=steps)
+        r = run_objective(cfg, seeds)
+        phases = phase_rates(r["curves"]["reward"], cfg)
+        odd, even = sum(phases[0::2]) / len(phases[0::2]), sum(phases[1::2]) / len(phases[1::2])
+        rows.append(
+            {
+                "learner": label,
+                "fields": fields,
+                "phase_reward_per_step": phases,
+                "odd": odd,
+                "even": even,
+                "even_over_odd": even / odd if odd else None,
+                "total_reward": r["mean"],
+                "runtime_s": r["runtime_s"],
+            }
+        )
+        print(f"{label:>58}: odd {odd:.3f} even {even:.3f}  {[round(x, 3) for x in phases]}")
+    result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows}
+    _write_json(result, os.path.join(out, "learners.json"))
+    return result
+
+
+def method_config(objective: str, extra: Dict, steps: int):
+    from experiments.two_colors.agents import TwoColorsConfig, parse_objective
+
+    fields = {**LEARNER, "init_epsilon": INIT_EPSILON, **extra}
+    fields.update(parse_objective(objective, "q_lambda"))
+    return TwoColorsConfig(**fields, steps=steps)
+
+
+def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
+    from experiments.two_colors.run import run_objective
+
+    path = os.path.join(out, "tuning.json")
+    tuning = {"steps": steps, "seeds": seeds, "learner": LEARNER, "methods": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            tuning = json.load(f)
+    for method in methods:
+        rows = []
+        for label, objective, extra in GRIDS[method]:
+            cfg = method_config(objective, extra, steps)
+            r = run_objective(cfg, seeds)
+            rows.append(
+                {
+                    "label": label,
+                    "objective": objective,
+                    "extra": extra,
+                    "total_reward": r["mean"],
+                    "ci95": r["ci95"],
+                    "per_seed": r["total_reward"],
+                    "runtime_s": r["runtime_s"],
+                }
+            )
+            print(f"{method:>11} {label:>22}: {r['mean']:9.1f}  ({r['runtime_s']} s)", flush=True)
+        best = max(rows, key=lambda row: row["total_reward"])
+        tuning["methods"][method] = {"grid": rows, "best": best["label"]}
+        _write_json(tuning, path)
+    return tuning
+
+
+def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_path: str):
+    from experiments.two_colors.run import merge_objective, plot, write_results, run_objective
+
+    tuning = {"methods": {}}
+    for where in tuning_path.split(","):  # tuning stages run side by side, one file each
+        with open(where) as f:
+            tuning["methods"].update(json.load(f)["methods"])
+    results = {"agent": "q_lambda", "steps": steps, "objectives": {}}
+    path = os.path.join(out, "results.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            results = json.load(f)
+    for method in methods:
+        entry = tuning["methods"][method]
+        row = next(r for r in entry["grid"] if r["label"] == entry["best"])
+        cfg = method_config(row["objective"], row["extra"], steps)
+        results.update(log_every=cfg.log_every, swap_every=cfg.swap_every)
+        t0 = time.time()
+        r = run_objective(cfg, seeds)
+        r["method"], r["setting"] = method, row["label"]
+        print(
+            f"{method:>11} ({row['label']}): {r['mean']:9.1f} 95% CI "
+            f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]  {time.time() - t0:.0f} s",
+            flush=True,
+        )
+        results["objectives"][method] = merge_objective(results["objectives"].get(method), r)
+        write_results(results, out)
+    for p in plot(results, out):
+        print("wrote", p)
+    return results
+
+
+def _write_json(data: Dict, path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stage", choices=("learners", "tune", "compare"), required=True)
+    p.add_argument("--methods", default=",".join(GRIDS), help=f"subset of {list(GRIDS)}")
+    p.add_argument("--steps", type=float, default=None, help="tune: 4e5, compare: 2e6")
+    p.add_argument("--seeds", type=int, default=None, help="tune: 5, compare: 20")
+    p.add_argument("--seed_offset", type=int, default=None, help="tune: 0, compare: 100")
+    p.add_argument(
+        "--tuning",
+        default=None,
+        help="compare: tuning.json file(s), comma-separated (default: --out's)",
+    )
+    p.add_argument("--out", default="runs/q_compare")
+    args = p.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in GRIDS]
+    if unknown:
+        p.error(f"--methods={args.methods!r}: {unknown} not among {list(GRIDS)}")
+    # Defaults per stage: steps, seeds, first seed (each stage its own seeds).
+    steps, n, first = {"learners": (4e5, 4, 300), "tune": (4e5, 5, 0), "compare": (2e6, 20, 100)}[
+        args.stage
+    ]
+    steps = int(args.steps or steps)
+    n = args.seeds or n
+    first = args.seed_offset if args.seed_offset is not None else first
+    seeds = list(range(first, first + n))
+    os.makedirs(args.out, exist_ok=True)
+    if args.stage == "learners":
+        learners(steps, seeds, args.out)
+    elif args.stage == "tune":
+        tune(methods, steps, seeds, args.out)
+    else:
+        compare(
+            methods, steps, seeds, args.out, args.tuning or os.path.join(args.out, "tuning.json")
+        )
+
+
+if __name__ == "__main__":
+    main()
