@@ -107,7 +107,7 @@ def main(argv):
     del argv
     from configs import ConfigError
     from launch import remote
-    from launch.run import check_run_dir, node_errors
+    from launch.run import check_run_dir
 
     try:
         if not FLAGS.endpoints:
@@ -139,14 +139,9 @@ def main(argv):
     except (ConfigError, PermissionError, ValueError, remote.EndpointsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    import launchpad as lp
-    from launchpad.launch.run_locally import launch_local_output_to_files as to_files
-
-    from launch.supervisor import supervise
-    from utils.logs import CsvLog
+    from launch.supervisor import exit_on_failure, launch_supervised
 
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("actors-%Y%m%d-%H%M%S"))
-    to_files._LOGGING_DIR = log_dir
     last = first_id + cfg.actors.num_actors - 1
     print(
         f"joined {cfg.name} (learner host {data['address']}, commit "
@@ -154,24 +149,21 @@ def main(argv):
         f"process logs {log_dir}",
         flush=True,
     )
-    manager = lp.launch(
-        program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
-    )
+    # Started once the program runs: it stops it with SIGTERM, which Launchpad handles.
     watchdog = Watchdog(counter, data["counter"], FLAGS.learner_timeout_s)
-    watchdog.start()
-    events = CsvLog(os.path.join(cfg.run_dir, "logs", f"events-actors-{first_id}.csv"))
-    failed = None
     try:
-        supervise(manager, log_dir, lambda group: resources[group].env, events, FLAGS.max_restarts)
-    except RuntimeError as e:
-        failed = e
+        _, failed = launch_supervised(
+            program,
+            resources,
+            log_dir,
+            os.path.join(cfg.run_dir, "logs", f"events-actors-{first_id}.csv"),
+            FLAGS.max_restarts,
+            on_launch=watchdog.start,
+        )
     finally:
         watchdog.done.set()
-    if failed is not None and not watchdog.fired.is_set():
-        print(f"error: {failed} (see {log_dir})", file=sys.stderr)
-        for node, line in node_errors(log_dir):
-            print(f"  {node}: {line}", file=sys.stderr)
-        sys.exit(1)
+    if not watchdog.fired.is_set():
+        exit_on_failure(failed, log_dir)
     print(
         f"stopped {cfg.actors.num_actors} actor(s); the run's counter had "
         f"{watchdog.frames:.0f} frames when last read",

@@ -210,14 +210,11 @@ def main(argv):
     except (ConfigError, CheckpointError, PermissionError, ValueError, remote.EndpointsError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    import launchpad as lp
-    from launchpad.launch.run_locally import launch_local_output_to_files as to_files
+    from launch.supervisor import exit_on_failure, launch_supervised
 
     # Each node's stdout/stderr goes to <run>/launchpad/<start time>/<group>/<task>;
-    # the learner's progress lines are echoed here. (With output_to_files a
-    # crashing node stops the program; current_terminal would not notice.)
+    # the learner's progress lines are echoed here.
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
-    to_files._LOGGING_DIR = log_dir
     print(
         f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
         f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
@@ -229,51 +226,26 @@ def main(argv):
         ),
         flush=True,
     )
-    manager = lp.launch(
-        program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
-    )
     done = threading.Event()
     echo = threading.Thread(
         target=follow, args=(os.path.join(log_dir, "learner", "0"), done), daemon=True
     )
     echo.start()
-    from launch.supervisor import supervise
-    from utils.logs import CsvLog
-
-    events = CsvLog(os.path.join(cfg.run_dir, "logs", "events.csv"))
-    failed, restarts = None, {}
     try:
-        restarts = supervise(
-            manager, log_dir, lambda group: resources[group].env, events, FLAGS.max_restarts
+        restarts, failed = launch_supervised(
+            program,
+            resources,
+            log_dir,
+            os.path.join(cfg.run_dir, "logs", "events.csv"),
+            FLAGS.max_restarts,
         )
-    except RuntimeError as e:  # a node exited with an error
-        failed = e
     finally:
         done.set()
         echo.join(timeout=5)
     print(summary(cfg), flush=True)
     if restarts:
         print(f"restarted processes: {restarts} (logs/events.csv)", flush=True)
-    if failed is not None:
-        print(f"error: {failed} (see {log_dir})", file=sys.stderr)
-        for node, line in node_errors(log_dir):
-            print(f"  {node}: {line}", file=sys.stderr)
-        sys.exit(1)
-
-
-def node_errors(log_dir: str):
-    """(node, last exception line) for each node log that ends in a traceback."""
-    import re
-
-    found = []
-    for group in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
-        for task in sorted(os.listdir(os.path.join(log_dir, group))):
-            with open(os.path.join(log_dir, group, task), errors="replace") as f:
-                lines = f.read().splitlines()
-            errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
-            if errors and any(ln.startswith("Traceback") for ln in lines):
-                found.append((f"{group}/{task}", errors[-1].strip()))
-    return found
+    exit_on_failure(failed, log_dir)
 
 
 def follow(path: str, done: threading.Event, prefix: str = "[learner]") -> None:

@@ -17,13 +17,67 @@ This reads WorkerManager internals of the pinned dm-launchpad 0.5.2
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import time
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from utils.logs import CsvLog
 
 RESTARTABLE = ("actor", "evaluator")
+
+
+def launch_supervised(
+    program,
+    resources: Mapping,
+    log_dir: str,
+    events_path: str,
+    max_restarts: int,
+    on_launch: Optional[Callable[[], None]] = None,
+) -> Tuple[Dict[str, int], Optional[RuntimeError]]:
+    """Launch `program` as local processes, each node's stdout/stderr in
+    `log_dir/<group>/<task>` (with output_to_files a crashing node stops the
+    program; current_terminal would not notice), call `on_launch` once it
+    runs, and `supervise` it until it ends. Returns (restarts per process,
+    the failure that stopped it or None)."""
+    import launchpad as lp
+    from launchpad.launch.run_locally import launch_local_output_to_files as to_files
+
+    to_files._LOGGING_DIR = log_dir
+    manager = lp.launch(
+        program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
+    )
+    if on_launch is not None:
+        on_launch()
+    events = CsvLog(events_path)
+    try:
+        return supervise(manager, log_dir, lambda g: resources[g].env, events, max_restarts), None
+    except RuntimeError as e:  # a node exited with an error
+        return {}, e
+
+
+def exit_on_failure(failure: Optional[BaseException], log_dir: str) -> None:
+    """Print the failure and each node's last exception line, then exit 1."""
+    if failure is None:
+        return
+    print(f"error: {failure} (see {log_dir})", file=sys.stderr)
+    for node, line in node_errors(log_dir):
+        print(f"  {node}: {line}", file=sys.stderr)
+    sys.exit(1)
+
+
+def node_errors(log_dir: str) -> List[Tuple[str, str]]:
+    """(node, last exception line) for each node log that ends in a traceback."""
+    found = []
+    for group in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
+        for task in sorted(os.listdir(os.path.join(log_dir, group))):
+            with open(os.path.join(log_dir, group, task), errors="replace") as f:
+                lines = f.read().splitlines()
+            errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+            if errors and any(ln.startswith("Traceback") for ln in lines):
+                found.append((f"{group}/{task}", errors[-1].strip()))
+    return found
 
 
 def task_id(args) -> str:
