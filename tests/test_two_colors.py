@@ -841,8 +841,9 @@ def test_q_compare_grids_are_equal_sized_valid_and_share_the_learner():
     sizes = {m: len(g) for m, g in q_compare.GRIDS.items()}
     assert len(set(sizes.values())) == 1, sizes
     assert set(sizes) == {"fixed", "linear", "mg", "bmg_greedy", "bmg_l2"}
+    assert set(q_compare.EXTENSIONS) == set(sizes)
     for method, grid in q_compare.GRIDS.items():
-        for _, objective, extra in grid:
+        for _, objective, extra in grid + list(q_compare.EXTENSIONS[method]):
             cfg = q_compare.method_config(objective, extra, 400_000)
             for field, value in q_compare.LEARNER.items():
                 assert getattr(cfg, field) == value, (method, field)

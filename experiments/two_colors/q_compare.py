@@ -3,6 +3,7 @@
     python -m experiments.two_colors.q_compare --stage=learners --out=DIR
     python -m experiments.two_colors.q_compare --stage=tune [--methods=...] --out=DIR
     python -m experiments.two_colors.q_compare --stage=compare [--methods=...] --out=DIR
+    python -m experiments.two_colors.q_compare --stage=report --out=DIR
 
 Every method runs the same value learner (`LEARNER`: Peng's Q(lambda) with a
 prioritised replay of recent rollouts; experiments/two_colors/README.md says
@@ -18,14 +19,17 @@ why) and differs only in how epsilon is set:
 
 `--stage=learners` runs the candidate value learners (`LEARNERS`) with a fixed
 epsilon of 0.2 and writes DIR/learners.json: reward per step in each colour
-phase. `--stage=tune` runs each method's grid (`GRIDS`, four settings each) on the
-tuning seeds and writes DIR/tuning.json with every setting's total reward and
-each method's best. `--stage=compare` runs each method's best setting on the
-evaluation seeds (other seeds than the tuning ones) and writes DIR/results.json
-and summary.json in the runner's format (`experiments.two_colors.run`), so its
-plots and `--merge` apply; methods can run in separate processes into
-separate folders and be merged with `python -m experiments.two_colors.run
---merge=DIR1,DIR2 --out=DIR`.
+phase. `--stage=tune` runs each method's grid (`GRIDS`, four settings each) and one
+setting past it on the side of its best (`EXTENSIONS`) on the tuning seeds,
+and writes DIR/tuning.json with every setting's total reward and each
+method's best (settings already there are not run again). `--stage=compare`
+runs each method's best setting on the evaluation seeds (other seeds than the
+tuning ones) and writes DIR/results.json and summary.json in the runner's
+format (`experiments.two_colors.run`), so its plots and `--merge` apply;
+methods can run in separate processes into separate folders and be merged
+with `python -m experiments.two_colors.run --merge=DIR1,DIR2 --out=DIR`.
+`--stage=report` prints (and writes DIR/report.md) the comparison's table
+with Welch p-values against fixed.
 """
 
 from __future__ import annotations
@@ -70,6 +74,25 @@ GRIDS: Dict[str, List[Tuple[str, str, Dict]]] = {
         (f"bmg_l1_l2_lr{lr:g}", "bmg_l1", {"matching": "l2", "meta_learning_rate": lr})
         for lr in META_LRS
     ],
+}
+# One more setting per method, below or above its grid: tuning runs the one on
+# the side of the grid's best (its edge, or the better neighbour of an inner
+# best), so every method is chosen from five settings.
+EXTENSIONS: Dict[str, Tuple[Tuple[str, str, Dict], Tuple[str, str, Dict]]] = {
+    "fixed": (("fixed_0.02", "fixed_0.02", {}), ("fixed_0.4", "fixed_0.4", {})),
+    "linear": (
+        ("linear_0.3_0.02_1e5", "linear_0.3_0.02_1e5", {}),
+        ("linear_0.9_0.2_3e5", "linear_0.9_0.2_3e5", {}),
+    ),
+    "mg": tuple((f"mg_lr{lr:g}", "mg", {"meta_learning_rate": lr}) for lr in (1e-5, 3e-3)),
+    "bmg_greedy": tuple(
+        (f"bmg_k0_l4_lr{lr:g}", "bmg_k0_l4", {"matching": "greedy", "meta_learning_rate": lr})
+        for lr in (3e-6, 1e-3)
+    ),
+    "bmg_l2": tuple(
+        (f"bmg_l1_l2_lr{lr:g}", "bmg_l1", {"matching": "l2", "meta_learning_rate": lr})
+        for lr in (1e-5, 3e-3)
+    ),
 }
 # The meta-learned methods start from the same epsilon.
 INIT_EPSILON = 0.2
@@ -122,7 +145,7 @@ def learners(steps: int, seeds: List[int], out: str) -> Dict:
             }
         )
         print(f"{label:>58}: odd {odd:.3f} even {even:.3f}  {[round(x, 3) for x in phases]}")
-    result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows}
+    result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows, "facts": _facts()}
     _write_json(result, os.path.join(out, "learners.json"))
     return result
 
@@ -143,25 +166,38 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
     if os.path.exists(path):
         with open(path) as f:
             tuning = json.load(f)
+
+    def run(method, setting, done):
+        label, objective, extra = setting
+        if label in done:  # a setting already in tuning.json (an earlier, stopped stage)
+            return done[label]
+        r = run_objective(method_config(objective, extra, steps), seeds)
+        print(f"{method:>11} {label:>22}: {r['mean']:9.1f}  ({r['runtime_s']} s)", flush=True)
+        return {
+            "label": label,
+            "objective": objective,
+            "extra": extra,
+            "total_reward": r["mean"],
+            "ci95": r["ci95"],
+            "per_seed": r["total_reward"],
+            "runtime_s": r["runtime_s"],
+        }
+
     for method in methods:
+        old = tuning["methods"].get(method, {})
+        done = {row["label"]: row for row in old.get("grid", []) + old.get("extension", [])}
         rows = []
-        for label, objective, extra in GRIDS[method]:
-            cfg = method_config(objective, extra, steps)
-            r = run_objective(cfg, seeds)
-            rows.append(
-                {
-                    "label": label,
-                    "objective": objective,
-                    "extra": extra,
-                    "total_reward": r["mean"],
-                    "ci95": r["ci95"],
-                    "per_seed": r["total_reward"],
-                    "runtime_s": r["runtime_s"],
-                }
-            )
-            print(f"{method:>11} {label:>22}: {r['mean']:9.1f}  ({r['runtime_s']} s)", flush=True)
-        best = max(rows, key=lambda row: row["total_reward"])
-        tuning["methods"][method] = {"grid": rows, "best": best["label"]}
+        for setting in GRIDS[method]:
+            rows.append(run(method, setting, done))
+            tuning["methods"][method] = {"grid": rows}
+            _write_json(tuning, path)
+        totals = [row["total_reward"] for row in rows]
+        i = totals.index(max(totals))
+        upward = i == len(rows) - 1 or (0 < i and totals[i + 1] > totals[i - 1])
+        extension = [run(method, EXTENSIONS[method][int(upward)], done)]
+        best = max(rows + extension, key=lambda row: row["total_reward"])
+        tuning["methods"][method] = {"grid": rows, "extension": extension, "best": best["label"]}
+        tuning["facts"] = _facts()
         _write_json(tuning, path)
     return tuning
 
@@ -180,22 +216,71 @@ def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_p
             results = json.load(f)
     for method in methods:
         entry = tuning["methods"][method]
-        row = next(r for r in entry["grid"] if r["label"] == entry["best"])
+        row = next(r for r in entry["grid"] + entry["extension"] if r["label"] == entry["best"])
         cfg = method_config(row["objective"], row["extra"], steps)
         results.update(log_every=cfg.log_every, swap_every=cfg.swap_every)
         t0 = time.time()
         r = run_objective(cfg, seeds)
         r["method"], r["setting"] = method, row["label"]
+        phases = phase_rates(r["curves"]["reward"], cfg)
+        r["phase_reward_per_step"] = phases
+        r["odd_even_reward_per_step"] = [
+            sum(phases[0::2]) / len(phases[0::2]),
+            sum(phases[1::2]) / len(phases[1::2]),
+        ]
         print(
             f"{method:>11} ({row['label']}): {r['mean']:9.1f} 95% CI "
             f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]  {time.time() - t0:.0f} s",
             flush=True,
         )
         results["objectives"][method] = merge_objective(results["objectives"].get(method), r)
+        results["facts"] = _facts()
         write_results(results, out)
     for p in plot(results, out):
         print("wrote", p)
     return results
+
+
+def report(out: str) -> str:
+    """A markdown table of DIR/results.json (the merged comparison) with Welch
+    p-values against the fixed epsilon; also written to DIR/report.md."""
+    from scipy import stats
+
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    objs = results["objectives"]
+    base = objs.get("fixed")
+    lines = [
+        "| method (setting) | total reward | 95% CI | reward/step odd / even phases "
+        "| epsilon before / after / late swap | Welch p vs fixed | run (compile) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in sorted(objs.items(), key=lambda kv: -kv[1]["mean"]):
+        odd, even = r["odd_even_reward_per_step"]
+        sw = r.get("swap_stats") or {}
+        eps = (
+            f"{sw['eps_before']:.3f} / {sw['eps_after']:.3f} / {sw['eps_late']:.3f}" if sw else "-"
+        )
+        p = "-"
+        if base is not None and name != "fixed":
+            welch = stats.ttest_ind(r["total_reward"], base["total_reward"], equal_var=False)
+            p = f"{welch.pvalue:.2g}"
+        lines.append(
+            f"| {name} ({r['setting']}) | {r['mean']:,.0f} | [{r['ci95'][0]:,.0f}, "
+            f"{r['ci95'][1]:,.0f}] | {odd:.3f} / {even:.3f} | {eps} | {p} | "
+            f"{r['runtime_s']:.0f} s ({r['compile_s']:.0f} s) |"
+        )
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def _facts() -> Dict:
+    """The machine, package versions and commit (benchmarks.common)."""
+    from benchmarks.common import machine_facts
+
+    return machine_facts()
 
 
 def _write_json(data: Dict, path: str) -> None:
@@ -206,7 +291,7 @@ def _write_json(data: Dict, path: str) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--stage", choices=("learners", "tune", "compare"), required=True)
+    p.add_argument("--stage", choices=("learners", "tune", "compare", "report"), required=True)
     p.add_argument("--methods", default=",".join(GRIDS), help=f"subset of {list(GRIDS)}")
     p.add_argument("--steps", type=float, default=None, help="tune: 4e5, compare: 2e6")
     p.add_argument("--seeds", type=int, default=None, help="tune: 5, compare: 20")
@@ -222,6 +307,9 @@ def main():
     unknown = [m for m in methods if m not in GRIDS]
     if unknown:
         p.error(f"--methods={args.methods!r}: {unknown} not among {list(GRIDS)}")
+    if args.stage == "report":
+        print(report(args.out), end="")
+        return
     # Defaults per stage: steps, seeds, first seed (each stage its own seeds).
     steps, n, first = {"learners": (4e5, 4, 300), "tune": (4e5, 5, 0), "compare": (2e6, 20, 100)}[
         args.stage

@@ -287,15 +287,27 @@ def merge_objective(old: Optional[Dict], new: Dict) -> Dict:
 def merge_results(into: Optional[Dict], other: Dict, where: str) -> Dict:
     """Objectives of `other` (read from `where`) joined into `into`: the
     header fields and the objectives (fields of older files, such as the
-    number of seeds of one run, do not describe a merge and are dropped)."""
+    number of seeds of one run, do not describe a merge and are dropped),
+    plus "facts": the machine facts each part carries, with where it came from."""
+    facts = [dict(f, source=where) for f in _facts_list(other)]
     if into is None:
-        return dict(_header(other), objectives=other["objectives"])
+        merged = dict(_header(other), objectives=other["objectives"])
+        return dict(merged, facts=facts) if facts else merged
     check_header(other, into, f"cannot combine {where} with the results so far")
     objectives = dict(into["objectives"])
     for name, r in other["objectives"].items():
         check_chunk(objectives.get(name), name, r["config"], r["seeds"], where)
         objectives[name] = merge_objective(objectives.get(name), r)
-    return dict(_header(into), objectives=objectives)
+    facts = into.get("facts", []) + facts
+    merged = dict(_header(into), objectives=objectives)
+    return dict(merged, facts=facts) if facts else merged
+
+
+def _facts_list(results: Dict) -> List[Dict]:
+    facts = results.get("facts")
+    if facts is None:
+        return []
+    return list(facts) if isinstance(facts, list) else [facts]
 
 
 def seed_count(results: Dict) -> str:
