@@ -170,12 +170,23 @@ def main():
     fields.update(parse_overrides(args.override))
     cfg = TwoColorsConfig(**fields, init_epsilon=args.epsilon, steps=int(args.steps))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
-    out = {"config": dataclasses.asdict(cfg), "seeds": seeds, "learners": {}}
+    from benchmarks.common import machine_facts
+
+    out = {
+        "config": dataclasses.asdict(cfg),
+        "seeds": seeds,
+        "learners": {},
+        "facts": machine_facts(),
+    }
     learners = (("item 0 first", 0), ("reversed: item 1 first", 1))[: 1 + bool(args.reversed)]
     for name, first in learners:
         raw = run_seeds(cfg, seeds, first)
         rows = per_phase(raw, cfg, first)
-        out["learners"][name] = {"runtime_s": raw["runtime_s"], "phases": rows}
+        out["learners"][name] = {
+            "runtime_s": raw["runtime_s"],
+            "phases": rows,
+            "q_curve": q_curve(raw, cfg),
+        }
         print(name)
         for row in rows:
             print(
@@ -189,6 +200,48 @@ def main():
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {path}")
+    print(f"wrote {plot(out, args.out)}")
+
+
+def q_curve(raw: dict, cfg, every: int = 2048) -> dict:
+    """Seed-mean probe Q-values Q(pick item i) every `every` steps: {steps, item_0, item_1}."""
+    q = raw["q_right"].mean(0)  # [cycles, 2]
+    stride = max(1, every // (cfg.rollout_length * cfg.cycle))
+    steps = (np.arange(q.shape[0]) + 1) * cfg.rollout_length * cfg.cycle
+    return {
+        "steps": steps[::stride].tolist(),
+        "item_0": np.round(q[::stride, 0], 4).tolist(),
+        "item_1": np.round(q[::stride, 1], 4).tolist(),
+    }
+
+
+def plot(out: dict, out_dir: str) -> str:
+    """q_diagnosis.png: the probe Q-values of both items over training, per learner,
+    with the colour swaps marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(out["learners"])
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 3 * len(names)), squeeze=False)
+    swap, steps = out["config"]["swap_every"], out["config"]["steps"]
+    for ax, name in zip(axes[:, 0], names):
+        c = out["learners"][name]["q_curve"]
+        for item in (0, 1):
+            ax.plot(c["steps"], c[f"item_{item}"], label=f"Q(pick item {item})")
+        for s in range(swap, steps, swap):
+            ax.axvline(s, color="grey", lw=0.5)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("probe Q")
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("environment steps (grey: colour swaps)")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "q_diagnosis.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
