@@ -29,7 +29,7 @@ format (`experiments.two_colors.run`), so its plots and `--merge` apply;
 methods can run in separate processes into separate folders and be merged
 with `python -m experiments.two_colors.run --merge=DIR1,DIR2 --out=DIR`.
 `--stage=report` prints (and writes DIR/report.md) the comparison's table
-with Welch p-values against fixed.
+with Welch p-values against fixed, and draws DIR/epsilon_around_swaps.png.
 """
 
 from __future__ import annotations
@@ -273,7 +273,49 @@ def report(out: str) -> str:
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
+    plot_around_swaps(results, out)
     return text
+
+
+def around_swaps(curve, log_every: int, swap_every: int, before: int = 10_240):
+    """Mean over seeds and swaps of a logged curve [seeds, bins] from `before`
+    steps ahead of each swap to the next swap: (steps from the swap, values)."""
+    import numpy as np
+
+    c = np.asarray(curve)
+    b, span = before // log_every, swap_every // log_every
+    starts = range(span, c.shape[1] - span + 1, span)
+    windows = [c[:, s - b : s + span - b] for s in starts]
+    x = (np.arange(span) - b) * log_every
+    return x, np.mean(windows, axis=(0, 1))
+
+
+def plot_around_swaps(results: Dict, out: str) -> str:
+    """epsilon_around_swaps.png: epsilon and reward per step from 10k steps before
+    a colour swap to the next swap, averaged over swaps and seeds, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_e, ax_r) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for name, r in results["objectives"].items():
+        label = f"{name} ({r['setting']})"
+        for ax, key in ((ax_e, "eps"), (ax_r, "reward")):
+            x, y = around_swaps(r["curves"][key], results["log_every"], results["swap_every"])
+            ax.plot(x, y, label=label)
+    for ax in (ax_e, ax_r):
+        ax.axvline(0, color="grey", lw=0.5)
+    ax_e.set_ylabel("epsilon")
+    ax_e.set_yscale("log")
+    ax_r.set_ylabel("reward per step")
+    ax_r.set_xlabel("steps from a colour swap (mean over swaps and seeds)")
+    ax_e.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out, "epsilon_around_swaps.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _facts() -> Dict:
