@@ -612,8 +612,8 @@ def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
     through the pick-ups (no episode cut) from max_a Q at the respawned state.
     The targets and the TD loss are written out with loops on a forward pass
     written here. Planted bugs it catches: a target cut at a pick-up (an episode
-    end), the bootstrap taken from the state before the respawn, rewards of the
-    previous colour phase after the swap."""
+    end), an observation (and so a bootstrap) of the agent before its respawn,
+    rewards of the previous colour phase after the swap."""
     swap, T = 6, 16
     state = _state((0, 0), [(2, 0), (4, 4)], t=0)
     obs, actions, rewards, picks = [env.observe(state)], [], [], []
@@ -621,6 +621,7 @@ def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
         a = _go_to(state, 0)
         before = state
         state, o, r = env.step(state, a, key, swap_every=swap)
+        np.testing.assert_array_equal(o, env.observe(state))  # the respawned state's
         moved = np.clip(np.asarray(before.agent) + env.MOVES[a], 0, env.SIZE - 1)
         picked = tuple(moved) == tuple(np.asarray(before.items[0]))
         assert float(r) == (0.0 if not picked else (1.0 if (t // swap) % 2 == 0 else -1.0))
