@@ -828,6 +828,10 @@ def test_k0_and_greedy_need_the_q_agent_and_bmg():
         tca.TwoColorsConfig(matching="greedy")
     with pytest.raises(ConfigError, match="replay_batch=0 is not allowed"):
         tca.TwoColorsConfig(agent="q_lambda", replay_rollouts=8)
+    with pytest.raises(ConfigError, match="q_layer_norm=True is not allowed"):
+        tca.TwoColorsConfig(q_layer_norm=True)
+    with pytest.raises(ConfigError, match="q_reset_every=100 is not allowed"):
+        tca.TwoColorsConfig(q_reset_every=100)
     with pytest.raises(ConfigError, match="replay_rollouts=8 is not allowed"):
         tca.TwoColorsConfig(replay_rollouts=8, replay_batch=2)
     assert tca.parse_objective("bmg_k0_l4") == {"objective": "bmg", "K": 0, "L": 4}

@@ -91,7 +91,7 @@ class TwoColorsConfig:
     K: int = 1
     mix_lambda: float = 0.5  # mixed: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
     L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
-    matching: str = "kl"  # BMG matching function: kl | l2
+    matching: str = "kl"  # BMG matching function: kl | l2 | greedy (q_lambda)
     target_step_size: float = 0.1  # a, the grounded SGD step of the BMG target
     outer_entropy: float = 0.0  # entropy weight in the outer loss f (fixed)
     steps: int = 1_000_000  # environment steps (a multiple of rollout_length)
@@ -121,7 +121,7 @@ class TwoColorsConfig:
     epsilon_decay_steps: int = 0
     # q_lambda: a FIFO of the last `replay_rollouts` rollouts (0: none); every
     # inner update then learns from the fresh rollout plus `replay_batch`
-    # rollouts drawn uniformly from it (with replacement).
+    # rollouts drawn from it with replacement (as `replay_priority` says).
     replay_rollouts: int = 0
     replay_batch: int = 0
     # Draw replayed rollouts with probability ~ priority^replay_priority, priority =
@@ -209,6 +209,9 @@ class TwoColorsConfig:
                 f"and replay_rollouts={self.replay_rollouts} must be both 0 (no replay) "
                 "or both > 0",
             )
+        for field in ("q_layer_norm", "q_reset_every"):
+            if getattr(self, field) and self.agent != "q_lambda":
+                _fail(self, field, getattr(self, field), "is allowed only for agent='q_lambda'")
         if self.replay_rollouts and self.agent != "q_lambda":
             _fail(
                 self,
@@ -831,12 +834,14 @@ def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
             key, *keys = jax.random.split(state.key, 2 * C + 1)
         else:
             key, *keys = jax.random.split(state.key, C + 1)
-        p, o, env_state, replay = state.params, state.opt_state, state.env_state, state.replay
         if cfg.q_reset_every:  # a new output layer when the cycle crosses a multiple
-            crossed = (env_state.t % cfg.q_reset_every) < C * T
+            crossed = (state.env_state.t % cfg.q_reset_every) < C * T
             fresh = mlp_init(jax.random.fold_in(key, 7), [cfg.hidden, env.NUM_ACTIONS])[0]
-            last = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), fresh, p["q"][-1])
-            p = dict(p, q=p["q"][:-1] + [last])
+            q = state.params["q"]
+            last = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), fresh, q[-1])
+            # In the state, so the meta-objectives unroll from the same x_0 as the agent.
+            state = state._replace(params=dict(state.params, q=q[:-1] + [last]))
+        p, o, env_state, replay = state.params, state.opt_state, state.env_state, state.replay
         batches, inner_batches, eps, rewards, picks = [state.pending], [], [], [], []
         for k in range(C):  # C inner updates, each followed by a fresh rollout
             inner = batches[-1]

@@ -40,6 +40,8 @@ import os
 import time
 from typing import Dict, List, Tuple
 
+from utils.files import write_json_atomic
+
 # The value learner every method shares: discount 0.9 and SGD lr 0.3 as chosen
 # for the online learner; a FIFO of the last 256 rollouts (4,096 steps), 7 of
 # them replayed with each fresh rollout, drawn in proportion to their largest
@@ -146,7 +148,7 @@ def learners(steps: int, seeds: List[int], out: str) -> Dict:
         )
         print(f"{label:>58}: odd {odd:.3f} even {even:.3f}  {[round(x, 3) for x in phases]}")
     result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows, "facts": _facts()}
-    _write_json(result, os.path.join(out, "learners.json"))
+    write_json_atomic(result, os.path.join(out, "learners.json"))
     return result
 
 
@@ -190,7 +192,7 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         for setting in GRIDS[method]:
             rows.append(run(method, setting, done))
             tuning["methods"][method] = {"grid": rows}
-            _write_json(tuning, path)
+            write_json_atomic(tuning, path)
         totals = [row["total_reward"] for row in rows]
         i = totals.index(max(totals))
         upward = i == len(rows) - 1 or (0 < i and totals[i + 1] > totals[i - 1])
@@ -198,7 +200,7 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         best = max(rows + extension, key=lambda row: row["total_reward"])
         tuning["methods"][method] = {"grid": rows, "extension": extension, "best": best["label"]}
         tuning["facts"] = _facts()
-        _write_json(tuning, path)
+        write_json_atomic(tuning, path)
     return tuning
 
 
@@ -323,12 +325,6 @@ def _facts() -> Dict:
     from benchmarks.common import machine_facts
 
     return machine_facts()
-
-
-def _write_json(data: Dict, path: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def main():
