@@ -143,9 +143,20 @@ class _PolicyRunner:
     def _adopt(self, published) -> None:
         """Parameters as device arrays, put there once: passing courier's numpy
         arrays to the policy would copy every parameter on every call."""
-        version, params, meta = published
+        version, params, meta, frames = published
         self._params, self._meta = self._jax.device_put((params, meta))
-        self.version = version
+        self.version, self.published_frames = version, frames
+
+    def pull(self, should_stop: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Blocking: adopt the learner's newest parameters (kept as they are
+        if it does not answer in `timeout_s` or the program stops)."""
+        self._pending = None
+        try:
+            published = await_future(self._learner.futures.get_params(), should_stop, timeout_s)
+        except Exception:  # courier raises on a missed deadline
+            published = None
+        if published is not None:
+            self._adopt(published)
 
     def refresh(self) -> None:
         """Non-blocking: adopt a finished pull, then start the next one."""
@@ -327,7 +338,10 @@ class ActorNode:
 
 
 class EvaluatorNode:
-    """Plays whole episodes with the latest parameters; logs unclipped return and HNS."""
+    """Plays whole episodes, each with the newest parameters the learner has
+    published when it starts; logs the unclipped return, the HNS, and the
+    learner step and actor frames at which those parameters were published
+    (`learner_steps`, `published_frames`: what a learning curve is drawn at)."""
 
     def __init__(
         self,
@@ -353,8 +367,9 @@ class EvaluatorNode:
     def run(self) -> None:
         cfg, env = self._cfg, self._env
         game = cfg.env.label
+        self._runner.pull(self._should_stop)
         obs = env.reset()
-        version = self._runner.version
+        version, published_frames = self._runner.version, self._runner.published_frames
         try:
             while not self._should_stop():
                 actions, _ = self._runner.act(obs)
@@ -374,18 +389,20 @@ class EvaluatorNode:
                         "hns": score,
                         "episode_frames": frames,
                         "learner_steps": version,
+                        "published_frames": published_frames,
                     }
                     self._log.write(row, int(counts.get("frames", 0)))
                     latest = {"eval_return": float(ret)}  # courier: no numpy args
                     if cfg.env.kind == "atari":
                         latest["eval_hns"] = float(score)
                     self._counter.futures.record(**latest)
-                    # Newer parameters for the next episode, without waiting.
-                    self._runner.refresh()
-                    version = self._runner.version
                     pause_until = time.time() + cfg.actors.eval_pause_seconds
                     while time.time() < pause_until and not self._should_stop():
                         time.sleep(0.2)
+                    # The newest parameters for the next episode, pulled as it starts.
+                    self._runner.pull(self._should_stop)
+                    version = self._runner.version
+                    published_frames = self._runner.published_frames
         finally:
             self._log.close()
             env.close()

@@ -11,8 +11,10 @@ meta-objective they differentiate w.r.t. the meta-parameters:
 
 `update(state, batches) -> (state, metrics)` is pure. `batches` is a
 `Trajectory` whose fields have a leading axis of `num_batches` (1 without
-meta-learning, K + 1 with it: K inner batches, then the validation batch), then
-time T + 1, then batch B. pmap wraps `update`, it is not inside it.
+meta-learning; with it the K inner batches, then, with `meta.outer_sample =
+next`, the validation batch), then time T + 1, then batch B. With `same` the
+validation batch is the last inner batch itself. pmap wraps `update`, it is
+not inside it.
 
 Devices: every loss is a sum over the batch (`agents.losses`), so a device's
 loss is its shard's part of the global loss, and under `jax.pmap` (pass
@@ -55,6 +57,7 @@ class Learner(NamedTuple):
     init: Callable[[Array], TrainingState]
     update: Callable[[TrainingState, Trajectory], Tuple[TrainingState, Dict[str, Array]]]
     num_batches: int  # leading axis of `batches`
+    window_overlap: int  # batches an update shares with the one before
     # The pieces, exposed for tests and benchmarks:
     inner_step: Callable
     meta_objective: Optional[Callable]  # (meta_logits, eta_outer, params, opt_state, batches)
@@ -281,6 +284,7 @@ def _make_outer(s: _Setting) -> _Outer:
             agent.c_bar,
             t_logits[:-1],
             t_values,
+            updated_first=meta.outer_kl == "updated_first",
         )
 
     def reference_logits(params, eta_outer, traj):
@@ -303,9 +307,12 @@ def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
     main_head, outer_objective, outer = f.main_head, f.objective, f.at
     psum, num_shards = s.psum, s.num_shards
 
+    same = meta.outer_sample == "same"
+
     def split(batches: Trajectory):
-        """K inner batches and the validation batch."""
-        return [_index(batches, k) for k in range(K)], _index(batches, K)
+        """K inner batches and the validation batch: the last inner batch
+        itself (`same`) or the one after it (`next`)."""
+        return [_index(batches, k) for k in range(K)], _index(batches, K - 1 if same else K)
 
     def mg_objective(
         meta_logits, eta_outer, params, opt_state, batches: Trajectory, target_params=None
@@ -389,9 +396,13 @@ def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
         """sum_k c_k f(x_k(w)) on batch k (`agents.meta.mixed`). `target_params`
         (K parameter trees; default stop_gradient(x_k)) are f's targets."""
         inner = [_index(batches, k) for k in range(K)]
-        # f_k sees (batch k, the targets of x_k): the library passes vals through.
+        # f_k sees (the batch x_k was stepped on (`same`) or the one after it,
+        # the targets of x_k): the library passes vals through.
         vals = [
-            (_index(batches, k), None if target_params is None else target_params[k - 1])
+            (
+                _index(batches, k - 1 if same else k),
+                None if target_params is None else target_params[k - 1],
+            )
             for k in range(1, K + 1)
         ]
 
@@ -502,7 +513,8 @@ def make_learner(
     return Learner(
         init=init,
         update=update,
-        num_batches=meta.K + 1 if meta_objective is not None else 1,
+        num_batches=meta.num_batches,
+        window_overlap=meta.window_overlap,
         inner_step=inner_step,
         meta_objective=meta_objective,
         bootstrap_target=bootstrap_target,

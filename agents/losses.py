@@ -232,22 +232,30 @@ def outer_loss(
     c_bar: float = 1.0,
     target_logits: Optional[Array] = None,
     target_values: Optional[Array] = None,
+    updated_first: bool = True,
 ) -> Tuple[Array, Dict[str, Array]]:
     """Meta-objective f: main head's V-trace loss with fixed values + KL term.
 
     logits: [T, B, A], values: [T + 1, B] of the updated learner (main head);
-    reference_logits: [T, B, A] of the reference policy (treated as constant);
-    outer: one-head fixed hyper-parameters (scalars).
+    reference_logits: [T, B, A] of the reference (pre-update) policy, treated
+    as constant; outer: one-head fixed hyper-parameters (scalars).
 
-      f = actor_critic_loss + kl_weight * sum_{t,b} KL(pi_ref(.|x_t) || pi(.|x_t))
+      f = actor_critic_loss + kl_weight * sum_{t,b} KL(pi(.|x_t) || pi_ref(.|x_t))
 
-    (STAC, Zahavy et al. 2020, the outer loss with its KL term; summed like
-    the inner loss). The terms returned are per-state means.
+    STAC (Zahavy et al. 2020, eq. 2) writes the KL term as
+    D_KL(pi_theta~(eta), pi_theta): the updated policy first. `updated_first`
+    False swaps the arguments, KL(pi_ref || pi). Summed like the inner loss;
+    the terms returned are per-state means.
     """
+    chex.assert_rank([logits, values, reference_logits], [3, 2, 3])
+    chex.assert_equal_shape([logits, reference_logits])
     ac, terms = actor_critic_loss(
         logits, values, batch, outer, rho_bar, c_bar, target_logits, target_values
     )
-    kl = jnp.sum(categorical_kl(jax.lax.stop_gradient(reference_logits), logits))
+    reference = jax.lax.stop_gradient(reference_logits)
+    kl = jnp.sum(
+        categorical_kl(logits, reference) if updated_first else categorical_kl(reference, logits)
+    )
     total = ac + kl_weight * kl
     n = batch.actions.size
     return total, {**terms, "kl": kl / n, "loss": total / n}

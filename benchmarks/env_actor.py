@@ -264,7 +264,7 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
     nets = builders.make_networks(cfg, cfg.env.observation_shape, num_actions(cfg.env))
     state = builders.make_learner(cfg, nets).init(jax.random.PRNGKey(0))
     host = jax.device_get(state)
-    published = (0, host.params, np.asarray(host.meta.logits))
+    published = (0, host.params, np.asarray(host.meta.logits), 0.0)
     n_params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(host.params))
 
     timer = StageTimer()

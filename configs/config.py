@@ -235,6 +235,13 @@ class AgentConfig:
 META_OBJECTIVES = ("none", "mg", "bmg", "mixed")
 MATCHINGS = ("l2", "kl", "kl_v")
 TARGET_STEPS = ("sgd", "rms")
+# Which sample the meta-objective is measured on: `same`, the inner step's own
+# batch (STAC's practice), or `next`, a later independent batch (the textbook
+# cross-validation form).
+OUTER_SAMPLES = ("same", "next")
+# The outer KL term's argument order: `updated_first` = KL(pi_updated || pi_before),
+# as STAC's eq. 2 writes it; `before_first` = KL(pi_before || pi_updated).
+OUTER_KLS = ("updated_first", "before_first")
 # Default grounded-step size per kind, as a multiple of the inner learning
 # rate (MetaConfig.target_step_size = 0). rms: the target's last step is one
 # inner RMSProp step taken on the outer loss. sgd: a plain gradient step as
@@ -258,8 +265,12 @@ class MetaConfig:
     else lambda-style geometric weights from `mix_lambda` (`mix_coefficients`):
     lambda = 0 is MG with K = 1, lambda = 1 is MG with K.
     The outer loss is the first head's V-trace loss with the fixed `outer_*`
-    values plus `kl_weight` * KL(pre-update policy || updated policy), summed
-    over time and batch like the inner loss. `outer_g_v` = 0.5 in our
+    values plus `kl_weight` * KL(updated policy || pre-update policy) (STAC's
+    eq. 2; `outer_kl` = `before_first` swaps the arguments), summed over time
+    and batch like the inner loss. `outer_sample` names the batch that the
+    outer loss (MG, mixed) or the target and matching (BMG) see: `same`, the
+    last inner step's own batch, or `next`, the batch after it (one more
+    batch per window). `outer_g_v` = 0.5 in our
     0.5 * (v_s - V)^2 form is STAC's g_v = 0.25 on (v_s - V)^2.
     """
 
@@ -276,6 +287,8 @@ class MetaConfig:
     outer_g_p: float = 1.0
     outer_g_e: float = 0.01
     kl_weight: float = 1.0
+    outer_kl: str = "updated_first"
+    outer_sample: str = "next"
     meta_learning_rate: float = 1e-3  # Adam
     meta_adam_eps: float = 1e-4
     meta_max_grad_norm: float = 1.0
@@ -294,6 +307,8 @@ class MetaConfig:
             _num(self, f, 0.0, 1.0)
         for f in ("outer_g_v", "outer_g_p", "outer_g_e", "kl_weight"):
             _num(self, f, 0.0, 1e6)
+        _choice(self, "outer_kl", OUTER_KLS)
+        _choice(self, "outer_sample", OUTER_SAMPLES)
         _num(self, "meta_learning_rate", 0.0, 10.0, lo_open=True)
         _num(self, "meta_adam_eps", 0.0, lo_open=True)
         _num(self, "meta_max_grad_norm", 0.0, lo_open=True)
@@ -306,6 +321,20 @@ class MetaConfig:
                 w,
                 f"must be empty or K={self.K} numbers >= 0 with a positive sum",
             )
+
+    @property
+    def num_batches(self) -> int:
+        """Batches one update takes: 1 without a meta-objective, else the K
+        inner batches plus, with `outer_sample=next`, the batch after them."""
+        if self.objective == "none":
+            return 1
+        return self.K + (1 if self.outer_sample == "next" else 0)
+
+    @property
+    def window_overlap(self) -> int:
+        """Batches an update shares with the one before: with `next`, the batch
+        after the inner ones is the next update's first inner batch."""
+        return 1 if self.objective != "none" and self.outer_sample == "next" else 0
 
     @property
     def mix_coefficients(self) -> Tuple[float, ...]:
@@ -474,6 +503,14 @@ class RunConfig:
     def budget_reached(self, frames: float, learner_steps: float) -> bool:
         """The run's stopping test (`budget_reached` with this run's budget)."""
         return budget_reached(frames, learner_steps, self.max_frames, self.max_learner_steps)
+
+    def budget_share(self, frames: float, learner_steps: float) -> float:
+        """The share of the budget done, in [0, 1]: of the frames, or of the
+        learner steps when that budget is set and nearer its end."""
+        share = frames / self.max_frames
+        if self.max_learner_steps:
+            share = max(share, learner_steps / self.max_learner_steps)
+        return min(1.0, max(0.0, share))
 
     def to_dict(self) -> dict:
         """Plain JSON-ready nested dict (tuples become lists); `from_dict` inverts it."""

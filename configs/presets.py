@@ -25,7 +25,13 @@ AGENTS = ("impala", "stacx", "bmg")
 # ablation; each value and its source in docs/design.md): K = 1 differentiated
 # step, L = 4 bootstrap steps, an RMSProp-preconditioned grounded step of one
 # inner learning rate, KL & V matching with unit value weight.
-BMG_META = MetaConfig(K=1, L=4, matching="kl_v", target_step="rms", value_match_weight=1.0)
+# The meta-objective sees the inner step's own batch (`outer_sample=same`), as
+# STAC practised it; for BMG no source says which, and at initialisation on
+# Pong the acting head's g_p is pushed down less on the same batch than on
+# the next one (docs/design.md, section 3.4).
+BMG_META = MetaConfig(
+    K=1, L=4, matching="kl_v", target_step="rms", value_match_weight=1.0, outer_sample="same"
+)
 
 
 def _agent_sections(agent: str, meta: MetaConfig) -> tuple:

@@ -15,7 +15,10 @@ Definitions (also printed in report.md):
 * per game, the seeds that have results are averaged first (score and HNS);
   the median and mean are then taken across games;
 * a game of the plan with no evaluator episode in any seed is "missing": shown,
-  never counted as zero, and left out of the median and mean.
+  never counted as zero, and left out of the median and mean;
+* beside them, the interquartile mean (IQM), median and mean of the HNS over
+  runs x games with 95 % stratified-bootstrap CIs (rliable; `launch.aggregate`),
+  on the first n seeds of every scored game, n the fewest any of them has.
 
 The plan is the sweep's manifest (`sweep.json`, every game any sweep on this
 folder was asked to run); without one, the run folders found in the folder.
@@ -203,6 +206,7 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
         per_game.append(g)
     scored = {g["game"]: g["hns"] for g in per_game if g["hns"] is not None}
     return dict(
+        aggregate=_aggregate(per_game),
         sweep_dir=os.path.abspath(sweep_dir),
         manifest=manifest,
         last=last,
@@ -214,6 +218,19 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
         games_planned=len(per_game),
         missing=[g["game"] for g in per_game if g["hns"] is None],
     )
+
+
+def _aggregate(per_game: List[Dict]) -> Optional[Dict]:
+    """IQM, median and mean HNS with bootstrap CIs over [seeds, games]: the
+    first n seeds (by seed) of every game with results, n the fewest any has."""
+    from launch.aggregate import interval_estimates
+
+    scored = [g for g in per_game if g["hns_per_seed"]]
+    if not scored:
+        return None
+    n = min(len(g["hns_per_seed"]) for g in scored)
+    matrix = [[h for _, h in sorted(g["hns_per_seed"])[:n]] for g in scored]
+    return interval_estimates({"hns": list(zip(*matrix))})["hns"]
 
 
 # ----------------------------------------------------------------------------
@@ -309,6 +326,17 @@ def write_markdown(s: Dict, out: str, images: Sequence[str]) -> str:
         + "."
     )
     lines.append("")
+    a = s.get("aggregate")
+    if a:
+        lines.append(
+            f"Over {a['runs']} seed(s) x {a['games']} game(s), 95 % bootstrap CIs: "
+            + ", ".join(
+                f"{stat} HNS {a[stat]:.1f} % [{a[stat + '_ci'][0]:.1f}, {a[stat + '_ci'][1]:.1f}]"
+                for stat in ("iqm", "median", "mean")
+            )
+            + "."
+        )
+        lines.append("")
     lines.append(
         "| game | status | seeds with results | final score | HNS % | HNS % per seed | frames |"
     )

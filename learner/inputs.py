@@ -20,13 +20,18 @@ def stack_batches(window: List[Trajectory]) -> Trajectory:
 
 
 class Windows:
-    """Windows of `num_batches` consecutive batches. With MG/BMG
-    (`num_batches` > 1) the validation batch of one update is the first inner
-    batch of the next, so each update after the first takes `num_batches - 1`
-    new batches (`pop_new` counts them)."""
+    """Windows of `num_batches` consecutive batches, each sharing its first
+    `overlap` batches with the end of the one before (MG/BMG with
+    `meta.outer_sample = next`: the validation batch of one update is the
+    first inner batch of the next), so each update after the first takes
+    `num_batches - overlap` new batches (`pop_new` counts them)."""
 
-    def __init__(self, data, num_batches: int, address: str, timeout_ms: int):
-        self._data, self.num_batches = data, num_batches
+    def __init__(self, data, num_batches: int, overlap: int, address: str, timeout_ms: int):
+        if not 0 <= overlap < num_batches:
+            raise ValueError(
+                f"overlap={overlap!r} is not allowed: must be in [0, num_batches={num_batches})"
+            )
+        self._data, self.num_batches, self.overlap = data, num_batches, overlap
         self._address, self._timeout_s = address, timeout_ms / 1000
         self._window: List[Trajectory] = []
         self._waited_s = 0.0
@@ -43,7 +48,7 @@ class Windows:
         from replay import ReplayTimeoutError
 
         if len(self._window) == self.num_batches:  # the last one was used
-            self._window = self._window[-1:] if self.num_batches > 1 else []
+            self._window = self._window[len(self._window) - self.overlap :]
         while len(self._window) < self.num_batches:
             try:
                 self._window.append(next(self._data))

@@ -25,6 +25,7 @@ from learner import checkpoint as ckpt_lib
 from learner.inputs import Prefetcher, Windows
 from utils.counter import await_future, summarize_hosts
 from utils.logs import CsvLog, Logger
+from utils.progress import Eta, format_duration
 
 if TYPE_CHECKING:  # JAX is imported when the node builds, not at import
     from agents.builders import Builder
@@ -73,13 +74,15 @@ class LearnerNode:
             self._counts = dict(ckpt.counters)
             print(f"[learner] resumed from {ckpt.path} at learner step {ckpt.step}", flush=True)
         self._trajectories = int(self._counts.get("trajectories_consumed", 0))
+        self._eta = Eta()
         self._skipped_logged = int(self._counts.get("skipped_updates", 0))
         self._state = self._parallel.replicate(state)
         self._publish()
 
     # -------------------------------------------------------------- courier API
-    def get_params(self) -> Tuple[int, Any, np.ndarray]:
-        """(learner step, params, meta_logits [H, 6]) as numpy arrays."""
+    def get_params(self) -> Tuple[int, Any, np.ndarray, float]:
+        """(learner step, params, meta_logits [H, 6], actor frames when they
+        were published) as numpy arrays; the frames date an evaluation."""
         with self._lock:
             return self._published
 
@@ -107,7 +110,12 @@ class LearnerNode:
 
         step, params, meta = jax.device_get(published)
         with self._lock:
-            self._published = (int(step), params, np.asarray(meta))
+            self._published = (
+                int(step),
+                params,
+                np.asarray(meta),
+                float(self._counts.get("frames", 0)),
+            )
 
     def _poll_counts(self) -> Dict[str, float]:
         """The latest counter values without waiting: one `get_counts` call in
@@ -161,6 +169,7 @@ class LearnerNode:
         windows = Windows(
             data,
             self._parallel.learner.num_batches,
+            self._parallel.learner.window_overlap,
             address_of(self._replay),
             cfg.replay.timeout_ms,
         )
@@ -249,8 +258,12 @@ class LearnerNode:
                 flush=True,
             )
             self._skipped_logged = skipped
+        share = self._cfg.budget_share(counts.get("frames", 0), step)
+        eta_s = self._eta.update(now, share)
         row = dict(
             learner_steps=step,
+            budget_share=share,
+            eta_s=float("nan") if eta_s is None else eta_s,
             learner_fps=consumed / dt,
             steps_per_s=steps / dt,
             actor_frames=counts.get("frames", 0),
@@ -260,7 +273,8 @@ class LearnerNode:
         )
         self._log.write(row, int(counts.get("frames", 0)))
         parts = [
-            f"frames={counts.get('frames', 0):.0f}",
+            f"frames={counts.get('frames', 0):.0f} ({100 * share:.1f}%,"
+            f" eta {format_duration(eta_s)})",
             f"steps={step}",
             f"fps={consumed / dt:.0f}",
         ]

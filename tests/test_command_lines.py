@@ -1,6 +1,6 @@
 """Every command line the README shows parses and validates (nothing starts).
 
-`python -m launch.run`, `launch.sweep` and `benchmarks.atari_learning` lines
+`python -m launch.run`, `launch.sweep` and `experiments.atari_learning.curves` lines
 go through the same parsers and config builders as the real programs (the
 sweep plans its runs); any other `python -m module` must be importable and
 every `make target` must exist in the Makefile.
@@ -55,8 +55,8 @@ def check_command(command: str, tmp: str) -> None:
         args = sweep.parse_args(argv)
         sweep.validate(args)
         assert sweep.plan_runs(args, os.path.join(tmp, "sweep"))
-    elif module == "benchmarks.atari_learning":
-        from benchmarks import atari_learning
+    elif module == "experiments.atari_learning.curves":
+        from experiments.atari_learning import curves as atari_learning
 
         atari_learning.make_run_config(atari_learning.parse_args(argv))
     else:
@@ -68,7 +68,7 @@ COMMANDS = readme_commands()
 
 def test_the_readme_shows_the_main_command_lines():
     modules = {shlex.split(c)[2] for c in COMMANDS if c.startswith("python")}
-    assert {"launch.run", "launch.sweep", "benchmarks.atari_learning"} <= modules, modules
+    assert {"launch.run", "launch.sweep", "experiments.atari_learning.curves"} <= modules, modules
     assert "make test" in COMMANDS and "make debug" in COMMANDS
 
 

@@ -39,6 +39,7 @@ def _ids(stacked: Trajectory) -> list:
 
 @pytest.mark.parametrize("depth", [0, 1, 2])
 def test_windows_arrive_in_order_with_their_new_batches(depth):
+    """`meta.outer_sample=next` with K = 2: windows of 3 sharing one batch."""
     data = Data(stall_every=3)
     threads = []
 
@@ -46,7 +47,7 @@ def test_windows_arrive_in_order_with_their_new_batches(depth):
         threads.append(threading.current_thread())
         return stacked
 
-    inputs = Prefetcher(Windows(data, 3, "fake:0", 10_000), put, depth)
+    inputs = Prefetcher(Windows(data, 3, 1, "fake:0", 10_000), put, depth)
     got = []
     try:
         while len(got) < 6:
@@ -61,10 +62,38 @@ def test_windows_arrive_in_order_with_their_new_batches(depth):
     assert inline == (depth == 0)
 
 
+@pytest.mark.parametrize(
+    "outer_sample, K, expected",
+    [
+        # `same`: K inner batches, none shared, K new per update.
+        ("same", 1, [([k], 1) for k in range(4)]),
+        ("same", 2, [([2 * k, 2 * k + 1], 2) for k in range(4)]),
+        # `next`: K + 1 batches, the last one the next window's first.
+        ("next", 1, [([k, k + 1], 2 if k == 0 else 1) for k in range(4)]),
+    ],
+)
+def test_window_length_and_overlap_follow_the_outer_sample(outer_sample, K, expected):
+    from configs import MetaConfig
+
+    meta = MetaConfig(objective="mg", K=K, outer_sample=outer_sample)
+    windows = Windows(Data(), meta.num_batches, meta.window_overlap, "fake:0", 10_000)
+    got = []
+    while len(got) < 4:
+        window = windows.next()
+        if window is not None:
+            got.append(([int(b.reward.flat[0]) for b in window], windows.pop_new()))
+    assert got == expected
+
+
+def test_windows_refuse_an_overlap_as_long_as_the_window():
+    with pytest.raises(ValueError, match="overlap=1 is not allowed"):
+        Windows(Data(), 1, 1, "fake:0", 10_000)
+
+
 def test_prefetch_is_bounded_by_depth():
     data = Data()
     made = []
-    inputs = Prefetcher(Windows(data, 1, "fake:0", 10_000), lambda x: made.append(1) or x, 2)
+    inputs = Prefetcher(Windows(data, 1, 0, "fake:0", 10_000), lambda x: made.append(1) or x, 2)
     try:
         assert inputs.get(timeout_s=5.0) is not None
         time.sleep(0.5)  # the thread fills the queue, then waits
@@ -78,7 +107,7 @@ def test_an_error_in_the_thread_is_raised_by_get():
     def put(stacked):
         raise RuntimeError("device out of memory")
 
-    inputs = Prefetcher(Windows(Data(), 1, "fake:0", 10_000), put, 2)
+    inputs = Prefetcher(Windows(Data(), 1, 0, "fake:0", 10_000), put, 2)
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
             for _ in range(50):
@@ -86,4 +115,4 @@ def test_an_error_in_the_thread_is_raised_by_get():
     finally:
         inputs.close()
     with pytest.raises(ValueError, match="depth=-1"):
-        Prefetcher(Windows(Data(), 1, "fake:0", 10_000), put, -1)
+        Prefetcher(Windows(Data(), 1, 0, "fake:0", 10_000), put, -1)

@@ -92,6 +92,16 @@ def test_summary_matches_hand_computation(sweep):
     assert games["Pong"]["seeds_with_results"] == 2 and games["Pong"]["frames"] == 6500
     # Pong seed 0 has its done marker, seed 1 not: in progress.
     assert games["Pong"]["seeds_finished"] == 1 and games["Pong"]["status"] == "in progress"
+    # The seed aggregate: the first 1 seed of every scored game (Breakout and
+    # Freeway have one): Pong seed 0 86.97, Breakout 115.63, Freeway 77.70 %.
+    # IQM of 3 trims int(0.25 * 3) = 0 from each end, so it is their mean;
+    # with one run per game every stratified draw is the same, so is the CI.
+    a = s["aggregate"]
+    three = [hns_of("Pong", 10), breakout, freeway]
+    assert (a["runs"], a["games"]) == (1, 3)
+    assert a["iqm"] == pytest.approx(sum(three) / 3) and a["mean"] == pytest.approx(sum(three) / 3)
+    assert a["median"] == pytest.approx(hns_of("Pong", 10))
+    assert a["iqm_ci"] == pytest.approx([a["iqm"]] * 2)
     # --last changes the window: last 1 episode.
     s1 = report.summarize(sweep, last=1)
     assert {g["game"]: g["final_score"] for g in s1["per_game"]}["Freeway"] == 25
@@ -120,6 +130,20 @@ def test_files_tables_and_plots(sweep, tmp_path):
     assert "| Boxing | missing | 0/1 | missing | missing |" in md
     assert "IMPALA 191.8 %" in md and "STACX 364 %" in md
     assert "last 5 evaluator episodes" in md
+    assert "Over 1 seed(s) x 3 game(s), 95 % bootstrap CIs: iqm HNS 93.4 % [93.4, 93.4]" in md
+
+
+def test_seed_aggregate_bootstrap_by_hand():
+    """Two seeds of one game, scores 0 and 10: every statistic of the pair is
+    5; the bootstrap draws (0, 0), (0, 10), (10, 10) give 0, 5, 10, so the
+    95 % CI is [0, 10]; a bad array is refused with its name and shape."""
+    from launch.aggregate import interval_estimates
+
+    a = interval_estimates({"x": [[0.0], [10.0]]}, reps=2000)["x"]
+    assert a["iqm"] == a["median"] == a["mean"] == 5.0
+    assert a["iqm_ci"] == [0.0, 10.0] and a["mean_ci"] == [0.0, 10.0]
+    with pytest.raises(ValueError, match=r"scores\['x'\] has shape \(3,\)"):
+        interval_estimates({"x": [1.0, 2.0, 3.0]})
 
 
 def test_without_manifest_and_bad_input(tmp_path, capsys):

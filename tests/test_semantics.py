@@ -78,7 +78,7 @@ def _setup(meta: MetaConfig, agent=None, seed=0):
     learner = learning.make_learner(network, agent or _agent(), meta)
     state = learner.init(jax.random.PRNGKey(seed))
     logits = state.meta.logits + 0.5 * jax.random.normal(jax.random.PRNGKey(3), (H, 6))
-    batches = _batches(meta.K + 1, seed)
+    batches = _batches(meta.num_batches, seed)
     return network, learner, state, logits, learner.eta(logits), batches
 
 
@@ -142,13 +142,15 @@ def ref_actor_critic(logits, values, traj, hp, learner_logits=None):
     return hp["g_p"] * pg + hp["g_v"] * value - hp["g_e"] * ent
 
 
-def ref_outer(logits_h0, values_h0, reference_logits_h0, traj):
+def ref_outer(logits_h0, values_h0, reference_logits_h0, traj, updated_first=True):
     """STAC outer loss on the main head: fixed-value V-trace loss plus
-    KL_WEIGHT * sum_states KL(pi_reference || pi)."""
+    KL_WEIGHT * sum_states KL(pi || pi_reference), the updated policy first as
+    STAC's eq. 2 writes it (`updated_first` False: KL(pi_reference || pi))."""
     f = ref_actor_critic(logits_h0, values_h0, traj, OUTER)
     for t in range(T):
         for b in range(B):
-            f += KL_WEIGHT * kl(reference_logits_h0[t, b], logits_h0[t, b])
+            pair = (logits_h0[t, b], reference_logits_h0[t, b])
+            f += KL_WEIGHT * kl(*(pair if updated_first else pair[::-1]))
     return f
 
 
@@ -178,65 +180,96 @@ def test_reference_vtrace_by_hand():
     np.testing.assert_allclose(adv, [2.115, 0.35], atol=1e-12)
 
 
-def test_mg_objective_is_the_main_heads_outer_loss_on_the_validation_batch():
-    """f(x_1) on the validation batch (index K), main head, KL(pi_x0 || pi_x1).
+@pytest.mark.parametrize("outer_sample", ["same", "next"])
+@pytest.mark.parametrize("outer_kl", ["updated_first", "before_first"])
+def test_mg_objective_is_the_main_heads_outer_loss_on_the_named_sample(outer_sample, outer_kl):
+    """f(x_1) on the validation batch, main head, with the outer KL term in
+    the order `outer_kl` names: KL(pi_x1 || pi_x0) (STAC's eq. 2) or
+    KL(pi_x0 || pi_x1). The validation batch is the inner batch itself
+    (`same`: the learner takes K = 1 batch) or the one after it (`next`: 2).
 
-    Planted bugs caught: outer loss on head 1 instead of head 0; the
-    validation batch replaced by the last inner batch; the outer KL direction
-    swapped (KL(pi || pi_ref)); the value term without its 0.5; losses
-    averaged over time and batch instead of summed."""
+    Planted bugs caught: outer loss on head 1 instead of head 0; under
+    `same`, the learner taking a window of K + 1 batches and the meta-objective
+    on the batch after the inner one; under
+    `next`, the meta-objective on the inner batch; the outer KL direction
+    ignoring `outer_kl` (either way round); the value term without its 0.5;
+    losses averaged over time and batch instead of summed."""
     with enable_x64():
-        network, learner, state, logits, eta, batches = _setup(MetaConfig(objective="mg", K=1))
-        val = _index(batches, 1)
+        meta = MetaConfig(objective="mg", K=1, outer_sample=outer_sample, outer_kl=outer_kl)
+        network, learner, state, logits, eta, batches = _setup(meta)
+        assert learner.num_batches == (1 if outer_sample == "same" else 2)
+        inner, val = _index(batches, 0), _index(batches, learner.num_batches - 1)
         value, (p_k, *_rest) = learner.meta_objective(
             logits, eta, state.params, state.opt_state, batches
         )
-        x1, _, _ = learner.inner_step(state.params, state.opt_state, logits, _index(batches, 0))
+        x1, _, _ = learner.inner_step(state.params, state.opt_state, logits, inner)
         lg, v = outputs(network, x1, val, eta)
         ref_lg, _ = outputs(network, state.params, val, eta)
-        expected = ref_outer(lg[:, :, 0], v[:, :, 0], ref_lg[:, :, 0], val)
+        first = outer_kl == "updated_first"
+        expected = ref_outer(lg[:, :, 0], v[:, :, 0], ref_lg[:, :, 0], val, first)
         np.testing.assert_allclose(float(value), expected, rtol=1e-10)
-        # The heads really differ, so the check above does pin head 0.
-        assert abs(ref_outer(lg[:, :, 1], v[:, :, 1], ref_lg[:, :, 1], val) - expected) > 1e-3
+        # The heads, the directions and the batches really differ, so the check
+        # above pins head 0, the direction and the sample.
+        assert (
+            abs(ref_outer(lg[:, :, 1], v[:, :, 1], ref_lg[:, :, 1], val, first) - expected) > 1e-3
+        )
+        reverse = ref_outer(lg[:, :, 0], v[:, :, 0], ref_lg[:, :, 0], val, not first)
+        assert abs(reverse - expected) > 1e-6 * abs(expected)
+        other = _batches(1, seed=7)
+        other = _index(other, 0)
+        lg_o, v_o = outputs(network, x1, other, eta)
+        ref_o, _ = outputs(network, state.params, other, eta)
+        assert abs(ref_outer(lg_o[:, :, 0], v_o[:, :, 0], ref_o[:, :, 0], other) - expected) > 1e-3
         for a, b in zip(jax.tree_util.tree_leaves(p_k), jax.tree_util.tree_leaves(x1)):
             np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-def test_mixed_objective_weights_each_step_on_the_batch_after_it():
-    """sum_k c_k f(x_k) with f(x_k) on batch k (the one after x_k), main head,
-    KL reference x_0's policy on that batch; c = (0.3, 0.7).
+@pytest.mark.parametrize("outer_sample", ["same", "next"])
+def test_mixed_objective_weights_each_step_on_its_named_sample(outer_sample):
+    """sum_k c_k f(x_k) with f(x_k) on batch k - 1 (`same`: the batch x_k was
+    stepped on) or batch k (`next`: the one after it), main head, KL
+    reference x_0's policy on that batch; c = (0.3, 0.7).
 
     Planted bugs caught: each term evaluated on the batch of its own inner
-    step (the last inner batch, not the one after it); head 1 instead of 0."""
+    step under `next`, or on the one after it under `same`; head 1 instead of 0."""
     with enable_x64():
-        meta = MetaConfig(objective="mixed", K=2, mix_weights=(0.3, 0.7))
+        meta = MetaConfig(objective="mixed", K=2, mix_weights=(0.3, 0.7), outer_sample=outer_sample)
         network, learner, state, logits, eta, batches = _setup(meta)
         value, _ = learner.meta_objective(logits, eta, state.params, state.opt_state, batches)
         p, o, expected = state.params, state.opt_state, 0.0
         for k, c in ((1, 0.3), (2, 0.7)):
             p, o, _ = learner.inner_step(p, o, logits, _index(batches, k - 1))
-            val = _index(batches, k)
+            val = _index(batches, k - 1 if outer_sample == "same" else k)
             lg, v = outputs(network, p, val, eta)
             ref_lg, _ = outputs(network, state.params, val, eta)
             expected += c * ref_outer(lg[:, :, 0], v[:, :, 0], ref_lg[:, :, 0], val)
         np.testing.assert_allclose(float(value), expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("matching", ["kl", "kl_v"])
-def test_bmg_matching_is_kl_target_to_learner_on_the_validation_batch(matching):
+@pytest.mark.parametrize(
+    "matching, outer_sample", [("kl", "next"), ("kl_v", "next"), ("kl_v", "same")]
+)
+def test_bmg_matching_is_kl_target_to_learner_on_the_validation_batch(matching, outer_sample):
     """mu = sum over the validation states of KL(pi_target || pi_x1) on the
     main head (kl_v: plus 0.5 * weight * sum (v_target - v)^2), x1 = x_0 after
-    the inner step on batch 0, the target from `bootstrap_target`.
+    the inner step on batch 0, the target from `bootstrap_target` on the
+    validation batch: batch 0 itself (`same`) or batch 1 (`next`).
 
     Planted bugs caught: KL direction swapped in `kl_matching`; matching on
     head 1 instead of head 0; the validation batch replaced by the last inner
-    batch; the value term of KL & V dropped or on another head."""
+    batch under `next`; the value term of KL & V dropped or on another head."""
     with enable_x64():
         meta = MetaConfig(
-            objective="bmg", K=1, L=2, matching=matching, target_step="rms", value_match_weight=0.7
+            objective="bmg",
+            K=1,
+            L=2,
+            matching=matching,
+            target_step="rms",
+            value_match_weight=0.7,
+            outer_sample=outer_sample,
         )
         network, learner, state, logits, eta, batches = _setup(meta)
-        val = _index(batches, 1)
+        val = _index(batches, learner.num_batches - 1)
         mu, _ = learner.meta_objective(logits, eta, state.params, state.opt_state, batches)
         x1, o1, _ = learner.inner_step(state.params, state.opt_state, logits, _index(batches, 0))
         target, _ = learner.bootstrap_target(x1, o1, logits, eta, val)
@@ -286,6 +319,67 @@ def test_bmg_grounded_step_kl_reference_is_its_own_start():
         )
         assert step > 1e-6
         np.testing.assert_allclose(float(terms0["grounded_step_norm"]), step, rtol=1e-9)
+
+
+def test_bmg_rms_grounded_step_uses_the_rules_own_rmsprop_statistics():
+    """With L = 1 the target is one grounded step from x_1:
+    x~ = x_1 - a g / sqrt(decay nu + (1 - decay) g^2 + eps), g the gradient
+    of the outer loss at x_1 (read off the SGD target, x~_sgd = x_1 - a g),
+    nu the mean square in the inner optimiser state that comes with x_1.
+    nu is set far from the fresh state's 1 (per coordinate, 0.01 to 4), so a
+    fresh state gives a different target.
+
+    Planted bug caught: the grounded step preconditioned by a fresh
+    RMSProp state (`precondition.init(x)`) instead of the rule's own."""
+    with enable_x64():
+        a, decay, eps = 0.05, 0.99, 1e-3
+        agent = _agent(rms_decay=decay, rms_eps=eps)
+        metas = {
+            kind: MetaConfig(objective="bmg", K=1, L=1, target_step=kind, target_step_size=a)
+            for kind in ("sgd", "rms")
+        }
+        network, rms, state, logits, eta, batches = _setup(metas["rms"], agent)
+        sgd = learning.make_learner(network, agent, metas["sgd"])
+        val = _index(batches, 1)
+        x1, o1, _ = rms.inner_step(state.params, state.opt_state, logits, _index(batches, 0))
+        (clip_state, rms_state), step_state = o1[0], o1[1]
+        leaves, treedef = jax.tree_util.tree_flatten(rms_state.nu)
+        keys = jax.random.split(jax.random.PRNGKey(11), len(leaves))
+        nu = jax.tree_util.tree_unflatten(
+            treedef,
+            [
+                jnp.exp(jax.random.uniform(k, x.shape, x.dtype, -4.6, 1.4))
+                for k, x in zip(keys, leaves)
+            ],
+        )
+        o1 = ((clip_state, rms_state._replace(nu=nu)), step_state)
+        t_sgd, _ = sgd.bootstrap_target(x1, o1, logits, eta, val)
+        t_rms, _ = rms.bootstrap_target(x1, o1, logits, eta, val)
+
+        def by_hand(nu_tree):
+            return jax.tree_util.tree_map(
+                lambda x, ts, n: (
+                    x
+                    - a
+                    * ((x - ts) / a)
+                    / np.sqrt(decay * n + (1 - decay) * ((x - ts) / a) ** 2 + eps)
+                ),
+                x1,
+                t_sgd,
+                nu_tree,
+            )
+
+        expected = by_hand(nu)
+        fresh = by_hand(jax.tree_util.tree_map(jnp.ones_like, nu))
+        for got, want, other in zip(
+            *(jax.tree_util.tree_leaves(t) for t in (t_rms, expected, fresh))
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+        gap = max(
+            float(jnp.max(jnp.abs(w - f)))
+            for w, f in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(fresh))
+        )
+        assert gap > 1e-4
 
 
 def _reference_inner_loss(network, eta, traj, hp_per_head):

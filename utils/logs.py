@@ -32,12 +32,16 @@ class CsvLog:
             w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
             if new:
                 w.writeheader()
-            w.writerow({k: _fmt(row.get(k, "")) for k in self._fields})
+            w.writerow({k: _fmt(row.get(k, ""), k) for k in self._fields})
 
 
-def _fmt(v):
+def _fmt(v, column: str = ""):
+    """Metrics to 6 significant digits; a Unix `time` to the millisecond
+    (6 digits of 1.8e9 would be 10,000 s)."""
     if isinstance(v, float):
-        return f"{v:.6g}" if math.isfinite(v) else str(v)
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.3f}" if column == "time" else f"{v:.6g}"
     return v
 
 

@@ -1,13 +1,13 @@
 """Learning curves on real Atari games: the whole program, one game and agent per call.
 
-    python -m benchmarks.atari_learning --game=Pong --agent=impala --frames=10e6
+    python -m experiments.atari_learning.curves --game=Pong --agent=impala --frames=10e6
 
 Runs `python -m launch.run` (the real Launchpad program: Reverb, actors,
 learner, evaluator) as a child process until `--frames` actor frames, in
 `runs/atari_learning/<game>-<agent>-<preset>-s<seed>`. A stopped run (Ctrl-C,
 a crash, a lost machine) continues its budget from that folder's checkpoint
 when the same command is given again. Every call, finished or stopped, then
-writes the run's entry into `benchmarks/results/atari_learning/summary.json`
+writes the run's entry into `experiments/atari_learning/results/summary.json`
 (replacing the entry of the same run) and redraws `<game>.png` there:
 
     {"runs": [{"game", "agent", "preset", "seed", "frames", "frames_budget",
@@ -34,10 +34,10 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_facts
+from benchmarks.common import REPO_ROOT, git_commit, machine_facts
 from utils.files import write_json_atomic
 
-OUT_DIR = os.path.join(RESULTS_DIR, "atari_learning")
+OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")
 SUMMARY = os.path.join(OUT_DIR, "summary.json")
 # Runs of earlier settings, kept with the setting they tested ("attempt"): the
 # record of how the debug preset was chosen (README.md in OUT_DIR).
@@ -123,8 +123,11 @@ def _float(v: str) -> Optional[float]:
         return None
 
 
-def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Optional[Dict]:
+def run_entry(
+    cfg, agent: str, preset: str, overrides: Sequence[str] = (), variant: str = ""
+) -> Optional[Dict]:
     """The summary entry of a run folder, from its evaluator and learner logs."""
+    from configs import HYPER_NAMES
     from utils.logs import read_csv
 
     logs = os.path.join(cfg.run_dir, "logs")
@@ -133,7 +136,12 @@ def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Op
         return None
     evals = read_csv(ev_path) if os.path.exists(ev_path) else []
     learner = read_csv(ln_path)
-    curve = [[int(float(r["frames"])), float(r["episode_return"])] for r in evals]
+    # Each episode at the actor frames at which its parameters were published
+    # (logs written before the evaluator recorded them: the episode's end).
+    curve = [
+        [int(_float(r.get("published_frames")) or float(r["frames"])), float(r["episode_return"])]
+        for r in evals
+    ]
     last = curve[-LAST_EPISODES:]
     hns = [_float(r.get("hns")) for r in evals[-LAST_EPISODES:]]
     hns = [h for h in hns if h is not None]
@@ -141,8 +149,7 @@ def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Op
     meta_cols = sorted(
         k
         for k in (learner[0] if learner else {})
-        if k.startswith("train/meta/")
-        and k.rsplit("/", 2)[-2] in ("gamma", "lambda_", "g_v", "g_p", "g_e", "alpha")
+        if k.startswith("train/meta/") and k.rsplit("/", 2)[-2] in HYPER_NAMES
     )
 
     def series(col):
@@ -157,6 +164,7 @@ def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Op
         "seed": cfg.seed,
         "run": cfg.name,
         "overrides": list(overrides),
+        "variant": variant,
         "frames": frames,
         "frames_budget": cfg.max_frames,
         "complete": frames >= cfg.max_frames,
@@ -180,15 +188,47 @@ def run_entry(cfg, agent: str, preset: str, overrides: Sequence[str] = ()) -> Op
     }
 
 
+def _main_runs(runs: List[Dict], game: str) -> List[Dict]:
+    """The runs of `game` at the preset's own settings (no --override, no --variant)."""
+    return [
+        r for r in runs if r["game"] == game and not r.get("overrides") and not r.get("variant")
+    ]
+
+
+def seed_aggregates(runs: List[Dict]) -> Dict[str, Dict[str, Dict]]:
+    """{game: {agent: mean final_eval_return over the complete main runs'
+    seeds, with its 95 % bootstrap CI, the IQM and median likewise}}."""
+    from launch.aggregate import interval_estimates
+
+    out: Dict[str, Dict[str, Dict]] = {}
+    for game in sorted({r["game"] for r in runs}):
+        scores: Dict[str, List[List[float]]] = {}
+        seeds: Dict[str, List[int]] = {}
+        for r in _main_runs(runs, game):
+            if r["complete"] and r["final_eval_return"] is not None:
+                scores.setdefault(r["agent"], []).append([r["final_eval_return"]])
+                seeds.setdefault(r["agent"], []).append(r["seed"])
+        if scores:
+            stats = interval_estimates(scores)
+            out[game] = {a: dict(stats[a], seeds=sorted(seeds[a])) for a in sorted(stats)}
+    return out
+
+
 def update_summary(entry: Dict) -> str:
-    """Write `entry` into summary.json, replacing the entry of the same run."""
+    """Write `entry` into summary.json, replacing the entry of the same run,
+    and recompute the seed aggregates."""
     try:
         with open(SUMMARY) as f:
             summary = json.load(f)
     except (OSError, ValueError):
         summary = {"runs": []}
     runs = [r for r in summary["runs"] if r.get("run") != entry["run"]] + [entry]
-    summary["runs"] = sorted(runs, key=lambda r: (r["game"], r["agent"], r["seed"]))
+    summary["runs"] = sorted(runs, key=lambda r: (r["game"], r["agent"], r["seed"], r["run"]))
+    summary["aggregate"] = seed_aggregates(summary["runs"])
+    summary["aggregate_definition"] = (
+        "per game and agent, over the seeds of its complete runs without overrides: "
+        "final_eval_return's mean, IQM and median with 95 % bootstrap CIs (rliable)"
+    )
     write_json_atomic(SUMMARY, summary)
     return SUMMARY
 
@@ -201,53 +241,79 @@ def _rolling(values: List[float], n: int) -> List[float]:
     return out
 
 
+def _mean_curve(curves: List[List[list]], points: int = 200):
+    """The mean over runs of their rolling-mean curves, on a common frame grid
+    up to the shortest run's last frame."""
+    import numpy as np
+
+    curves = [c for c in curves if len(c) > 1]
+    if not curves:
+        return None, None
+    end = min(c[-1][0] for c in curves)
+    grid = np.linspace(0, end, points)
+    ys = [
+        np.interp(grid, [p[0] for p in c], _rolling([p[1] for p in c], LAST_EPISODES))
+        for c in curves
+    ]
+    return grid, np.mean(ys, axis=0)
+
+
+def _load_runs(source: str, game: str) -> List[Dict]:
+    with open(source) as f:
+        return [r for r in json.load(f)["runs"] if r["game"] == game]
+
+
 def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
-    """<game>.png (from summary.json; from attempts.json: <game>-attempts.png):
-    evaluation return (points, and the mean of the last 10) and policy
-    entropy against frames, one colour per run."""
+    """<game>.png from summary.json: evaluation return (the rolling mean of
+    10 episodes; thin: each seed, thick: each agent's mean over seeds) and
+    the acting head's policy entropy against frames, for the main runs.
+    From attempts.json: <game>-attempts.png, one colour per attempt."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(source) as f:
-        runs = [r for r in json.load(f)["runs"] if r["game"] == game]
+    attempts = source == ATTEMPTS
+    runs = _load_runs(source, game)
+    runs = runs if attempts else _main_runs(runs, game)
     if not runs:
         return None
-    attempts = source == ATTEMPTS
     fig, (ax, ax_ent) = plt.subplots(
         2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
+    agents = sorted({r["agent"] for r in runs})
     for i, r in enumerate(runs):
-        colour = f"C{i}"
-        label = (
-            f"{r['agent']}: {r['attempt'].split(':')[0]}"
-            if attempts
-            else f"{r['agent']} (seed {r['seed']}, {r['preset']}"
-            + "".join(f", {o}" for o in r.get("overrides", []))
-            + ")"
-        )
+        colour = f"C{i}" if attempts else f"C{agents.index(r['agent'])}"
         if r["curve"]:
             x = [p[0] / 1e6 for p in r["curve"]]
-            y = [p[1] for p in r["curve"]]
-            ax.scatter(x, y, s=4, color=colour, alpha=0.25)
-            ax.plot(x, _rolling(y, LAST_EPISODES), color=colour, label=label)
+            y = _rolling([p[1] for p in r["curve"]], LAST_EPISODES)
+            label = f"{r['agent']}: {r['attempt'].split(':')[0]}" if attempts else None
+            ax.plot(x, y, color=colour, lw=1.5 if attempts else 0.7, alpha=1 if attempts else 0.6)
+            if label:
+                ax.lines[-1].set_label(label)
         if r["entropy_curve"]:
             ax_ent.plot(
                 [p[0] / 1e6 for p in r["entropy_curve"]],
                 [p[1] for p in r["entropy_curve"]],
                 color=colour,
-                lw=1,
+                lw=0.7,
             )
-    ax.set_ylabel("evaluation return\n(episodes; line: mean of last 10)")
+    if not attempts:
+        for a, agent in enumerate(agents):
+            mine = [r for r in runs if r["agent"] == agent]
+            grid, mean = _mean_curve([r["curve"] for r in mine])
+            if grid is not None:
+                seeds = ", ".join(str(r["seed"]) for r in mine)
+                ax.plot(grid / 1e6, mean, color=f"C{a}", lw=2.5, label=f"{agent} (seeds {seeds})")
+    ax.set_ylabel("evaluation return\n(rolling mean of 10 episodes)")
     ax.set_title(
         f"{game}: the whole program on 2 CPU cores"
-        + (" (runs of earlier settings)" if attempts else "")
+        + (" (runs of earlier settings)" if attempts else "; thin: a seed, thick: the mean")
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_ent.set_ylabel("policy entropy\n(nats per state)")
-    ax_ent.set_xlabel("actor frames (millions)")
+    ax_ent.set_xlabel("actor frames when the parameters were published (millions)")
     ax_ent.grid(alpha=0.3)
     fig.tight_layout()
     path = os.path.join(OUT_DIR, f"{game}-attempts.png" if attempts else f"{game}.png")
@@ -257,9 +323,53 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
     return path
 
 
+def plot_meta(game: str, source: str = SUMMARY) -> Optional[str]:
+    """<game>-meta.png: every meta-parameter per head against frames, one
+    panel per meta-parameter; colour: the run, line style: the head. All runs
+    that learn meta-parameters, variants included (their overrides in the legend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from configs import HYPER_NAMES
+
+    runs = [r for r in _load_runs(source, game) if r.get("meta_curves")]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    styles = ("-", "--", ":")
+    for i, r in enumerate(runs):
+        label = f"{r['agent']} s{r['seed']}" + (f" {r['variant']}" if r.get("variant") else "")
+        label += "".join(f", {o}" for o in r.get("overrides", []))
+        for ax, name in zip(axes.flat, HYPER_NAMES):
+            for h, style in enumerate(styles):
+                pts = r["meta_curves"].get(f"{name}/h{h}")
+                if pts:
+                    ax.plot(
+                        [p[0] / 1e6 for p in pts],
+                        [p[1] for p in pts],
+                        color=f"C{i}",
+                        ls=style,
+                        lw=1,
+                        label=label if (name, h) == (HYPER_NAMES[0], 0) else None,
+                    )
+    for ax, name in zip(axes.flat, HYPER_NAMES):
+        ax.set_title(f"{name} (solid h0 acts, dashed h1, dotted h2)", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("actor frames (millions)")
+    fig.legend(loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path = os.path.join(OUT_DIR, f"{game}-meta.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.atari_learning", description=__doc__.split("\n\n")[0]
+        prog="python -m experiments.atari_learning.curves", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--game", default="Pong")
     parser.add_argument("--agent", default="impala", help="impala | stacx | bmg")
@@ -309,7 +419,8 @@ def merge_summary(path: str) -> List[str]:
         entries = json.load(f)["runs"]
     for entry in entries:
         update_summary(entry)
-    return [plot_game(game) for game in sorted({e["game"] for e in entries})]
+    games = sorted({e["game"] for e in entries})
+    return [plot_game(g) for g in games] + [plot_meta(g) for g in games]
 
 
 def main(argv=None) -> int:
@@ -328,11 +439,14 @@ def main(argv=None) -> int:
         print(f"plot: {plot_game(args.game, ATTEMPTS)}")
         return 0
     rc = 0 if args.report_only else run_program(cfg)
-    entry = run_entry(cfg, args.agent, args.preset, args.override)
+    entry = run_entry(cfg, args.agent, args.preset, args.override, args.variant)
     if entry is None:
         print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)
         return rc or 1
-    print(f"summary: {update_summary(entry)}; plot: {plot_game(cfg.env.game)}")
+    print(
+        f"summary: {update_summary(entry)}; plots: {plot_game(cfg.env.game)}, "
+        f"{plot_meta(cfg.env.game)}"
+    )
     print(
         f"{entry['run']}: {entry['frames']} of {entry['frames_budget']} frames, "
         f"final_eval_return {entry['final_eval_return']} over the last "

@@ -1,6 +1,7 @@
 """Where a learning-curve run's meta-gradient pushes each meta-parameter, and why.
 
-    python -m benchmarks.meta_gradient_diagnosis --run=runs/atari_learning/Pong-stacx-debug-s0
+    python -m experiments.atari_learning.diagnosis --run=runs/atari_learning/Pong-stacx-debug-s0
+    python -m experiments.atari_learning.diagnosis --agent=bmg --override=meta.outer_sample=same
 
 Loads the run's newest checkpoint and config, plays `--draws` x (K + 1)
 batches of B unrolls with the checkpoint's acting policy on real games, and
@@ -8,23 +9,25 @@ computes the meta-gradient of the run's meta-objective w.r.t. the
 meta-parameter logits on each draw, whole and with the outer loss's KL term
 switched off (`meta.kl_weight = 0`); their difference is the KL term's share.
 Adam descends the logits, so a positive mean component lowers that value.
-Writes `benchmarks/results/atari_learning/<run>-meta_gradient.json`
+Writes `experiments/atari_learning/results/<run>-meta_gradient.json`
 (`--at_init`: the same at the run's initial state, `...-meta_gradient-at_init.json`).
+Without `--run`, the initial state of `--preset`/`--agent`/`--game` with the
+`--override` values (named `<game>-<agent>-<preset>[-<variant>]`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 
 import numpy as np
 
 from benchmarks.common import REPO_ROOT, git_commit, machine_facts
+from utils.files import write_json_atomic
 
-OUT_DIR = os.path.join(REPO_ROOT, "benchmarks", "results", "atari_learning")
+OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")
 
 
 def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
@@ -58,8 +61,13 @@ def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.meta_gradient_diagnosis")
-    p.add_argument("--run", required=True, help="a run folder with checkpoints")
+    p = argparse.ArgumentParser(prog="python -m experiments.atari_learning.diagnosis")
+    p.add_argument("--run", help="a run folder with checkpoints")
+    p.add_argument("--agent", default="stacx", help="without --run: stacx | bmg")
+    p.add_argument("--game", default="Pong", help="without --run")
+    p.add_argument("--preset", default="debug", help="without --run")
+    p.add_argument("--override", action="append", default=[], help="without --run")
+    p.add_argument("--variant", default="", help="without --run: a name for the overrides")
     p.add_argument("--draws", type=int, default=8, help="independent batch draws")
     p.add_argument("--warmup_steps", type=int, default=200, help="agent steps before recording")
     p.add_argument("--seed", type=int, default=0)
@@ -74,16 +82,22 @@ def main(argv=None) -> int:
 
     from actors.environments import num_actions
     from agents.builders import Builder
-    from configs import HYPER_NAMES, RunConfig
+    from configs import HYPER_NAMES, RunConfig, make_config
     from learner import checkpoint as ckpt_lib
 
     t_start = time.perf_counter()
-    ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(args.run))
-    if ckpt is None:
-        raise SystemExit(f"--run={args.run!r} has no checkpoint")
-    cfg = RunConfig.from_dict(ckpt.config)
+    if args.run:
+        ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(args.run))
+        if ckpt is None:
+            raise SystemExit(f"--run={args.run!r} has no checkpoint")
+        cfg = RunConfig.from_dict(ckpt.config)
+        run_label = os.path.basename(os.path.normpath(args.run))
+    else:
+        ckpt, args.at_init = None, True
+        run_label = "-".join(x for x in (args.game, args.agent, args.preset, args.variant) if x)
+        cfg = make_config(args.preset, args.agent, args.game, overrides=args.override)
     if cfg.meta.objective == "none":
-        raise SystemExit(f"--run={args.run!r} learns no meta-parameters ({cfg.agent_name})")
+        raise SystemExit(f"{run_label!r} learns no meta-parameters ({cfg.agent_name})")
     builder = Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env))
     no_kl = Builder(
         dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, kl_weight=0.0)),
@@ -91,11 +105,11 @@ def main(argv=None) -> int:
         builder.num_actions,
     )
     learner, learner_no_kl = builder.make_learner(), no_kl.make_learner()
-    template = learner.init(jax.random.PRNGKey(0))
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    state = jax.tree_util.tree_unflatten(treedef, ckpt_lib.restore_leaves(ckpt, leaves))
     if args.at_init:
         state = learner.init(jax.random.PRNGKey(cfg.seed))
+    else:
+        leaves, treedef = jax.tree_util.tree_flatten(learner.init(jax.random.PRNGKey(0)))
+        state = jax.tree_util.tree_unflatten(treedef, ckpt_lib.restore_leaves(ckpt, leaves))
 
     def meta_grad_fn(lrn):
         """jitted batches -> d meta-objective / d logits, compiled once."""
@@ -130,12 +144,15 @@ def main(argv=None) -> int:
         }
 
     payload = {
-        "run": os.path.basename(os.path.normpath(args.run)),
-        "checkpoint": ckpt.path,
+        "run": run_label,
+        "checkpoint": ckpt.path if ckpt else None,
         "learner_step": 0 if args.at_init else ckpt.step,
         "frames": 0 if args.at_init else ckpt.counters.get("frames"),
         "objective": cfg.meta.objective,
         "kl_weight": cfg.meta.kl_weight,
+        "outer_kl": cfg.meta.outer_kl,
+        "outer_sample": cfg.meta.outer_sample,
+        "overrides": args.override,
         "meta_values": {
             f"{name}/h{h}": float(hp[i][h])
             for i, name in enumerate(HYPER_NAMES)
@@ -153,8 +170,7 @@ def main(argv=None) -> int:
     suffix = "-at_init" if args.at_init else ""
     path = os.path.join(OUT_DIR, f"{payload['run']}-meta_gradient{suffix}.json")
     os.makedirs(OUT_DIR, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
+    write_json_atomic(path, payload)
     print(f"wrote {path}")
     return 0
 
