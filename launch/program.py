@@ -13,11 +13,13 @@ accelerator, actors and the evaluator run JAX on CPU.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Dict, Optional, Tuple
 
 from configs import RunConfig
 from launch.network import NODE_ENV  # names a process's node group (socket checks, tests)
+from utils.lifeline import LAUNCHER_PID_ENV, RUN_DIR_ENV, node
 from learner import checkpoint as ckpt_lib
 
 
@@ -44,8 +46,16 @@ def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int]:
 CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice
 
 
-def process_env(group: str, jax_platform: Optional[str]) -> Dict[str, str]:
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", NODE_ENV: group}
+def process_env(group: str, jax_platform: Optional[str], run_dir: str = "") -> Dict[str, str]:
+    """A node's environment: its group, and the launcher (this process) and
+    run folder it lives and dies with (`utils.lifeline`)."""
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        NODE_ENV: group,
+        LAUNCHER_PID_ENV: str(os.getpid()),
+        RUN_DIR_ENV: run_dir,
+    }
     if jax_platform:
         env["JAX_PLATFORMS"] = jax_platform
     return env
@@ -99,10 +109,10 @@ def make_program(
     program = lp.Program(f"stacx-{cfg.name}")
     nodes = {}
     with program.group("replay"):
-        nodes["replay"] = lp.ReverbNode(builder.make_tables)
+        nodes["replay"] = lp.ReverbNode(functools.partial(node, builder.make_tables))
         replay = program.add_node(nodes["replay"])
     with program.group("counter"):
-        nodes["counter"] = lp.CourierNode(Counter, counts, identity)
+        nodes["counter"] = lp.CourierNode(node, Counter, counts, identity)
         counter = program.add_node(nodes["counter"])
     # Courier calls wait for the server to be ready; without a deadline a call
     # to a node that is gone blocks forever, and its thread keeps the caller
@@ -110,6 +120,7 @@ def make_program(
     counter.set_client_kwargs(call_timeout=CALL_TIMEOUT_S)
     with program.group("learner"):
         nodes["learner"] = lp.CourierNode(
+            node,
             LearnerNode,
             builder,
             replay,
@@ -126,21 +137,23 @@ def make_program(
         with program.group("actor"):
             program.add_node(
                 lp.CourierNode(
-                    ActorNode, builder, i, replay, learner, counter, should_stop=should_stop
+                    node, ActorNode, builder, i, replay, learner, counter, should_stop=should_stop
                 )
             )
     if cfg.actors.evaluator:
         with program.group("evaluator"):
             program.add_node(
-                lp.CourierNode(EvaluatorNode, builder, learner, counter, should_stop=should_stop)
+                lp.CourierNode(
+                    node, EvaluatorNode, builder, learner, counter, should_stop=should_stop
+                )
             )
     resources = {
-        group: PythonProcess(env=process_env(group, "cpu"))
+        group: PythonProcess(env=process_env(group, "cpu", cfg.run_dir))
         for group in ("replay", "counter", "actor", "evaluator")
         if group in program.groups
     }
     resources["learner"] = PythonProcess(
-        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"))
+        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"), cfg.run_dir)
     )
     return program, resources
 
@@ -167,6 +180,7 @@ def make_actor_program(cfg: RunConfig, endpoints: Dict[str, str], first_id: int,
         for i in range(cfg.actors.num_actors):
             program.add_node(
                 lp.CourierNode(
+                    node,
                     ActorNode,
                     builder,
                     first_id + i,

@@ -181,6 +181,7 @@ def main(argv):
     from configs import ConfigError, save_config
     from launch import remote
     from learner.checkpoint import CheckpointError
+    from utils.lifeline import RunFolderBusyError, RunFolderLock
 
     try:
         if FLAGS.max_restarts < 0:
@@ -198,6 +199,8 @@ def main(argv):
             served = remote.endpoints(address, ports, FLAGS.serve, cfg)
             exposure = remote.exposure(served, FLAGS.serve_allow)
         check_run_dir(cfg.run_dir)
+        # Held until this process exits; a live program on the folder refuses us.
+        RunFolderLock(cfg.run_dir).acquire(" ".join(sys.argv))
         from launch.program import make_program
 
         program, resources = make_program(cfg, FLAGS.resume, ports if served else None)
@@ -207,7 +210,14 @@ def main(argv):
             path = os.path.join(cfg.run_dir, remote.ENDPOINTS_FILE)
             remote.write_endpoints(path, served)
             print(f"{exposure}\nendpoints for actor hosts: {path}", flush=True)
-    except (ConfigError, CheckpointError, PermissionError, ValueError, remote.EndpointsError) as e:
+    except (
+        ConfigError,
+        CheckpointError,
+        PermissionError,
+        ValueError,
+        remote.EndpointsError,
+        RunFolderBusyError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     from launch.supervisor import exit_on_failure, launch_supervised

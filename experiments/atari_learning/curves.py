@@ -66,6 +66,71 @@ def make_run_config(args):
     )
 
 
+# A run that outlives a session's machine is carried over in git: its newest
+# checkpoint, config, segments and CSV logs under unfinished/<run>/, restored
+# into an empty run folder by the same command, removed once the run is complete.
+UNFINISHED_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "unfinished")
+CARRY_LIMIT_BYTES = 10 * 2**20
+
+
+def _carry_files(run_dir: str) -> List[str]:
+    """The run folder's files a resumption needs (relative paths)."""
+    from learner import checkpoint as ckpt_lib
+
+    names = ["config.json", "experiment_segments.json"]
+    logs = os.path.join(run_dir, "logs")
+    if os.path.isdir(logs):
+        names += [os.path.join("logs", n) for n in sorted(os.listdir(logs)) if n.endswith(".csv")]
+    found = ckpt_lib.list_checkpoints(ckpt_lib.checkpoint_dir(run_dir))
+    if found:
+        names.append(os.path.relpath(found[-1][1], run_dir))
+    return [n for n in names if os.path.isfile(os.path.join(run_dir, n))]
+
+
+def carry_over(cfg, complete: bool) -> Optional[str]:
+    """unfinished/<run>/ <- the run folder's resumable state (incomplete run),
+    or removed (complete run). Returns the folder written, if any."""
+    import shutil
+
+    dest = os.path.join(UNFINISHED_DIR, cfg.name)
+    if complete:
+        shutil.rmtree(dest, ignore_errors=True)
+        return None
+    files = _carry_files(cfg.run_dir)
+    if not any(f.startswith("checkpoints") for f in files):
+        return None
+    size = sum(os.path.getsize(os.path.join(cfg.run_dir, f)) for f in files)
+    if size > CARRY_LIMIT_BYTES:
+        print(f"not carried over: {size / 2**20:.1f} MB > 10 MB ({cfg.run_dir})", file=sys.stderr)
+        return None
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in files:
+        os.makedirs(os.path.dirname(os.path.join(tmp, f)), exist_ok=True)
+        shutil.copy2(os.path.join(cfg.run_dir, f), os.path.join(tmp, f))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def restore_carried(cfg) -> bool:
+    """Copy unfinished/<run>/ into a run folder that has no checkpoint yet."""
+    import shutil
+
+    from learner import checkpoint as ckpt_lib
+
+    src = os.path.join(UNFINISHED_DIR, cfg.name)
+    if not os.path.isdir(src) or ckpt_lib.list_checkpoints(ckpt_lib.checkpoint_dir(cfg.run_dir)):
+        return False
+    for folder, _, names in os.walk(src):
+        for n in names:
+            rel = os.path.relpath(os.path.join(folder, n), src)
+            os.makedirs(os.path.dirname(os.path.join(cfg.run_dir, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(folder, n), os.path.join(cfg.run_dir, rel))
+    print(f"restored {src} into {cfg.run_dir}", flush=True)
+    return True
+
+
 def _segments_path(run_dir: str) -> str:
     return os.path.join(run_dir, "experiment_segments.json")
 
@@ -438,11 +503,16 @@ def main(argv=None) -> int:
     if args.plot_attempts:
         print(f"plot: {plot_game(args.game, ATTEMPTS)}")
         return 0
+    if not args.report_only:
+        restore_carried(cfg)
     rc = 0 if args.report_only else run_program(cfg)
     entry = run_entry(cfg, args.agent, args.preset, args.override, args.variant)
     if entry is None:
         print(f"no learner log in {cfg.run_dir}: nothing to report", file=sys.stderr)
         return rc or 1
+    carried = carry_over(cfg, entry["complete"])
+    if carried:
+        print(f"unfinished: {carried} (commit it; the same command resumes the run)")
     print(
         f"summary: {update_summary(entry)}; plots: {plot_game(cfg.env.game)}, "
         f"{plot_meta(cfg.env.game)}"

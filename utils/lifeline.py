@@ -1,0 +1,137 @@
+"""A program's processes live and die with their launcher, and one program
+at a time holds a run folder.
+
+`exit_with_launcher()`: a node process started by a launcher (whose pid is in
+`LAUNCHER_PID_ENV`) watches its parent in a daemon thread; once the launcher
+is gone, however it died (SIGKILL, the OOM killer, a job timeout), the node
+is reparented, sends itself SIGTERM (a clean stop where the node has one) and
+exits hard `grace_s` later. The parent pid is read, not the launcher's
+liveness: a killed launcher that nobody has reaped yet still answers
+`kill(pid, 0)`, but its children are reparented at once.
+
+`RunFolderLock`: an advisory `flock` on `<run>/run.lock`. A launcher takes
+it only if no process holds it (an exclusive lock, at once turned into a
+shared one), writes its pid, host and start time into the file, and keeps
+it while its program runs; each node process takes a shared lock too. The
+kernel drops a process's lock when it dies, so a crash never leaves a stale
+lock, and a new launcher is refused, with the holder named, until the old
+launcher and the last of its nodes have exited.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Optional
+
+LAUNCHER_PID_ENV = "STACX_LAUNCHER_PID"
+RUN_DIR_ENV = "STACX_RUN_DIR"
+LOCK_FILE = "run.lock"
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live program holds the run folder."""
+
+
+def _describe(path: str) -> str:
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+        return (
+            f"pid {holder.get('pid')} on {holder.get('host')} "
+            f"since {holder.get('started')} ({holder.get('command', '?')})"
+        )
+    except (OSError, ValueError):
+        return "a process whose details are not written yet (or a node of one that died)"
+
+
+class RunFolderLock:
+    """`acquire()` or RunFolderBusyError naming the holder; `release()`."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self._fd: Optional[int] = None
+
+    def acquire(self, command: str = "") -> "RunFolderLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else holds it
+        except BlockingIOError:
+            os.close(fd)
+            raise RunFolderBusyError(
+                f"run folder {os.path.dirname(self.path)!r} is held by a live program: "
+                f"{_describe(self.path)}. Stop it first, or give this run another --name."
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": command,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # shared with the program's nodes
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the lock
+            self._fd = None
+
+
+_node_lock_fd: Optional[int] = None
+
+
+def hold_shared(run_dir: str) -> None:
+    """In a node process: a shared lock on the run folder for as long as the
+    process lives (a launcher's exclusive lock waits for it)."""
+    global _node_lock_fd
+    if _node_lock_fd is not None or not run_dir:
+        return
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)  # never waits: every holder's lock is shared
+    _node_lock_fd = fd
+
+
+_watching = False
+
+
+def exit_with_launcher(poll_s: float = 1.0, grace_s: float = 5.0) -> None:
+    """Start the watchdog once per process (no-op without `LAUNCHER_PID_ENV`)."""
+    global _watching
+    pid = os.environ.get(LAUNCHER_PID_ENV)
+    if _watching or not pid:
+        return
+    launcher = int(pid)
+    if os.getppid() != launcher:  # not a child of that launcher: nothing to watch
+        return
+    _watching = True
+
+    def watch():
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        print(f"[lifeline] launcher {launcher} is gone: stopping this node", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def node(constructor, *args, **kwargs):
+    """Build a node's object (`constructor(*args, **kwargs)`) in its own
+    process after starting the watchdog and taking the run folder's shared lock."""
+    exit_with_launcher()
+    hold_shared(os.environ.get(RUN_DIR_ENV, ""))
+    return constructor(*args, **kwargs)
