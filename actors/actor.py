@@ -186,6 +186,7 @@ class ActorNode:
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
+        os.nice(cfg.actors.nice)
         self._builder = builder
         self._cfg = cfg
         self._id = actor_id
@@ -354,6 +355,7 @@ class EvaluatorNode:
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
+        os.nice(cfg.actors.nice)
         self._cfg = cfg
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)

@@ -436,6 +436,10 @@ class ActorConfig:
     evaluator: bool = True
     eval_episodes_per_round: int = 1
     eval_pause_seconds: float = 0.0  # evaluator idles this long between episodes (small hosts)
+    # Scheduling priority of the actor and evaluator processes (os.nice
+    # increment, 0-19): on a host with fewer free cores than actors, the
+    # learner, replay and counter then get the CPU they ask for first.
+    nice: int = 0
 
     def __post_init__(self):
         _int(self, "num_actors", 0, 4096)
@@ -453,6 +457,7 @@ class ActorConfig:
         _bool(self, "evaluator")
         _int(self, "eval_episodes_per_round", 1)
         _num(self, "eval_pause_seconds", 0.0, 86_400.0)
+        _int(self, "nice", 0, 19)
 
     @property
     def env_batch_size(self) -> int:

@@ -105,7 +105,9 @@ def make_config(
             meta=meta,
             replay=ReplayConfig(mode="queue"),
             learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
-            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100),
+            # 48 actor processes and the learner on one host: the actors yield the
+            # CPU to the learner where cores are fewer than processes.
+            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=10),
         )
     else:
         # debug: one game on 2 CPU cores (learns Pong in 10M frames; `make debug`

@@ -399,7 +399,7 @@ def plot_meta(game: str, source: str = SUMMARY) -> Optional[str]:
 
     from configs import HYPER_NAMES
 
-    runs = [r for r in _load_runs(source, game) if r.get("meta_curves")]
+    runs = [r for r in _load_runs(source, game) if r.get("meta_curves") and r["agent"] != "impala"]
     if not runs:
         return None
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)

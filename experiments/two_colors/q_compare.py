@@ -148,7 +148,7 @@ def learners(steps: int, seeds: List[int], out: str) -> Dict:
         )
         print(f"{label:>58}: odd {odd:.3f} even {even:.3f}  {[round(x, 3) for x in phases]}")
     result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows, "facts": _facts()}
-    write_json_atomic(result, os.path.join(out, "learners.json"))
+    write_json_atomic(os.path.join(out, "learners.json"), result)
     return result
 
 
@@ -192,7 +192,7 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         for setting in GRIDS[method]:
             rows.append(run(method, setting, done))
             tuning["methods"][method] = {"grid": rows}
-            write_json_atomic(tuning, path)
+            write_json_atomic(path, tuning)
         totals = [row["total_reward"] for row in rows]
         i = totals.index(max(totals))
         upward = i == len(rows) - 1 or (0 < i and totals[i + 1] > totals[i - 1])
@@ -200,7 +200,7 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         best = max(rows + extension, key=lambda row: row["total_reward"])
         tuning["methods"][method] = {"grid": rows, "extension": extension, "best": best["label"]}
         tuning["facts"] = _facts()
-        write_json_atomic(tuning, path)
+        write_json_atomic(path, tuning)
     return tuning
 
 
@@ -327,7 +327,7 @@ def _facts() -> Dict:
     return machine_facts()
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stage", choices=("learners", "tune", "compare", "report"), required=True)
     p.add_argument("--methods", default=",".join(GRIDS), help=f"subset of {list(GRIDS)}")
@@ -340,7 +340,7 @@ def main():
         help="compare: tuning.json file(s), comma-separated (default: --out's)",
     )
     p.add_argument("--out", default="runs/q_compare")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in GRIDS]
     if unknown:
