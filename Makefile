@@ -57,7 +57,8 @@ test-fast: venv
 # and the newest jax, optax, chex, dm-haiku and rlax, no TensorFlow, Reverb or
 # Launchpad. Not part of `make test`; `make test-core CORE_PYTHON=python3.x`.
 CORE_VENV := .venv-core
-CORE_PYTHON ?= $(shell ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -1 || command -v python3)
+# The newest pyenv Python 3.13, else python3 on PATH.
+CORE_PYTHON ?= $(shell p=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -1); [ -n "$$p" ] && echo "$$p" || command -v python3)
 CORE_PACKAGES := jax optax chex dm-haiku rlax numpy matplotlib pytest pytest-timeout
 CORE_TESTS := tests/test_losses.py tests/test_learning.py tests/test_semantics.py \
 	tests/test_parallel.py tests/test_configs.py tests/test_checkpoint.py \

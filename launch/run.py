@@ -199,11 +199,13 @@ def main(argv):
             served = remote.endpoints(address, ports, FLAGS.serve, cfg)
             exposure = remote.exposure(served, FLAGS.serve_allow)
         check_run_dir(cfg.run_dir)
-        # Held until this process exits; a live program on the folder refuses us.
-        RunFolderLock(cfg.run_dir).acquire(" ".join(sys.argv))
         from launch.program import make_program
 
         program, resources = make_program(cfg, FLAGS.resume, ports if served else None)
+        # Held until this process exits; a live program on the folder refuses us.
+        # Taken once the input is valid (bad input leaves the folder untouched),
+        # before anything is written into the folder.
+        RunFolderLock(cfg.run_dir).acquire(" ".join(sys.argv))
         # Written once everything is valid: bad input leaves the folder as it was.
         save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
         if served:

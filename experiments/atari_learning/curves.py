@@ -378,7 +378,11 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_ent.set_ylabel("policy entropy\n(nats per state)")
-    ax_ent.set_xlabel("actor frames when the parameters were published (millions)")
+    ax_ent.set_xlabel(
+        "actor frames at each episode's end (millions)"
+        if attempts
+        else "actor frames when the episode's parameters were published (millions)"
+    )
     ax_ent.grid(alpha=0.3)
     fig.tight_layout()
     path = os.path.join(OUT_DIR, f"{game}-attempts.png" if attempts else f"{game}.png")
