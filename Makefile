@@ -41,10 +41,12 @@ $(VENV)/.installed: $(LOCK) pyproject.toml setup.py
 
 venv: $(VENV)/.installed
 
-# Style first (seconds): ruff's lint rules and its formatter, as pyproject.toml sets them.
+# Style and types first (seconds): ruff's lint rules and its formatter, and mypy
+# over the files pyproject.toml names.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: venv lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)

@@ -91,6 +91,7 @@ class _Rows:
                     self._filled[i] = True
 
     def _put(self, i: int, step: Trajectory, j: int) -> None:
+        assert self._row is not None  # made by the first `add`
         for dst, src in zip(self._row, step):
             dst[i] = src[j]
 

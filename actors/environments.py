@@ -141,8 +141,9 @@ class VectorEnv(abc.ABC):
             raise RuntimeError(
                 "recv() with no envs in flight: call start(), and send() after each recv()"
             )
-        self._last_ids, res = self._ready.popleft()
-        return self._last_ids, res
+        ids, res = self._ready.popleft()
+        self._last_ids = ids
+        return ids, res
 
     def send(self, actions: np.ndarray) -> None:
         """Next actions ([k] ints) for the envs of the last `recv()`, in its order."""
@@ -269,7 +270,7 @@ class AtariVectorEnv(VectorEnv):
             reward_clipping=False,
             use_fire_reset=False,
         )
-        self.num_actions = int(self._env.single_action_space.n)
+        self.num_actions = int(self._env.single_action_space.n)  # type: ignore[attr-defined]  # Discrete
         # Per-env bookkeeping for `episode_returns` (float64 sums of raw rewards).
         self._returns = np.zeros(self.num_envs, np.float64)
         # Cumulative emulator frame (ale `frame_number`) at which each env's current episode began.
@@ -279,7 +280,7 @@ class AtariVectorEnv(VectorEnv):
         self._needs_reset = True
         self._closed = False
         self._first_batch = None  # async: the batch that reset() returned, not yet received
-        self._last_ids: Optional[np.ndarray] = None
+        self._last_ids: Optional[np.ndarray] = None  # type: ignore[assignment]  # gymnasium types it None
         self._in_flight = 0  # async: batches sent (or reset) and not yet received
 
     @staticmethod
@@ -395,7 +396,10 @@ def _atari_num_actions(ale_id: str, full_action_space: bool) -> int:
 
     ale = ale_py.ALEInterface()
     ale.setLoggerMode(ale_py.LoggerMode.Error)
-    ale.loadROM(roms.get_rom_path(ale_id))
+    rom = roms.get_rom_path(ale_id)
+    if rom is None:
+        raise ValueError(f"no ROM for {ale_id!r} in ale-py's bundled ROMs")
+    ale.loadROM(rom)
     actions = ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet()
     return len(actions)
 

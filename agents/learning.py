@@ -422,7 +422,7 @@ def _make_init_and_update(s: _Setting, inner_step: Callable, meta_objective: Opt
     """init(key) -> TrainingState and the pure update(state, batches) -> (state, metrics):
     one inner step, or the meta-objective's K steps and one meta-gradient step;
     a non-finite result leaves the state as it was and counts as skipped."""
-    networks, agent, learn_meta = s.networks, s.agent, meta_objective is not None
+    networks, agent = s.networks, s.agent
     inner_opt, meta_opt, psum, pmean = s.inner_opt, s.meta_opt, s.psum, s.pmean
     num_heads = networks.num_heads
 
@@ -441,7 +441,8 @@ def _make_init_and_update(s: _Setting, inner_step: Callable, meta_objective: Opt
 
     def update(state: TrainingState, batches: Trajectory):
         metrics: Dict[str, Array] = {}
-        if not learn_meta:
+        check: Any  # what must be finite for the update to be kept
+        if meta_objective is None:
             params, opt_state, inner_terms = inner_step(
                 state.params, state.opt_state, state.meta.logits, _index(batches, 0)
             )

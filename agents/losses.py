@@ -7,6 +7,7 @@ into them wherever the math lets them.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import chex
@@ -265,7 +266,7 @@ def l2_matching(target, params) -> Array:
     """0.5 * ||target - params||^2 summed over every leaf (target is constant)."""
     target = jax.lax.stop_gradient(target)
     sq = jax.tree_util.tree_map(lambda t, p: jnp.sum(jnp.square(t - p)), target, params)
-    return 0.5 * sum(jax.tree_util.tree_leaves(sq))
+    return 0.5 * functools.reduce(jnp.add, jax.tree_util.tree_leaves(sq))
 
 
 def kl_matching(target_logits: Array, logits: Array) -> Array:

@@ -96,7 +96,8 @@ def mixed(
     MG meta-gradients (Bonnet et al. 2021). Terms with c_k = 0 are not built,
     so one-hot weights give exactly the k-step `mg`."""
     steps = unroll(inner_update, meta_params, params, opt_state, batches)
-    total, outer_terms = 0.0, {}
+    total: Any = 0.0
+    outer_terms: Dict[str, Array] = {}
     for (x, _, _), val, c in zip(steps, vals, coefficients):
         if c != 0.0:
             f, outer_terms = outer_loss(x, val)
@@ -164,6 +165,8 @@ def bmg(
     p_k, o_k, inner_terms = unroll(inner_update, meta_params, params, opt_state, batches)[-1]
     terms: Dict[str, Array] = {}
     if target is None:
+        if grounded is None:
+            raise ValueError("bmg needs a given `target` or a `grounded` step to bootstrap one")
         target, terms = bootstrap_target(
             inner_update, grounded, meta_params, p_k, o_k, target_batches, val
         )

@@ -59,11 +59,11 @@ def pmap_layout(devices: Sequence) -> Callable:
     original pmap; since jax 0.8 pmap is jit + shard_map, which takes arrays
     split over a 1-D mesh of the devices (and jax 0.12 has no PmapSharding)."""
     try:
-        from jax.sharding import PmapSharding
+        from jax.sharding import PmapSharding as pmap_sharding
     except ImportError:
-        PmapSharding = None
-    if PmapSharding is not None and not getattr(jax.config, "jax_pmap_shmap_merge", False):
-        return lambda shape: PmapSharding.default(shape, 0, devices)
+        pmap_sharding = None  # type: ignore[assignment, misc]
+    if pmap_sharding is not None and not getattr(jax.config, "jax_pmap_shmap_merge", False):
+        return lambda shape: pmap_sharding.default(shape, 0, devices)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     layout = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))

@@ -15,18 +15,20 @@ The learner uses steps 0..T-1 for the loss and obs_T only to bootstrap.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import numpy as np
 
 
 class Trajectory(NamedTuple):
-    observation: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    discount: np.ndarray
-    behaviour_logits: np.ndarray
-    first: np.ndarray
+    # Each field holds an array (NumPy on the host, jax on the devices) or,
+    # in a spec, an `ArraySpec`.
+    observation: Any
+    action: Any
+    reward: Any
+    discount: Any
+    behaviour_logits: Any
+    first: Any
 
 
 class ArraySpec(NamedTuple):

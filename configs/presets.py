@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from configs.config import (
     AgentConfig,
@@ -157,7 +157,7 @@ def make_config(
     if catch:
         cfg = _catch(cfg)
     cfg = apply_overrides(cfg, overrides)
-    fields = {
+    fields: Dict[str, Any] = {
         k: v
         for k, v in (
             ("root", root),

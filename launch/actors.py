@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, Dict
 
 from absl import app, flags
 
@@ -27,7 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    fv = dict(flag_values=flag_values)
+    fv: Dict[str, Any] = dict(flag_values=flag_values)
     flags.DEFINE_string("endpoints", None, "the learner host's <run folder>/endpoints.json", **fv)
     flags.DEFINE_integer("num_actors", 1, "actor processes on this host", **fv)
     flags.DEFINE_string(

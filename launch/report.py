@@ -223,6 +223,8 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
 def _aggregate(per_game: List[Dict]) -> Optional[Dict]:
     """IQM, median and mean HNS with bootstrap CIs over [seeds, games]: the
     first n seeds (by seed) of every game with results, n the fewest any has."""
+    import numpy as np
+
     from launch.aggregate import interval_estimates
 
     scored = [g for g in per_game if g["hns_per_seed"]]
@@ -230,7 +232,7 @@ def _aggregate(per_game: List[Dict]) -> Optional[Dict]:
         return None
     n = min(len(g["hns_per_seed"]) for g in scored)
     matrix = [[h for _, h in sorted(g["hns_per_seed"])[:n]] for g in scored]
-    return interval_estimates({"hns": list(zip(*matrix))})["hns"]
+    return interval_estimates({"hns": np.array(matrix).T})["hns"]
 
 
 # ----------------------------------------------------------------------------

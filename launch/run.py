@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any, Dict
 
 from absl import app, flags
 
@@ -40,7 +41,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The absl flags of `python -m launch.run`, defined only when it runs
     as a script: importing the module defines nothing (launch modules share
     flag names such as --seed and --override)."""
-    fv = dict(flag_values=flag_values)
+    fv: Dict[str, Any] = dict(flag_values=flag_values)
     flags.DEFINE_string("preset", "debug", "debug | full | test", **fv)
     flags.DEFINE_string("game", "Pong", "Atari game (CamelCase, one of the 57) or 'Catch'", **fv)
     flags.DEFINE_string("agent", "impala", "impala | stacx | bmg", **fv)

@@ -45,9 +45,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from utils.files import write_json_atomic
+
+if TYPE_CHECKING:
+    from configs import RunConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = "sweep.json"
@@ -111,7 +114,7 @@ class Run:
 
     game: str
     seed: int
-    cfg: object  # RunConfig, root = the sweep folder (absolute)
+    cfg: RunConfig  # root = the sweep folder (absolute)
 
     @property
     def name(self) -> str:
@@ -143,7 +146,7 @@ class Run:
 
     def budget_reached(self, counters: Optional[Dict]) -> bool:
         """The learner's own stopping test (`RunConfig.budget_reached`) on saved counters."""
-        return bool(counters) and self.cfg.budget_reached(
+        return counters is not None and self.cfg.budget_reached(
             float(counters.get("frames", 0)), float(counters.get("learner_steps", 0))
         )
 
@@ -585,7 +588,7 @@ class Sweep:
 # Dry run
 # ----------------------------------------------------------------------------
 def check_environments(
-    envs: Dict[str, object], steps: int = 20, seed: int = 0, log=print
+    envs: Dict[str, Any], steps: int = 20, seed: int = 0, log=print
 ) -> Dict[str, Dict]:
     """Build one environment of each game in this process, reset it and take
     `steps` random actions. {game: {ok, num_actions, steps_per_s, frames_per_step, error}}."""
@@ -593,7 +596,7 @@ def check_environments(
     from actors.environments import make_vector_env
 
     rng = np.random.default_rng(seed)
-    results = {}
+    results: Dict[str, Dict[str, Any]] = {}
     for game, env_cfg in envs.items():
         try:
             with make_vector_env(env_cfg, num_envs=1, seed=seed) as env:
@@ -716,7 +719,7 @@ def _print_estimate(
 
 
 def dry_run(args: argparse.Namespace, out: str, runs: List[Run]) -> int:
-    games = {}
+    games: Dict[str, Any] = {}
     for run in runs:
         games.setdefault(run.game, run.env)
     print(

@@ -26,13 +26,12 @@ class CsvLog:
 
     def write(self, row: Mapping[str, object]) -> None:
         new = self._fields is None
-        if new:
-            self._fields = list(row)
+        fields = self._fields = list(row) if self._fields is None else self._fields
         with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
-            w.writerow({k: _fmt(row.get(k, ""), k) for k in self._fields})
+            w.writerow({k: _fmt(row.get(k, ""), k) for k in fields})
 
 
 def _fmt(v, column: str = ""):

@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT, git_commit, machine_facts
 from utils.files import write_json_atomic
@@ -208,8 +208,7 @@ def run_entry(
         for r in evals
     ]
     last = curve[-LAST_EPISODES:]
-    hns = [_float(r.get("hns")) for r in evals[-LAST_EPISODES:]]
-    hns = [h for h in hns if h is not None]
+    hns = [h for h in (_float(r.get("hns")) for r in evals[-LAST_EPISODES:]) if h is not None]
     frames = int(float(learner[-1]["actor_frames"])) if learner else 0
     meta_cols = sorted(
         k
@@ -267,7 +266,7 @@ def seed_aggregates(runs: List[Dict]) -> Dict[str, Dict[str, Dict]]:
 
     out: Dict[str, Dict[str, Dict]] = {}
     for game in sorted({r["game"] for r in runs}):
-        scores: Dict[str, List[List[float]]] = {}
+        scores: Dict[str, Any] = {}
         seeds: Dict[str, List[int]] = {}
         for r in _main_runs(runs, game):
             if r["complete"] and r["final_eval_return"] is not None:
@@ -481,7 +480,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def merge_summary(path: str) -> List[str]:
+def merge_summary(path: str) -> List[Optional[str]]:
     """Copy every run entry of another summary.json into ours (same run name:
     replaced) and redraw the plots of their games."""
     with open(path) as f:

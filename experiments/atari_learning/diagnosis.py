@@ -55,8 +55,8 @@ def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
         obs, first = res.observation, res.first.astype(np.float32)
     env.close()
     # Consecutive unrolls overlap by one step, as the actors write them.
-    unrolls = [steps[k * T : k * T + T + 1] for k in range(num_batches)]
-    unrolls = [Trajectory(*[np.stack(f) for f in zip(*u)]) for u in unrolls]  # [T + 1, B, ...]
+    windows = [steps[k * T : k * T + T + 1] for k in range(num_batches)]
+    unrolls = [Trajectory(*[np.stack(f) for f in zip(*u)]) for u in windows]  # [T + 1, B, ...]
     return Trajectory(*[np.stack(f) for f in zip(*unrolls)])  # [N, T + 1, B, ...]
 
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         builder.num_actions,
     )
     learner, learner_no_kl = builder.make_learner(), no_kl.make_learner()
-    if args.at_init:
+    if ckpt is None or args.at_init:
         state = learner.init(jax.random.PRNGKey(cfg.seed))
     else:
         leaves, treedef = jax.tree_util.tree_flatten(learner.init(jax.random.PRNGKey(0)))
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     payload = {
         "run": run_label,
         "checkpoint": ckpt.path if ckpt else None,
-        "learner_step": 0 if args.at_init else ckpt.step,
-        "frames": 0 if args.at_init else ckpt.counters.get("frames"),
+        "learner_step": 0 if ckpt is None or args.at_init else ckpt.step,
+        "frames": 0 if ckpt is None or args.at_init else ckpt.counters.get("frames"),
         "objective": cfg.meta.objective,
         "kl_weight": cfg.meta.kl_weight,
         "outer_kl": cfg.meta.outer_kl,
