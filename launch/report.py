@@ -410,7 +410,8 @@ def plot_bars(s: Dict, path: str) -> str:
     return path
 
 
-def _smooth(values: List[float], window: int) -> List[float]:
+def rolling_mean(values: List[float], window: int) -> List[float]:
+    """The mean of each value and the `window - 1` before it (fewer at the start)."""
     out = []
     for i in range(len(values)):
         chunk = values[max(0, i - window + 1) : i + 1]
@@ -462,7 +463,10 @@ def plot_curves(s: Dict, path: str) -> str:
         for r in runs:
             xs = [f for f, _ in r["curve"]]
             ax.plot(
-                xs, _smooth([h for _, h in r["curve"]], s["last"]), lw=1, color=f"C{r['seed'] % 10}"
+                xs,
+                rolling_mean([h for _, h in r["curve"]], s["last"]),
+                lw=1,
+                color=f"C{r['seed'] % 10}",
             )
             seeds.add(r["seed"])
         lo, hi = ax.get_ylim()

@@ -35,6 +35,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT, git_commit, machine_facts
+from launch.report import rolling_mean
 from utils.files import write_json_atomic
 
 OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")
@@ -297,14 +298,6 @@ def update_summary(entry: Dict) -> str:
     return SUMMARY
 
 
-def _rolling(values: List[float], n: int) -> List[float]:
-    out = []
-    for i in range(len(values)):
-        window = values[max(0, i - n + 1) : i + 1]
-        out.append(sum(window) / len(window))
-    return out
-
-
 def _mean_curve(curves: List[List[list]], points: int = 200):
     """The mean over runs of their rolling-mean curves, on a common frame grid
     up to the shortest run's last frame."""
@@ -316,7 +309,7 @@ def _mean_curve(curves: List[List[list]], points: int = 200):
     end = min(c[-1][0] for c in curves)
     grid = np.linspace(0, end, points)
     ys = [
-        np.interp(grid, [p[0] for p in c], _rolling([p[1] for p in c], LAST_EPISODES))
+        np.interp(grid, [p[0] for p in c], rolling_mean([p[1] for p in c], LAST_EPISODES))
         for c in curves
     ]
     return grid, np.mean(ys, axis=0)
@@ -350,7 +343,7 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
         colour = f"C{i}" if attempts else f"C{agents.index(r['agent'])}"
         if r["curve"]:
             x = [p[0] / 1e6 for p in r["curve"]]
-            y = _rolling([p[1] for p in r["curve"]], LAST_EPISODES)
+            y = rolling_mean([p[1] for p in r["curve"]], LAST_EPISODES)
             label = f"{r['agent']}: {r['attempt'].split(':')[0]}" if attempts else None
             ax.plot(x, y, color=colour, lw=1.5 if attempts else 0.7, alpha=1 if attempts else 0.6)
             if label:
