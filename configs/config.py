@@ -9,65 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Tuple
 
 from configs import games
-
-
-class ConfigError(ValueError):
-    """A configuration value is not allowed."""
-
-
-def _fail(owner: Any, field: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{type(owner).__name__}.{field}={value!r} is not allowed: {allowed}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(owner: Any, field: str, lo: int = 1, hi: Optional[int] = None) -> None:
-    v = getattr(owner, field)
-    ok = _is_int(v) and v >= lo and (hi is None or v <= hi)
-    if not ok:
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        _fail(owner, field, v, f"must be an integer {rng}")
+from configs.validate import (
+    ConfigError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_num,
+    fail,
+    is_int,
+    is_num,
+)
 
 
 def geometric_mix(lam: float, K: int) -> Tuple[float, ...]:
     """Lambda-style weights of the 1..K-step meta-gradients (sum 1):
     c_k = (1 - lam) lam^(k-1) for k < K, c_K = lam^(K-1)."""
     return tuple((1 - lam) * lam ** (k - 1) for k in range(1, K)) + (lam ** (K - 1),)
-
-
-def _num(
-    owner: Any,
-    field: str,
-    lo: float = 0.0,
-    hi: float = math.inf,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    v = getattr(owner, field)
-    ok = _is_num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-        _fail(owner, field, v, f"must be a finite number in {left}{lo}, {hi}{right}")
-
-
-def _bool(owner: Any, field: str) -> None:
-    if not isinstance(getattr(owner, field), bool):
-        _fail(owner, field, getattr(owner, field), "must be True or False")
-
-
-def _choice(owner: Any, field: str, allowed: Sequence[str]) -> None:
-    v = getattr(owner, field)
-    if v not in allowed:
-        _fail(owner, field, v, f"must be one of {list(allowed)}")
 
 
 # ----------------------------------------------------------------------------
@@ -95,18 +55,18 @@ class EnvConfig:
     clip_reward: float = 1.0  # training reward clip in [-c, c]; evaluation is unclipped
 
     def __post_init__(self):
-        _choice(self, "kind", ENV_KINDS)
+        check_choice(self, "kind", ENV_KINDS)
         if self.kind == "atari":
             if not isinstance(self.game, str) or self.game not in games.reference_table():
-                _fail(self, "game", self.game, games.unknown_game_message(str(self.game)))
-        _int(self, "frame_skip", 1, 16)
-        _int(self, "frame_size", 8, 256)
-        _int(self, "frame_stack", 1, 16)
-        _int(self, "noop_max", 0, 1000)
-        _int(self, "max_episode_frames", 1)
-        _num(self, "sticky_action_prob", 0.0, 1.0)
-        _bool(self, "full_action_space")
-        _num(self, "clip_reward", 0.0, lo_open=True)
+                fail(self, "game", self.game, games.unknown_game_message(str(self.game)))
+        check_int(self, "frame_skip", 1, 16)
+        check_int(self, "frame_size", 8, 256)
+        check_int(self, "frame_stack", 1, 16)
+        check_int(self, "noop_max", 0, 1000)
+        check_int(self, "max_episode_frames", 1)
+        check_num(self, "sticky_action_prob", 0.0, 1.0)
+        check_bool(self, "full_action_space")
+        check_num(self, "clip_reward", 0.0, lo_open=True)
 
     @property
     def observation_shape(self) -> Tuple[int, int, int]:
@@ -142,16 +102,16 @@ class NetworkConfig:
     meta_embedding: int = 16  # width of the learned embedding of the meta-parameters
 
     def __post_init__(self):
-        _choice(self, "kind", NETWORK_KINDS)
+        check_choice(self, "kind", NETWORK_KINDS)
         if (
             not isinstance(self.channels, tuple)
             or not self.channels
-            or not all(_is_int(c) and c >= 1 for c in self.channels)
+            or not all(is_int(c) and c >= 1 for c in self.channels)
         ):
-            _fail(self, "channels", self.channels, "must be a non-empty tuple of positive integers")
-        _int(self, "blocks_per_section", 0, 16)
-        _int(self, "hidden", 1)
-        _int(self, "meta_embedding", 1)
+            fail(self, "channels", self.channels, "must be a non-empty tuple of positive integers")
+        check_int(self, "blocks_per_section", 0, 16)
+        check_int(self, "hidden", 1)
+        check_int(self, "meta_embedding", 1)
 
 
 # ----------------------------------------------------------------------------
@@ -199,23 +159,23 @@ class AgentConfig:
     init_logit: float = 4.6  # sigmoid(4.6) = 0.990
 
     def __post_init__(self):
-        _choice(self, "kind", AGENT_KINDS)
-        _int(self, "num_heads", 1, 16)
+        check_choice(self, "kind", AGENT_KINDS)
+        check_int(self, "num_heads", 1, 16)
         if self.kind == "impala" and self.num_heads != 1:
-            _fail(self, "num_heads", self.num_heads, "must be 1 when kind='impala'")
-        _int(self, "unroll_length", 1, 10_000)
+            fail(self, "num_heads", self.num_heads, "must be 1 when kind='impala'")
+        check_int(self, "unroll_length", 1, 10_000)
         for f in ("gamma", "lambda_", "alpha"):
-            _num(self, f, 0.0, 1.0)
+            check_num(self, f, 0.0, 1.0)
         for f in ("g_v", "g_p", "g_e"):
-            _num(self, f, 0.0, 1e6)
+            check_num(self, f, 0.0, 1e6)
         for f in ("rho_bar", "c_bar"):
-            _num(self, f, 0.0, lo_open=True)
-        _num(self, "learning_rate", 0.0, 10.0, lo_open=True)
-        _choice(self, "lr_schedule", LR_SCHEDULES)
-        _num(self, "rms_decay", 0.0, 1.0, hi_open=True)
-        _num(self, "rms_eps", 0.0, lo_open=True)
-        _num(self, "max_grad_norm", 0.0, lo_open=True)
-        _num(self, "init_logit", -20.0, 20.0)
+            check_num(self, f, 0.0, lo_open=True)
+        check_num(self, "learning_rate", 0.0, 10.0, lo_open=True)
+        check_choice(self, "lr_schedule", LR_SCHEDULES)
+        check_num(self, "rms_decay", 0.0, 1.0, hi_open=True)
+        check_num(self, "rms_eps", 0.0, lo_open=True)
+        check_num(self, "max_grad_norm", 0.0, lo_open=True)
+        check_num(self, "init_logit", -20.0, 20.0)
 
     @property
     def hyper_values(self) -> Tuple[float, ...]:
@@ -296,26 +256,26 @@ class MetaConfig:
     mix_weights: Tuple[float, ...] = ()  # `mixed`: explicit c_1..c_K (normalised)
 
     def __post_init__(self):
-        _choice(self, "objective", META_OBJECTIVES)
-        _int(self, "K", 1, 64)
-        _int(self, "L", 1, 64)
-        _choice(self, "matching", MATCHINGS)
-        _choice(self, "target_step", TARGET_STEPS)
-        _num(self, "target_step_size", 0.0)
-        _num(self, "value_match_weight", 0.0)
+        check_choice(self, "objective", META_OBJECTIVES)
+        check_int(self, "K", 1, 64)
+        check_int(self, "L", 1, 64)
+        check_choice(self, "matching", MATCHINGS)
+        check_choice(self, "target_step", TARGET_STEPS)
+        check_num(self, "target_step_size", 0.0)
+        check_num(self, "value_match_weight", 0.0)
         for f in ("outer_gamma", "outer_lambda"):
-            _num(self, f, 0.0, 1.0)
+            check_num(self, f, 0.0, 1.0)
         for f in ("outer_g_v", "outer_g_p", "outer_g_e", "kl_weight"):
-            _num(self, f, 0.0, 1e6)
-        _choice(self, "outer_kl", OUTER_KLS)
-        _choice(self, "outer_sample", OUTER_SAMPLES)
-        _num(self, "meta_learning_rate", 0.0, 10.0, lo_open=True)
-        _num(self, "meta_adam_eps", 0.0, lo_open=True)
-        _num(self, "meta_max_grad_norm", 0.0, lo_open=True)
-        _num(self, "mix_lambda", 0.0, 1.0)
+            check_num(self, f, 0.0, 1e6)
+        check_choice(self, "outer_kl", OUTER_KLS)
+        check_choice(self, "outer_sample", OUTER_SAMPLES)
+        check_num(self, "meta_learning_rate", 0.0, 10.0, lo_open=True)
+        check_num(self, "meta_adam_eps", 0.0, lo_open=True)
+        check_num(self, "meta_max_grad_norm", 0.0, lo_open=True)
+        check_num(self, "mix_lambda", 0.0, 1.0)
         w = self.mix_weights
-        if w and (len(w) != self.K or not all(_is_num(x) and x >= 0 for x in w) or sum(w) <= 0):
-            _fail(
+        if w and (len(w) != self.K or not all(is_num(x) and x >= 0 for x in w) or sum(w) <= 0):
+            fail(
                 self,
                 "mix_weights",
                 w,
@@ -385,12 +345,12 @@ class ReplayConfig:
     prefetch_batches: int = 2
 
     def __post_init__(self):
-        _choice(self, "mode", REPLAY_MODES)
-        _int(self, "max_size", 0)
-        _num(self, "samples_per_insert", 0.0, 1e4, lo_open=True)
-        _int(self, "min_size", 1)
-        _int(self, "timeout_ms", 1)
-        _int(self, "prefetch_batches", 1, 64)
+        check_choice(self, "mode", REPLAY_MODES)
+        check_int(self, "max_size", 0)
+        check_num(self, "samples_per_insert", 0.0, 1e4, lo_open=True)
+        check_int(self, "min_size", 1)
+        check_int(self, "timeout_ms", 1)
+        check_int(self, "prefetch_batches", 1, 64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,21 +365,21 @@ class LearnerConfig:
     keep_checkpoints: int = 3
 
     def __post_init__(self):
-        _int(self, "batch_size", 1)
-        _int(self, "num_devices", 0)
+        check_int(self, "batch_size", 1)
+        check_int(self, "num_devices", 0)
         if self.num_devices and self.batch_size % self.num_devices:
-            _fail(
+            fail(
                 self,
                 "batch_size",
                 self.batch_size,
                 f"must divide by num_devices={self.num_devices} (each device gets "
                 f"batch_size / num_devices trajectories)",
             )
-        _int(self, "publish_every", 1)
-        _int(self, "prefetch_windows", 0, 16)
-        _num(self, "log_every_seconds", 0.0, lo_open=True)
-        _num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
-        _int(self, "keep_checkpoints", 1)
+        check_int(self, "publish_every", 1)
+        check_int(self, "prefetch_windows", 0, 16)
+        check_num(self, "log_every_seconds", 0.0, lo_open=True)
+        check_num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
+        check_int(self, "keep_checkpoints", 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -442,22 +402,22 @@ class ActorConfig:
     nice: int = 0
 
     def __post_init__(self):
-        _int(self, "num_actors", 0, 4096)
-        _int(self, "envs_per_actor", 1, 1024)
-        _bool(self, "overlap")
-        _int(self, "env_batches", 1, 1024)
+        check_int(self, "num_actors", 0, 4096)
+        check_int(self, "envs_per_actor", 1, 1024)
+        check_bool(self, "overlap")
+        check_int(self, "env_batches", 1, 1024)
         if self.overlap and self.envs_per_actor % self.env_batches:
             raise ConfigError(
                 f"actors.env_batches={self.env_batches} must divide actors.envs_per_actor="
                 f"{self.envs_per_actor} (the overlapped loop steps equal batches); or set "
                 f"actors.overlap=false for the serial loop"
             )
-        _int(self, "param_refresh_steps", 1)
-        _int(self, "env_threads", 1, 256)
-        _bool(self, "evaluator")
-        _int(self, "eval_episodes_per_round", 1)
-        _num(self, "eval_pause_seconds", 0.0, 86_400.0)
-        _int(self, "nice", 0, 19)
+        check_int(self, "param_refresh_steps", 1)
+        check_int(self, "env_threads", 1, 256)
+        check_bool(self, "evaluator")
+        check_int(self, "eval_episodes_per_round", 1)
+        check_num(self, "eval_pause_seconds", 0.0, 86_400.0)
+        check_int(self, "nice", 0, 19)
 
     @property
     def env_batch_size(self) -> int:
@@ -485,14 +445,14 @@ class RunConfig:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            _fail(self, "name", self.name, "must be a non-empty string without '/'")
+            fail(self, "name", self.name, "must be a non-empty string without '/'")
         if not isinstance(self.root, str) or not self.root:
-            _fail(self, "root", self.root, "must be a non-empty path")
-        _int(self, "seed", 0)
-        _int(self, "max_frames", 1)
-        _int(self, "max_learner_steps", 0)
+            fail(self, "root", self.root, "must be a non-empty path")
+        check_int(self, "seed", 0)
+        check_int(self, "max_frames", 1)
+        check_int(self, "max_learner_steps", 0)
         if self.agent.kind == "impala" and self.meta.objective != "none":
-            _fail(
+            fail(
                 self,
                 "meta.objective",
                 self.meta.objective,
