@@ -34,7 +34,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from benchmarks.common import REPO_ROOT, git_commit, machine_facts
+from utils.machine import machine_facts
+from utils.version import REPO_ROOT, git_commit
 from launch.report import rolling_mean
 from utils.files import write_json_atomic
 

@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import REPO_ROOT, git_commit, machine_facts
+from utils.machine import machine_facts
+from utils.version import REPO_ROOT, git_commit
 from utils.files import write_json_atomic
 
 OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")

@@ -321,8 +321,8 @@ def plot_around_swaps(results: Dict, out: str) -> str:
 
 
 def _facts() -> Dict:
-    """The machine, package versions and commit (benchmarks.common)."""
-    from benchmarks.common import machine_facts
+    """The machine, package versions and commit (utils.machine)."""
+    from utils.machine import machine_facts
 
     return machine_facts()
 

@@ -170,7 +170,7 @@ def main():
     fields.update(parse_overrides(args.override))
     cfg = TwoColorsConfig(**fields, init_epsilon=args.epsilon, steps=int(args.steps))
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
-    from benchmarks.common import machine_facts
+    from utils.machine import machine_facts
 
     out = {
         "config": dataclasses.asdict(cfg),
