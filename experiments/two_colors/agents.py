@@ -59,7 +59,8 @@ import optax
 from agents import losses
 from agents import meta as meta_lib
 from experiments.two_colors import env
-from configs.config import ConfigError, _choice, _fail, _int, _num, geometric_mix
+from configs.config import geometric_mix
+from configs.validate import ConfigError, check_choice, check_int, check_num, fail
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -136,13 +137,13 @@ class TwoColorsConfig:
     log_every: int = 1024  # environment steps per logged point (multiple of rollout_length)
 
     def __post_init__(self):
-        _choice(self, "agent", AGENTS)
-        _choice(self, "objective", OBJECTIVES)
-        _choice(self, "matching", MATCHINGS)
-        _int(self, "K", 0, 64)
-        _int(self, "L", 1, 64)
+        check_choice(self, "agent", AGENTS)
+        check_choice(self, "objective", OBJECTIVES)
+        check_choice(self, "matching", MATCHINGS)
+        check_int(self, "K", 0, 64)
+        check_int(self, "L", 1, 64)
         if self.K == 0 and (self.objective, self.agent) != ("bmg", "q_lambda"):
-            _fail(
+            fail(
                 self,
                 "K",
                 0,
@@ -150,59 +151,59 @@ class TwoColorsConfig:
                 "policy's epsilon is the meta-network's output)",
             )
         if self.K == 0 and self.L < 2:
-            _fail(self, "L", self.L, "must be >= 2 with K=0 (a cycle needs at least one update)")
+            fail(self, "L", self.L, "must be >= 2 with K=0 (a cycle needs at least one update)")
         if self.matching == "greedy" and self.agent != "q_lambda":
-            _fail(self, "matching", "greedy", "needs agent='q_lambda' (a greedy target of Q)")
+            fail(self, "matching", "greedy", "needs agent='q_lambda' (a greedy target of Q)")
         if self.objective != "bmg" and self.L != 1:
-            _fail(
+            fail(
                 self,
                 "L",
                 self.L,
                 f"must be 1 for objective={self.objective!r} (only BMG bootstraps)",
             )
         if self.objective == "none" and self.K != 1:
-            _fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
-        _num(self, "target_step_size", 0.0, lo_open=True)
-        _num(self, "mix_lambda", 0.0, 1.0)
-        _num(self, "outer_entropy", 0.0)
-        _int(self, "rollout_length", 1)
-        _int(self, "steps", self.rollout_length)
+            fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
+        check_num(self, "target_step_size", 0.0, lo_open=True)
+        check_num(self, "mix_lambda", 0.0, 1.0)
+        check_num(self, "outer_entropy", 0.0)
+        check_int(self, "rollout_length", 1)
+        check_int(self, "steps", self.rollout_length)
         if self.steps % self.rollout_length:
-            _fail(
+            fail(
                 self,
                 "steps",
                 self.steps,
                 f"must be a multiple of rollout_length={self.rollout_length}",
             )
-        _int(self, "swap_every", 1)
-        _int(self, "hidden", 1)
-        _int(self, "num_layers", 1, 8)
-        _num(self, "learning_rate", 0.0, lo_open=True)
-        _num(self, "max_grad_norm", 0.0)
-        _num(self, "discount", 0.0, 1.0)
-        _num(self, "value_weight", 0.0)
-        _int(self, "meta_inputs", 1)
-        _int(self, "meta_hidden", 1)
-        _num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
-        _num(self, "init_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
-        _num(self, "q_lambda", 0.0, 1.0)
+        check_int(self, "swap_every", 1)
+        check_int(self, "hidden", 1)
+        check_int(self, "num_layers", 1, 8)
+        check_num(self, "learning_rate", 0.0, lo_open=True)
+        check_num(self, "max_grad_norm", 0.0)
+        check_num(self, "discount", 0.0, 1.0)
+        check_num(self, "value_weight", 0.0)
+        check_int(self, "meta_inputs", 1)
+        check_int(self, "meta_hidden", 1)
+        check_num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
+        check_num(self, "init_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+        check_num(self, "q_lambda", 0.0, 1.0)
         if self.final_epsilon is not None:
-            _num(self, "final_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+            check_num(self, "final_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
             if (self.agent, self.objective) != ("q_lambda", "none"):
-                _fail(
+                fail(
                     self,
                     "final_epsilon",
                     self.final_epsilon,
                     "is allowed only for agent='q_lambda' with objective='none' (a schedule)",
                 )
-        _choice(self, "inner_optimizer", ("sgd", "adam"))
-        _int(self, "q_reset_every", 0)
-        _int(self, "epsilon_decay_steps", 0)
-        _int(self, "replay_rollouts", 0)
-        _int(self, "replay_batch", 0)
-        _num(self, "replay_priority", 0.0, 10.0)
+        check_choice(self, "inner_optimizer", ("sgd", "adam"))
+        check_int(self, "q_reset_every", 0)
+        check_int(self, "epsilon_decay_steps", 0)
+        check_int(self, "replay_rollouts", 0)
+        check_int(self, "replay_batch", 0)
+        check_num(self, "replay_priority", 0.0, 10.0)
         if (self.replay_rollouts > 0) != (self.replay_batch > 0):
-            _fail(
+            fail(
                 self,
                 "replay_batch",
                 self.replay_batch,
@@ -211,19 +212,19 @@ class TwoColorsConfig:
             )
         for field in ("q_layer_norm", "q_reset_every"):
             if getattr(self, field) and self.agent != "q_lambda":
-                _fail(self, field, getattr(self, field), "is allowed only for agent='q_lambda'")
+                fail(self, field, getattr(self, field), "is allowed only for agent='q_lambda'")
         if self.replay_rollouts and self.agent != "q_lambda":
-            _fail(
+            fail(
                 self,
                 "replay_rollouts",
                 self.replay_rollouts,
                 "is allowed only for agent='q_lambda' (the actor-critic learns on-policy)",
             )
-        _num(self, "meta_learning_rate", 0.0, lo_open=True)
-        _num(self, "meta_adam_eps", 0.0, lo_open=True)
-        _int(self, "log_every", self.rollout_length)
+        check_num(self, "meta_learning_rate", 0.0, lo_open=True)
+        check_num(self, "meta_adam_eps", 0.0, lo_open=True)
+        check_int(self, "log_every", self.rollout_length)
         if self.log_every % self.rollout_length:
-            _fail(
+            fail(
                 self,
                 "log_every",
                 self.log_every,
