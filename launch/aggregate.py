@@ -19,7 +19,7 @@ STATISTICS = ("iqm", "median", "mean")
 
 
 def _aggregates(scores: np.ndarray) -> np.ndarray:
-    from rliable import metrics
+    from rliable import metrics  # loads scipy and pandas: only when aggregating
 
     return np.array(
         [metrics.aggregate_iqm(scores), metrics.aggregate_median(scores), np.mean(scores)]

@@ -32,53 +32,23 @@ import datetime
 import json
 import math
 import os
-import re
 import statistics
 import sys
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
+from configs.games import all_games, hns
+from launch.aggregate import interval_estimates
+from launch.run_folder import RunFolder
+
 PUBLISHED_MEDIANS = (("IMPALA", 191.8), ("STACX", 364.0))  # median HNS %, Atari-57, 200M frames
 DEFAULT_LAST = 5
-_RUN_NAME = re.compile(r"^(?P<game>.+)-seed(?P<seed>\d+)$")
 
 
 # ----------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------
-def read_episodes(run_dir: str, game: str) -> List[tuple]:
-    """[(frames, return)] of the evaluator episodes of `game`, in file order."""
-    path = os.path.join(run_dir, "logs", "evaluator.csv")
-    if not os.path.exists(path):
-        return []
-    episodes = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("game") not in (None, "", game):
-                continue
-            try:
-                ret, frames = float(row["episode_return"]), float(row.get("frames") or "nan")
-            except (KeyError, TypeError, ValueError):
-                continue
-            if math.isfinite(ret):
-                episodes.append((frames, ret))
-    return episodes
-
-
-def _game_of_folder(run_dir: str) -> Optional[str]:
-    from configs.games import reference_table
-
-    m = _RUN_NAME.match(os.path.basename(run_dir))
-    if m and m.group("game") in reference_table():
-        return m.group("game")
-    path = os.path.join(run_dir, "logs", "evaluator.csv")
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("game") in reference_table():
-                    return row["game"]
-    return None
-
-
 def find_plan(sweep_dir: str):
     """(manifest or None, plan games, runs [{game, seed, name, run_dir, budget...}])."""
     manifest = None
@@ -105,14 +75,14 @@ def find_plan(sweep_dir: str):
             run_dir = os.path.join(sweep_dir, entry)
             if not os.path.isdir(run_dir):
                 continue
-            game = _game_of_folder(run_dir)
+            folder = RunFolder(run_dir)
+            game = folder.game()
             if game is None:
                 continue
-            m = _RUN_NAME.match(entry)
             runs.append(
                 dict(
                     game=game,
-                    seed=int(m.group("seed")) if m else 0,
+                    seed=folder.sweep_seed(),
                     name=entry,
                     run_dir=run_dir,
                     max_frames=None,
@@ -121,8 +91,6 @@ def find_plan(sweep_dir: str):
             )
         games = []
     if not manifest:  # the reference table's (alphabetical) order
-        from configs.games import all_games
-
         order = {g: i for i, g in enumerate(all_games())}
         runs.sort(key=lambda r: (order[r["game"]], r["seed"], r["name"]))
     for r in runs:
@@ -131,35 +99,17 @@ def find_plan(sweep_dir: str):
     return manifest, games, runs
 
 
-def _run_finished(run: Dict) -> bool:
-    from configs.config import budget_reached
-    from launch.sweep import checkpoint_counters, read_marker
-
-    marker = read_marker(run["run_dir"])
-    if run.get("max_frames") is None:
-        return marker is not None
-    for counters in (marker, checkpoint_counters(run["run_dir"])):
-        if counters and budget_reached(
-            float(counters.get("frames", 0)),
-            float(counters.get("learner_steps", 0)),
-            run["max_frames"],
-            run.get("max_learner_steps") or 0,
-        ):
-            return True
-    return False
-
-
 # ----------------------------------------------------------------------------
 # Summary
 # ----------------------------------------------------------------------------
 def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
     """Per-run and per-game results, and the median / mean HNS across games."""
-    from configs.games import hns
-
     manifest, games, runs = find_plan(sweep_dir)
     per_run = []
     for run in runs:
-        episodes = read_episodes(run["run_dir"], run["game"])
+        folder = RunFolder(run["run_dir"])
+        episodes = folder.episodes(run["game"])
+        progress = folder.progress(run.get("max_frames"), run.get("max_learner_steps") or 0)
         row = dict(
             game=run["game"],
             seed=run["seed"],
@@ -169,7 +119,7 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
             final_score=None,
             hns=None,
             frames=None,
-            finished=_run_finished(run) if os.path.isdir(run["run_dir"]) else False,
+            finished=progress.finished,
             curve=[(f, hns(run["game"], r)) for f, r in episodes],
         )
         if episodes:
@@ -223,10 +173,6 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
 def _aggregate(per_game: List[Dict]) -> Optional[Dict]:
     """IQM, median and mean HNS with bootstrap CIs over [seeds, games]: the
     first n seeds (by seed) of every game with results, n the fewest any has."""
-    import numpy as np
-
-    from launch.aggregate import interval_estimates
-
     scored = [g for g in per_game if g["hns_per_seed"]]
     if not scored:
         return None
@@ -360,11 +306,20 @@ def write_markdown(s: Dict, out: str, images: Sequence[str]) -> str:
     return path
 
 
-def plot_bars(s: Dict, path: str) -> str:
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend. Imported when a plot is
+    drawn, so reading results (and the modules that import this one) does not
+    load matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bars(s: Dict, path: str) -> str:
+    plt = pyplot()
 
     scored = sorted((g for g in s["per_game"] if g["hns"] is not None), key=lambda g: g["hns"])
     missing = [g for g in s["per_game"] if g["hns"] is None]
@@ -427,12 +382,8 @@ def _frames_label(x: float, _pos=None) -> str:
 
 
 def plot_curves(s: Dict, path: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.lines import Line2D
+    plt = pyplot()
+    from matplotlib.lines import Line2D  # with pyplot: see `pyplot`
     from matplotlib.ticker import FuncFormatter
 
     games = s["per_game"]

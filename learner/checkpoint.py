@@ -116,6 +116,16 @@ def load(path: str) -> Checkpoint:
     return Checkpoint(path, int(header["step"]), leaves, header["counters"], header["config"])
 
 
+def read_header(path: str) -> Dict[str, Any]:
+    """The JSON header of one checkpoint file (step, counters, config) without
+    its arrays; CheckpointError when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(bytes(data["header"]).decode())
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} has no readable header ({e})") from None
+
+
 def latest(directory: str, log=print) -> Optional[Checkpoint]:
     """The newest checkpoint that loads; corrupt newer ones are reported and skipped."""
     for _, path in reversed(list_checkpoints(directory)):

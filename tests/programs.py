@@ -10,8 +10,8 @@ import time
 import pytest
 
 from launch import network
+from launch.run_folder import RunFolder
 from tests.conftest import ROOT
-from utils.logs import read_csv
 
 STOP_BOUND_S = 30  # Launchpad's stop notice is 10 s; generous for a loaded CI box
 FAST = [
@@ -93,24 +93,68 @@ def alive(pids):
     return out
 
 
-def wait_for(cond, timeout, what, program=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
+    """Poll `cond` until it returns something truthy, and return that.
+
+    The wait is keyed to progress, not to the clock alone, so a loaded
+    machine slows it down without failing it: `timeout` seconds count from
+    the last change of `progress()` (default: the size of `program`'s output
+    and of its learner log, when there is a program), up to `cap` x `timeout`
+    in all. It fails at once, with the program's output, if `program` (a
+    `Program` or a `subprocess.Popen`) exits first."""
+    proc = getattr(program, "proc", program)
+    if progress is None and program is not None:
+        progress = lambda: _activity(program)  # noqa: E731
+    start = last_move = time.time()
+    seen = progress() if progress else None
+    while True:
         value = cond()
         if value:
             return value
-        if program is not None and program.proc.poll() is not None:
+        now = time.time()
+        if progress is not None:
+            moved = progress()
+            if moved != seen:
+                seen, last_move = moved, now
+        if proc is not None and proc.poll() is not None:
+            reason = f"the program exited ({proc.returncode})"
             break
-        time.sleep(0.5)
-    tail = program.output()[-3000:] if program is not None else ""
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
+        if now - last_move > timeout or now - start > cap * timeout:
+            reason = f"no progress for {now - last_move:.0f} s ({now - start:.0f} s in all)"
+            break
+        time.sleep(0.2)
+    tail = program.output()[-3000:] if hasattr(program, "output") else ""
+    pytest.fail(f"{reason} while waiting for {what}\n{tail}")
+
+
+def _activity(program):
+    sizes = []
+    for path in (getattr(program, "out_path", None), getattr(program, "run_dir", None)):
+        if path and os.path.isdir(path):
+            path = os.path.join(path, "logs", "learner.csv")
+        try:
+            sizes.append(os.path.getsize(path) if path else 0)
+        except OSError:
+            sizes.append(0)
+    return tuple(sizes)
+
+
+def tree_size(folder):
+    """Bytes in all files under `folder`: a wait's progress for a sweep (its
+    run folders' logs and checkpoints grow while any program moves)."""
+    total = 0
+    for d, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(d, f))
+            except OSError:
+                pass
+    return total
 
 
 def learner_rows(run_dir):
-    path = os.path.join(run_dir, "logs", "learner.csv")
-    return read_csv(path) if os.path.exists(path) else []
+    return RunFolder(run_dir).learner_rows()
 
 
 def learner_step(run_dir):
-    rows = learner_rows(run_dir)
-    return int(float(rows[-1]["learner_steps"])) if rows else 0
+    return RunFolder(run_dir).learner_steps_logged()

@@ -50,11 +50,11 @@ def check_command(command: str, tmp: str) -> None:
         fv(["launch.run"] + argv)
         build_config(fv)
     elif module == "launch.sweep":
-        from launch import sweep
+        from launch.sweep import cli, plan
 
-        args = sweep.parse_args(argv)
-        sweep.validate(args)
-        assert sweep.plan_runs(args, os.path.join(tmp, "sweep"))
+        args = cli.parse_args(argv)
+        cli.validate(args)
+        assert plan.plan_runs(args, os.path.join(tmp, "sweep"))
     elif module == "experiments.atari_learning.curves":
         from experiments.atari_learning import curves as atari_learning
 

@@ -43,4 +43,5 @@ def test_budget_share_and_eta_by_hand():
     assert eta.update(10.0, 0.2) == pytest.approx(80.0)
     assert eta.update(20.0, 0.4) == pytest.approx(0.6 / 0.013)
     assert eta.update(30.0, 1.0) == 0.0
-    assert [format_duration(s) for s in (None, 12, 245, 3720)] == ["?", "12s", "4m05s", "1h02m"]
+    durations = [format_duration(s) for s in (None, 12, 245, 3720, 3.5 * 86400)]
+    assert durations == ["?", "12s", "4m05s", "1h02m", "3.5 days"]

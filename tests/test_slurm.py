@@ -18,9 +18,11 @@ import time
 
 import pytest
 
-from launch import report, slurm, sweep
+from launch import report
+from launch.run_folder import RunFolder
+from launch.sweep import cli, plan, slurm
 from tests.conftest import ROOT
-from tests.test_sweep import _learner_steps_logged, _wait_for
+from tests.programs import learner_step, tree_size, wait_for
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel")
 
@@ -147,22 +149,21 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
 
     # Pong (task 0) finishes; Breakout (task 1) starts; once its learner has made
     # updates, cancel it (SIGTERM: the program writes a last checkpoint).
-    _wait_for(
-        lambda: _learner_steps_logged(breakout) >= 2, 400, what="Breakout's learner to log updates"
+    moving = lambda: tree_size(out)  # noqa: E731
+    wait_for(
+        lambda: learner_step(breakout) >= 2, 120, "Breakout's learner to log updates", None, moving
     )
-    assert sweep.checkpoint_counters(pong)["learner_steps"] >= steps
+    assert RunFolder(pong).checkpoint_counters()["learner_steps"] >= steps
     status = subprocess.run(
         cmd + ["--status"], cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=60
     )
     assert "Pong-seed0" in status.stdout and "finished" in status.stdout, status.stdout
     assert "RUNNING" in status.stdout, status.stdout
     subprocess.run(["scancel", f"{job}_1"], env=cluster, check=True)
-    _wait_for(
-        lambda: job not in _queued(cluster), 120, what="the cancelled task to leave the queue"
-    )
-    stopped = sweep.checkpoint_counters(breakout)
+    wait_for(lambda: job not in _queued(cluster), 120, "the cancelled task to leave the queue")
+    stopped = RunFolder(breakout).checkpoint_counters()
     assert stopped is not None and 0 < stopped["learner_steps"] < steps, stopped
-    pong_ckpt = sweep.checkpoint_counters(pong)["checkpoint"]
+    pong_ckpt = RunFolder(pong).checkpoint_counters()["checkpoint"]
 
     # Resubmitted: only Breakout is submitted; it resumes from its checkpoint and finishes.
     second = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=60)
@@ -170,28 +171,30 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     assert "skip Pong-seed0: finished" in second.stdout and "1 task(s)" in second.stdout
     jobs = slurm.load_jobs(out)
     assert jobs[-1]["runs"] == ["Breakout-seed0"]
-    _wait_for(lambda: jobs[-1]["job"] not in _queued(cluster), 300, what="the resubmitted task")
-    final = sweep.checkpoint_counters(breakout)
+    wait_for(
+        lambda: jobs[-1]["job"] not in _queued(cluster), 120, "the resubmitted task", None, moving
+    )
+    final = RunFolder(breakout).checkpoint_counters()
     assert final["learner_steps"] >= steps and final["frames"] > stopped["frames"]
     log = open(os.path.join(out, "slurm", f"{jobs[-1]['job']}_0.out")).read()
     assert f"resumed from {stopped['checkpoint']}" in log, log[-2000:]
-    assert sweep.checkpoint_counters(pong)["checkpoint"] == pong_ckpt  # not redone
+    assert RunFolder(pong).checkpoint_counters()["checkpoint"] == pong_ckpt  # not redone
 
     third = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=60)
     assert "all 2 runs are finished" in third.stdout, third.stdout
     s = report.summarize(out)
     assert s["games_planned"] == 2
     assert {g["game"] for g in s["per_game"]} == {"Pong", "Breakout"}
-    assert json.load(open(os.path.join(out, sweep.MANIFEST)))["preset"] == "test"
+    assert json.load(open(os.path.join(out, plan.MANIFEST)))["preset"] == "test"
 
 
 def test_slurm_flags_are_checked(tmp_path, capsys):
     out = str(tmp_path / "s")
-    assert sweep.main(["--games=Pong", "--launcher=lsf", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--launcher=lsf", f"--out={out}"]) == 2
     assert "--launcher='lsf' is not allowed" in capsys.readouterr().err
-    assert sweep.main(["--games=Pong", "--status", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--status", f"--out={out}"]) == 2
     assert "--status and --cancel are for --launcher=slurm" in capsys.readouterr().err
-    args = sweep.parse_args(["--launcher=slurm", "--slurm_throttle=2", "--slurm_gpus=1"])
+    args = cli.parse_args(["--launcher=slurm", "--slurm_throttle=2", "--slurm_gpus=1"])
     script = slurm.batch_script(args, "/x/sw", "/x/sw/slurm/tasks-0.txt", 3)
     assert "#SBATCH --array=0-2%2" in script and "#SBATCH --gres=gpu:1" in script
     assert "-m launch.run --config=" in script

@@ -1,4 +1,4 @@
-"""launch/sweep.py: game validation, finished/resume detection, the dry run over
+"""launch.sweep: game validation, finished/resume detection, the dry run over
 all 57 games (in-process environments), and a real 2-game sweep that is
 interrupted and started again."""
 
@@ -14,40 +14,43 @@ import numpy as np
 import pytest
 
 from configs.games import all_games
-from launch import report, sweep
+from launch import report
+from launch.run_folder import DONE_MARKER, RUN_LOG, RunFolder
+from launch.sweep import cli, dry_run, local, plan
 from learner import checkpoint as ckpt_lib
 from tests.conftest import ROOT
+from tests.programs import learner_step, tree_size, wait_for
 
 
 # ----------------------------------------------------------------------------
 # Fast
 # ----------------------------------------------------------------------------
 def test_parse_games():
-    assert sweep.parse_games("all") == all_games() and len(all_games()) == 57
-    assert sweep.parse_games(" pong, Breakout,ms_pacman,Pong ") == ["Pong", "Breakout", "MsPacman"]
-    with pytest.raises(sweep.SweepError, match=r"'Pongg' \(did you mean 'Pong'\?\)"):
-        sweep.parse_games("Pongg,Breakout")
-    with pytest.raises(sweep.SweepError, match="empty"):
-        sweep.parse_games(" , ")
+    assert plan.parse_games("all") == all_games() and len(all_games()) == 57
+    assert plan.parse_games(" pong, Breakout,ms_pacman,Pong ") == ["Pong", "Breakout", "MsPacman"]
+    with pytest.raises(plan.SweepError, match=r"'Pongg' \(did you mean 'Pong'\?\)"):
+        plan.parse_games("Pongg,Breakout")
+    with pytest.raises(plan.SweepError, match="empty"):
+        plan.parse_games(" , ")
 
 
 def test_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
     out = str(tmp_path / "sw")
-    assert sweep.main(["--games=Pong,Brekout", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong,Brekout", f"--out={out}"]) == 2
     assert "did you mean 'Breakout'?" in capsys.readouterr().err
-    assert sweep.main(["--games=Pong", "--override=meta.L=0", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--override=meta.L=0", f"--out={out}"]) == 2
     assert "MetaConfig.L=0 is not allowed" in capsys.readouterr().err
-    assert sweep.main(["--games=Pong", "--agent=dqn", f"--out={out}"]) == 2
-    assert sweep.main(["--games=Pong", "--seeds=0", f"--out={out}"]) == 2
-    assert sweep.main(["--games=Pong", "--frames=1.5", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--agent=dqn", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--seeds=0", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--frames=1.5", f"--out={out}"]) == 2
     assert not os.path.exists(out)
 
 
 def _args(out, *extra):
-    args = sweep.parse_args(
+    args = cli.parse_args(
         ["--games=Pong,Breakout", "--preset=test", "--agent=impala", f"--out={out}", *extra]
     )
-    sweep.validate(args)
+    cli.validate(args)
     return args
 
 
@@ -63,7 +66,7 @@ def _fake_checkpoint(run_dir, step, frames):
 
 def test_finished_detection_marker_and_checkpoint(tmp_path):
     out = str(tmp_path)
-    runs = sweep.plan_runs(_args(out, "--frames=1000", "--seeds=2"), out)
+    runs = plan.plan_runs(_args(out, "--frames=1000", "--seeds=2"), out)
     assert [r.name for r in runs] == [
         "Pong-seed0",
         "Pong-seed1",
@@ -72,7 +75,7 @@ def test_finished_detection_marker_and_checkpoint(tmp_path):
     ]
     pong0, pong1, breakout0, _ = runs
     assert pong0.run_dir == os.path.join(out, "Pong-seed0") and pong0.max_frames == 1000
-    assert sweep.run_state(pong0) == {
+    assert pong0.progress()._asdict() == {
         "finished": False,
         "frames": 0.0,
         "learner_steps": 0.0,
@@ -80,45 +83,43 @@ def test_finished_detection_marker_and_checkpoint(tmp_path):
         "counters": None,
     }
     _fake_checkpoint(pong1.run_dir, 3, 400)  # partial: resumes
-    state = sweep.run_state(pong1)
+    state = pong1.progress()._asdict()
     assert not state["finished"] and state["frames"] == 400 and state["source"] == "checkpoint"
     _fake_checkpoint(pong1.run_dir, 9, 1200)  # budget reached, no marker yet: finished
-    assert sweep.run_state(pong1)["finished"]
+    assert pong1.progress()._asdict()["finished"]
     # A marker counts only if it meets the current budget (a larger --frames resumes).
     os.makedirs(breakout0.run_dir)
-    with open(os.path.join(breakout0.run_dir, sweep.DONE_MARKER), "w") as f:
+    with open(os.path.join(breakout0.run_dir, DONE_MARKER), "w") as f:
         json.dump({"frames": 1000, "learner_steps": 7}, f)
-    assert sweep.run_state(breakout0)["finished"]
-    bigger = sweep.plan_runs(_args(out, "--frames=2000"), out)[1]
-    assert bigger.name == "Breakout-seed0" and not sweep.run_state(bigger)["finished"]
+    assert breakout0.progress()._asdict()["finished"]
+    bigger = plan.plan_runs(_args(out, "--frames=2000"), out)[1]
+    assert bigger.name == "Breakout-seed0" and not bigger.progress()._asdict()["finished"]
     # A learner-step budget finishes a run too (whichever budget comes first).
-    steps = sweep.plan_runs(_args(out, "--frames=1e9", "--max_learner_steps=9", "--seeds=2"), out)[
-        1
-    ]
-    assert steps.name == "Pong-seed1" and sweep.run_state(steps)["finished"]
+    steps = plan.plan_runs(_args(out, "--frames=1e9", "--max_learner_steps=9", "--seeds=2"), out)[1]
+    assert steps.name == "Pong-seed1" and steps.progress()._asdict()["finished"]
     # Corrupt newest checkpoint: the previous one is used.
     with open(
         os.path.join(ckpt_lib.checkpoint_dir(pong1.run_dir), "ckpt-0000000099.npz"), "w"
     ) as f:
         f.write("junk")
-    assert sweep.checkpoint_counters(pong1.run_dir)["frames"] == 1200
+    assert RunFolder(pong1.run_dir).checkpoint_counters()["frames"] == 1200
 
 
 def test_manifest_refuses_another_agent_and_a_second_sweep(tmp_path, capsys):
     out = str(tmp_path)
     args = _args(out)
-    sweep.Manifest(out, args, sweep.plan_runs(args, out)).save()
-    data = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    plan.Manifest(out, args, plan.plan_runs(args, out)).save()
+    data = json.load(open(os.path.join(out, plan.MANIFEST)))
     assert data["agent"] == "impala" and data["games"] == ["Pong", "Breakout"]
     assert {r["name"]: r["status"] for r in data["runs"]} == {
         "Pong-seed0": "pending",
         "Breakout-seed0": "pending",
     }
-    assert sweep.main(["--games=Pong", "--preset=test", "--agent=bmg", f"--out={out}"]) == 2
+    assert cli.main(["--games=Pong", "--preset=test", "--agent=bmg", f"--out={out}"]) == 2
     assert "started with --agent='impala'" in capsys.readouterr().err
-    with open(os.path.join(out, sweep.LOCK), "w") as lock:
+    with open(os.path.join(out, plan.LOCK), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert sweep.main(["--games=Pong", "--preset=test", "--agent=impala", f"--out={out}"]) == 2
+        assert cli.main(["--games=Pong", "--preset=test", "--agent=impala", f"--out={out}"]) == 2
         assert "another sweep is running" in capsys.readouterr().err
 
 
@@ -144,9 +145,9 @@ def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
     budget reached -> done + marker, exit 1 -> failed; a restart skips the done ones."""
     out, events = str(tmp_path / "sw"), str(tmp_path / "events.jsonl")
     monkeypatch.setattr(
-        sweep,
+        local,
         "child_command",
-        lambda args, run, out: [
+        lambda run: [
             sys.executable,
             "-c",
             FAKE_PROGRAM,
@@ -165,7 +166,7 @@ def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
         "--quiet",
         f"--out={out}",
     ]
-    assert sweep.main(argv) == 1  # Breakout failed
+    assert cli.main(argv) == 1  # Breakout failed
     text = capsys.readouterr().out
     assert "Breakout-seed0 failed (exit code 1" in text and "2 done, 1 failed" in text, text
     running, peak = 0, 0
@@ -174,17 +175,17 @@ def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
         peak = max(peak, running)
     assert peak == 2
     for name in ("Pong-seed0", "Freeway-seed0"):
-        marker = sweep.read_marker(os.path.join(out, name))
+        marker = RunFolder(os.path.join(out, name)).marker()
         assert marker["frames"] == 1000 and marker["max_frames"] == 1000
-    assert sweep.read_marker(os.path.join(out, "Breakout-seed0")) is None
-    runs = {r["name"]: r for r in json.load(open(os.path.join(out, sweep.MANIFEST)))["runs"]}
+    assert RunFolder(os.path.join(out, "Breakout-seed0")).marker() is None
+    runs = {r["name"]: r for r in json.load(open(os.path.join(out, plan.MANIFEST)))["runs"]}
     assert (
         runs["Breakout-seed0"]["status"] == "failed" and runs["Breakout-seed0"]["returncode"] == 1
     )
-    assert "=== " in open(os.path.join(out, "Breakout-seed0", sweep.RUN_LOG)).read()
+    assert "=== " in open(os.path.join(out, "Breakout-seed0", RUN_LOG)).read()
     # Again: only the failed run starts.
     os.unlink(events)
-    assert sweep.main(argv) == 1
+    assert cli.main(argv) == 1
     assert [json.loads(line)[1] for line in open(events)] == ["Breakout-seed0"]
     text = capsys.readouterr().out
     assert "skip Pong-seed0: finished" in text and "skip Freeway-seed0: finished" in text
@@ -194,16 +195,16 @@ def test_dry_run_builds_and_steps_all_57_environments(tmp_path, capsys, monkeypa
     """The dry run builds each game's environment in this process (1 env), steps
     it, prints the plan and a time estimate, and starts nothing."""
     checked = {}
-    real = sweep.check_environments
+    real = dry_run.check_environments
 
     def spy(envs, steps=20, **kw):
         checked.update(real(envs, steps=steps, **kw))
         return checked
 
-    monkeypatch.setattr(sweep, "check_environments", spy)
+    monkeypatch.setattr(dry_run, "check_environments", spy)
     out = str(tmp_path / "sw")
     t0 = time.time()
-    rc = sweep.main(
+    rc = cli.main(
         [
             "--games=all",
             "--agent=bmg",
@@ -235,25 +236,6 @@ def test_dry_run_builds_and_steps_all_57_environments(tmp_path, capsys, monkeypa
 # ----------------------------------------------------------------------------
 # End to end: a real sweep of 2 games, interrupted and started again
 # ----------------------------------------------------------------------------
-def _wait_for(predicate, timeout, proc=None, what=""):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep exited ({proc.returncode}) while waiting for {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _learner_steps_logged(run_dir):
-    path = os.path.join(run_dir, "logs", "learner.csv")
-    if not os.path.exists(path):
-        return 0
-    rows = [line for line in open(path).read().splitlines()[1:] if line]
-    return len(rows)
-
-
 def _snapshot(folder):
     return {
         os.path.relpath(os.path.join(d, f), folder): os.stat(os.path.join(d, f)).st_mtime_ns
@@ -301,19 +283,22 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     child_pgids = set()
     try:
         # Pong finishes; Breakout starts; once its learner has made updates, Ctrl-C.
-        _wait_for(
-            lambda: os.path.exists(os.path.join(pong, sweep.DONE_MARKER)),
-            240,
-            first,
+        moving = lambda: tree_size(out)  # noqa: E731
+        wait_for(
+            lambda: os.path.exists(os.path.join(pong, DONE_MARKER)),
+            120,
             "Pong to finish",
-        )
-        _wait_for(
-            lambda: _learner_steps_logged(breakout) >= 2,
-            240,
             first,
-            "Breakout's learner to log updates",
+            progress=moving,
         )
-        manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+        wait_for(
+            lambda: learner_step(breakout) >= 2,
+            120,
+            "Breakout's learner to log updates",
+            first,
+            progress=moving,
+        )
+        manifest = json.load(open(os.path.join(out, plan.MANIFEST)))
         child_pgids = {r["pid"] for r in manifest["runs"] if r.get("pid")}
         assert len(child_pgids) == 1  # Breakout's program, in its own process group
         os.kill(first.pid, signal.SIGINT)
@@ -330,10 +315,10 @@ def test_sweep_interrupted_and_resumed(tmp_path):
                 os.killpg(p, signal.SIGKILL)
 
     # Breakout stopped short of its budget with a last checkpoint; Pong reached it.
-    stopped = sweep.checkpoint_counters(breakout)
+    stopped = RunFolder(breakout).checkpoint_counters()
     assert stopped is not None and 0 < stopped["learner_steps"] < steps, stopped
-    assert sweep.checkpoint_counters(pong)["learner_steps"] >= steps
-    manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    assert RunFolder(pong).checkpoint_counters()["learner_steps"] >= steps
+    manifest = json.load(open(os.path.join(out, plan.MANIFEST)))
     assert {r["name"]: r["status"] for r in manifest["runs"]} == {
         "Pong-seed0": "done",
         "Breakout-seed0": "interrupted",
@@ -348,17 +333,14 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert "start Breakout-seed0 (1/1, resuming at" in text
     assert "start Pong-seed0" not in text
     assert _snapshot(pong) == pong_files
-    assert (
-        f"resumed from {stopped['checkpoint']}"
-        in open(os.path.join(breakout, sweep.RUN_LOG)).read()
-    )
-    final = sweep.checkpoint_counters(breakout)
+    assert f"resumed from {stopped['checkpoint']}" in open(os.path.join(breakout, RUN_LOG)).read()
+    final = RunFolder(breakout).checkpoint_counters()
     assert final["learner_steps"] >= steps and final["frames"] > stopped["frames"]
-    manifest = json.load(open(os.path.join(out, sweep.MANIFEST)))
+    manifest = json.load(open(os.path.join(out, plan.MANIFEST)))
     runs = {r["name"]: r for r in manifest["runs"]}
     assert runs["Pong-seed0"]["status"] == "done" and runs["Pong-seed0"]["attempts"] == 1
     assert runs["Breakout-seed0"]["status"] == "done" and runs["Breakout-seed0"]["attempts"] == 2
-    assert os.path.exists(os.path.join(breakout, sweep.DONE_MARKER))
+    assert os.path.exists(os.path.join(breakout, DONE_MARKER))
 
     # A third start has nothing to do; the report reads the real evaluator logs.
     third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

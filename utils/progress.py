@@ -33,10 +33,12 @@ class Eta:
 
 
 def format_duration(seconds: Optional[float]) -> str:
-    """'1h02m', '4m05s', '12s'; '?' when unknown."""
+    """'3.5 days', '1h02m', '4m05s', '12s'; '?' when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
     s = int(round(seconds))
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:

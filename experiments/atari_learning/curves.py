@@ -28,16 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+
+from configs import HYPER_NAMES, ConfigError, RunConfig, make_config, parse_count
+from launch.aggregate import interval_estimates
+from launch.report import pyplot, rolling_mean
+from launch.run_folder import RunFolder
+from utils.files import write_json_atomic
 from utils.machine import machine_facts
 from utils.version import REPO_ROOT, git_commit
-from launch.report import rolling_mean
-from utils.files import write_json_atomic
 
 OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")
 SUMMARY = os.path.join(OUT_DIR, "summary.json")
@@ -52,10 +58,8 @@ def run_name(game: str, agent: str, preset: str, seed: int, variant: str = "") -
     return f"{game}-{agent}-{preset}-s{seed}" + (f"-{variant}" if variant else "")
 
 
-def make_run_config(args):
+def make_run_config(args: argparse.Namespace) -> RunConfig:
     """The run's RunConfig from the parsed command line; ConfigError on a bad value."""
-    from configs import make_config, parse_count
-
     return make_config(
         args.preset,
         args.agent,
@@ -77,23 +81,19 @@ CARRY_LIMIT_BYTES = 10 * 2**20
 
 def _carry_files(run_dir: str) -> List[str]:
     """The run folder's files a resumption needs (relative paths)."""
-    from learner import checkpoint as ckpt_lib
-
     names = ["config.json", "experiment_segments.json"]
     logs = os.path.join(run_dir, "logs")
     if os.path.isdir(logs):
         names += [os.path.join("logs", n) for n in sorted(os.listdir(logs)) if n.endswith(".csv")]
-    found = ckpt_lib.list_checkpoints(ckpt_lib.checkpoint_dir(run_dir))
+    found = RunFolder(run_dir).checkpoints()
     if found:
-        names.append(os.path.relpath(found[-1][1], run_dir))
+        names.append(os.path.relpath(found[-1], run_dir))
     return [n for n in names if os.path.isfile(os.path.join(run_dir, n))]
 
 
 def carry_over(cfg, complete: bool) -> Optional[str]:
     """unfinished/<run>/ <- the run folder's resumable state (incomplete run),
     or removed (complete run). Returns the folder written, if any."""
-    import shutil
-
     dest = os.path.join(UNFINISHED_DIR, cfg.name)
     if complete:
         shutil.rmtree(dest, ignore_errors=True)
@@ -117,12 +117,8 @@ def carry_over(cfg, complete: bool) -> Optional[str]:
 
 def restore_carried(cfg) -> bool:
     """Copy unfinished/<run>/ into a run folder that has no checkpoint yet."""
-    import shutil
-
-    from learner import checkpoint as ckpt_lib
-
     src = os.path.join(UNFINISHED_DIR, cfg.name)
-    if not os.path.isdir(src) or ckpt_lib.list_checkpoints(ckpt_lib.checkpoint_dir(cfg.run_dir)):
+    if not os.path.isdir(src) or RunFolder(cfg.run_dir).checkpoints():
         return False
     for folder, _, names in os.walk(src):
         for n in names:
@@ -148,11 +144,9 @@ def _read_segments(run_dir: str) -> List[dict]:
 def run_program(cfg) -> int:
     """The program as a child process; SIGINT/SIGTERM are passed on to it (it
     stops cleanly and checkpoints). Each call is one segment of the run."""
-    from configs import save_config
-
-    config_path = os.path.join(cfg.run_dir, "config.json")
-    save_config(cfg, config_path)
-    cmd = [sys.executable, "-m", "launch.run", f"--config={config_path}"]
+    folder = RunFolder(cfg.run_dir)
+    folder.save_config(cfg)
+    cmd = [sys.executable, "-m", "launch.run", f"--config={folder.config_path}"]
     print("running:", " ".join(cmd), flush=True)
     start = time.time()
     child = subprocess.Popen(cmd, cwd=REPO_ROOT)
@@ -194,15 +188,11 @@ def run_entry(
     cfg, agent: str, preset: str, overrides: Sequence[str] = (), variant: str = ""
 ) -> Optional[Dict]:
     """The summary entry of a run folder, from its evaluator and learner logs."""
-    from configs import HYPER_NAMES
-    from utils.logs import read_csv
-
-    logs = os.path.join(cfg.run_dir, "logs")
-    ev_path, ln_path = os.path.join(logs, "evaluator.csv"), os.path.join(logs, "learner.csv")
-    if not os.path.exists(ln_path):
+    folder = RunFolder(cfg.run_dir)
+    learner = folder.learner_rows()
+    if not learner:
         return None
-    evals = read_csv(ev_path) if os.path.exists(ev_path) else []
-    learner = read_csv(ln_path)
+    evals = folder.evaluator_rows()
     # Each episode at the actor frames at which its parameters were published
     # (logs written before the evaluator recorded them: the episode's end).
     curve = [
@@ -233,7 +223,7 @@ def run_entry(
         "variant": variant,
         "frames": frames,
         "frames_budget": cfg.max_frames,
-        "complete": frames >= cfg.max_frames,
+        "complete": folder.progress_of(cfg).finished,
         "final_eval_return": (sum(r for _, r in last) / len(last)) if last else None,
         "final_eval_hns": (sum(hns) / len(hns)) if hns else None,
         "eval_episodes": len(curve),
@@ -264,8 +254,6 @@ def _main_runs(runs: List[Dict], game: str) -> List[Dict]:
 def seed_aggregates(runs: List[Dict]) -> Dict[str, Dict[str, Dict]]:
     """{game: {agent: mean final_eval_return over the complete main runs'
     seeds, with its 95 % bootstrap CI, the IQM and median likewise}}."""
-    from launch.aggregate import interval_estimates
-
     out: Dict[str, Dict[str, Dict]] = {}
     for game in sorted({r["game"] for r in runs}):
         scores: Dict[str, Any] = {}
@@ -302,8 +290,6 @@ def update_summary(entry: Dict) -> str:
 def _mean_curve(curves: List[List[list]], points: int = 200):
     """The mean over runs of their rolling-mean curves, on a common frame grid
     up to the shortest run's last frame."""
-    import numpy as np
-
     curves = [c for c in curves if len(c) > 1]
     if not curves:
         return None, None
@@ -326,10 +312,7 @@ def plot_game(game: str, source: str = SUMMARY) -> Optional[str]:
     10 episodes; thin: each seed, thick: each agent's mean over seeds) and
     the acting head's policy entropy against frames, for the main runs.
     From attempts.json: <game>-attempts.png, one colour per attempt."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     attempts = source == ATTEMPTS
     runs = _load_runs(source, game)
@@ -389,12 +372,7 @@ def plot_meta(game: str, source: str = SUMMARY) -> Optional[str]:
     """<game>-meta.png: every meta-parameter per head against frames, one
     panel per meta-parameter; colour: the run, line style: the head. All runs
     that learn meta-parameters, variants included (their overrides in the legend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from configs import HYPER_NAMES
+    plt = pyplot()
 
     runs = [r for r in _load_runs(source, game) if r.get("meta_curves") and r["agent"] != "impala"]
     if not runs:
@@ -490,8 +468,6 @@ def main(argv=None) -> int:
     if args.merge_from:
         print("plots:", ", ".join(str(p) for p in merge_summary(args.merge_from)))
         return 0
-    from configs import ConfigError
-
     try:
         cfg = make_run_config(args)
     except ConfigError as e:

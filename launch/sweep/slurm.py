@@ -17,7 +17,6 @@ submissions: job id, time, runs) and `<job>_<index>.out` (each task's log).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -26,11 +25,13 @@ import subprocess
 import sys
 from typing import Dict, List, Sequence
 
+from launch.run_folder import now
+from launch.sweep.plan import Run, SweepError
 from utils.files import write_json_atomic
 
 SLURM_DIR = "slurm"
 JOBS = "jobs.json"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -47,16 +48,16 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cancel", action="store_true", help="cancel the arrays this folder submitted")
 
 
-def validate(args: argparse.Namespace, error) -> None:
+def validate(args: argparse.Namespace) -> None:
     if args.slurm_cpus < 1:
-        raise error(f"--slurm_cpus={args.slurm_cpus} is not allowed: must be >= 1")
+        raise SweepError(f"--slurm_cpus={args.slurm_cpus} is not allowed: must be >= 1")
     if args.slurm_gpus < 0:
-        raise error(f"--slurm_gpus={args.slurm_gpus} is not allowed: must be >= 0")
+        raise SweepError(f"--slurm_gpus={args.slurm_gpus} is not allowed: must be >= 0")
     if args.slurm_throttle < 0:
-        raise error(f"--slurm_throttle={args.slurm_throttle} is not allowed: must be >= 0")
+        raise SweepError(f"--slurm_throttle={args.slurm_throttle} is not allowed: must be >= 0")
     for tool in ("sbatch", "squeue", "scancel"):
         if shutil.which(tool) is None:
-            raise error(
+            raise SweepError(
                 f"--launcher=slurm needs Slurm's {tool} on PATH (not found); run the sweep "
                 f"on a Slurm login node, or use --launcher=local"
             )
@@ -104,15 +105,15 @@ def batch_script(args: argparse.Namespace, out: str, tasks_file: str, n: int) ->
     return "\n".join(lines) + "\n"
 
 
-def submit(args: argparse.Namespace, out: str, runs: Sequence, run_state, write_config) -> int:
+def submit(args: argparse.Namespace, out: str, runs: Sequence[Run]) -> int:
     """Submit the unfinished runs as one array; 0 also when nothing is left."""
     todo = []
     for run in runs:
-        state = run_state(run)
-        if state["finished"]:
-            print(f"[sweep] skip {run.name}: finished (frames={state['frames']:.0f})")
+        state = run.progress()
+        if state.finished:
+            print(f"[sweep] skip {run.name}: finished (frames={state.frames:.0f})")
         else:
-            write_config(run)
+            run.write_config()
             todo.append(run)
     if not todo:
         print(f"[sweep] all {len(runs)} runs are finished; nothing to submit")
@@ -135,7 +136,7 @@ def submit(args: argparse.Namespace, out: str, runs: Sequence, run_state, write_
     jobs.append(
         {
             "job": job,
-            "submitted": datetime.datetime.now().isoformat(timespec="seconds"),
+            "submitted": now(),
             "script": script,
             "runs": [run.name for run in todo],
         }
@@ -169,16 +170,16 @@ def queue_states(jobs: Sequence[Dict]) -> Dict[str, str]:
     return states
 
 
-def status(out: str, runs: Sequence, run_state) -> int:
+def status(out: str, runs: Sequence[Run]) -> int:
     jobs = load_jobs(out)
     queued = queue_states(jobs)
     print(f"[sweep] {len(jobs)} submission(s): {', '.join(j['job'] for j in jobs) or 'none'}")
     for run in runs:
-        state = run_state(run)
-        where = "finished" if state["finished"] else queued.get(run.name, "not queued")
+        state = run.progress()
+        where = "finished" if state.finished else queued.get(run.name, "not queued")
         print(
-            f"  {run.name:28s} {where:12s} frames={state['frames']:.0f} "
-            f"learner_steps={state['learner_steps']:.0f}"
+            f"  {run.name:28s} {where:12s} frames={state.frames:.0f} "
+            f"learner_steps={state.learner_steps:.0f}"
         )
     return 0
 
@@ -194,11 +195,11 @@ def cancel(out: str) -> int:
     return 0 if proc.returncode == 0 else 2
 
 
-def main_slurm(args, out: str, runs, run_state, write_config, error) -> int:
-    """The Slurm launcher's entry from `launch.sweep.main`."""
-    validate(args, error)
+def main_slurm(args: argparse.Namespace, out: str, runs: Sequence[Run]) -> int:
+    """The Slurm launcher's entry from the sweep's command line."""
+    validate(args)
     if args.cancel:
         return cancel(out)
     if args.status:
-        return status(out, runs, run_state)
-    return submit(args, out, runs, run_state, write_config)
+        return status(out, runs)
+    return submit(args, out, runs)
