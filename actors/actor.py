@@ -18,6 +18,11 @@ the one writer takes one append per N env steps in both loops.
 debugging. Both write the same per-env unrolls: obs_t, the action
 a_t taken at obs_t with the logits it was drawn from, the reward r_t and
 discount of that transition, and whether obs_t starts an episode.
+
+An actor given a `timer` (`utils.timing`) times three sections of its loop:
+`env` (`env.step` in the serial loop; `env.recv`, the wait for a batch, in the
+overlapped one), `inference` (the policy acting on a batch) and `write`
+(`writer.append`, without the wait after a replay timeout).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from agents.types import Trajectory
 from configs.games import hns
 from utils.counter import await_future
 from utils.logs import Logger
+from utils.timing import SectionTimer, null_timer
 
 if TYPE_CHECKING:  # the node processes import JAX when they build, not at import
     from agents.builders import Builder
@@ -183,6 +189,7 @@ class ActorNode:
         counter: Any,
         should_stop: Optional[Callable[[], bool]] = None,
         host: str = "local",
+        timer: SectionTimer = null_timer,  # times env / inference / write (module docstring)
     ):
         from actors.environments import make_vector_env
 
@@ -196,6 +203,7 @@ class ActorNode:
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)
         self._host = host  # the actor host this node counts its frames for
+        self._timer = timer
         n = cfg.actors.envs_per_actor
         # A restarted actor (launch.supervisor sets STACX_RESTART) gets fresh seeds.
         restart = int(os.environ.get("STACX_RESTART", "0"))
@@ -250,8 +258,10 @@ class ActorNode:
         while not self._should_stop():
             if steps % self._cfg.actors.param_refresh_steps == 0:
                 self._runner.refresh()
-            actions, logits = self._runner.act(obs)
-            res = env.step(actions)
+            with self._timer("inference"):
+                actions, logits = self._runner.act(obs)
+            with self._timer("env"):
+                res = env.step(actions)
             self._write(writer, trajectory_step(obs, actions, logits, res, first))
             obs, first = res.observation, res.first.astype(np.float32)
             steps += 1
@@ -272,8 +282,10 @@ class ActorNode:
         while not self._should_stop():
             if batches % refresh_every == 0:
                 self._runner.refresh()
-            ids, res = env.recv()
-            a, lg = self._runner.act(res.observation)
+            with self._timer("env"):
+                ids, res = env.recv()
+            with self._timer("inference"):
+                a, lg = self._runner.act(res.observation)
             env.send(a)  # these envs step while their last steps are written
             live = acted[ids]
             e = ids[live]
@@ -297,7 +309,8 @@ class ActorNode:
         from replay import ReplayTimeoutError, wait_until_taken
 
         try:
-            writer.append(step)
+            with self._timer("write"):
+                writer.append(step)
         except ReplayTimeoutError:
             # The step is recorded. Wait until Reverb takes the pending items:
             # a rate limiter throttles this actor; an unreachable server is

@@ -10,6 +10,10 @@ sampled, stacked, sharded and put on the devices in a background thread
 a second; a publication starts the device-to-host copy of the parameters
 after one update and adopts it after the next one is dispatched, so the copy
 overlaps that update.
+
+A learner given a `timer` (`utils.timing`) times one section: `update`, the
+dispatch of each update (JAX runs it asynchronously; `wait_for_updates()`
+waits until the updates dispatched so far have run).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from learner.inputs import Prefetcher, Windows
 from utils.counter import await_future, summarize_hosts
 from utils.logs import CsvLog, Logger
 from utils.progress import Eta, format_duration
+from utils.timing import SectionTimer, null_timer
 
 if TYPE_CHECKING:  # JAX is imported when the node builds, not at import
     from agents.builders import Builder
@@ -42,6 +47,7 @@ class LearnerNode:
         resume: Optional[str] = None,  # a checkpoint file
         stop_fn: Optional[Callable[[], None]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
+        timer: SectionTimer = null_timer,  # times each update (module docstring)
     ):
         import jax
         from agents import parallel
@@ -53,6 +59,7 @@ class LearnerNode:
         self._replay = replay
         self._stop_fn = stop_fn
         self._should_stop = should_stop or (lambda: False)
+        self._timer = timer
         self._lock = threading.Lock()
         self._log = Logger(cfg.run_dir, "learner")
         self._hosts_log = CsvLog(os.path.join(cfg.run_dir, "logs", "hosts.csv"))
@@ -85,6 +92,13 @@ class LearnerNode:
         were published) as numpy arrays; the frames date an evaluation."""
         with self._lock:
             return self._published
+
+    def wait_for_updates(self) -> None:
+        """Returns once the updates dispatched so far have run: a timer's
+        `update` section ends when an update is dispatched, not done."""
+        import jax
+
+        jax.block_until_ready(self._state)
 
     # -------------------------------------------------------------- internals
     def _host_state(self):
@@ -190,7 +204,8 @@ class LearnerNode:
                     continue
                 self._trajectories += B * item.new_batches
                 self._period.consumed += B * T * cfg.env.frames_per_step * item.new_batches
-                self._state, m = self._parallel.update(self._state, item.batches)
+                with self._timer("update"):
+                    self._state, m = self._parallel.update(self._state, item.batches)
                 step += 1
                 if publication is not None:  # copied while this update was dispatched
                     self._adopt(publication)

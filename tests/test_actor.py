@@ -17,6 +17,7 @@ from actors import actor as actor_lib
 from actors.environments import StepResult, VectorEnv
 from agents.types import Trajectory
 from configs import make_config
+from utils.timing import SectionTimer, Timer, null_timer
 
 N, BATCH, STEPS = 4, 2, 60
 
@@ -125,7 +126,7 @@ class RecordingWriter:
         return True
 
 
-def _run(monkeypatch, overlap: bool, tmp_path):
+def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer):
     cfg = make_config(
         "test",
         "impala",
@@ -153,7 +154,7 @@ def _run(monkeypatch, overlap: bool, tmp_path):
         )
     )
     stop = lambda: envs[0].recvs >= STEPS * N // BATCH if overlap else sum(envs[0].t) >= STEPS * N  # noqa: E731
-    node = actor_lib.ActorNode(builder, 0, "fake:0", None, counter, should_stop=stop)
+    node = actor_lib.ActorNode(builder, 0, "fake:0", None, counter, should_stop=stop, timer=timer)
     node.run()
     counted.update(frames=node._pending_frames, episodes=node._pending_episodes)  # not yet sent
     return envs[0], writers, counted, node
@@ -194,3 +195,16 @@ def test_written_steps_are_what_each_env_saw(monkeypatch, tmp_path, overlap):
     waiting = sum(node._rows.waiting(i) for i in range(N)) if overlap else 0
     assert counted["frames"] == 4 * (total + waiting)  # every transition counted, x frame skip
     assert counted["episodes"] == ended > 0
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "serial"])
+def test_timer_sees_each_env_step_inference_and_write(monkeypatch, tmp_path, overlap):
+    timer = Timer()
+    env, writers, _, _ = _run(monkeypatch, overlap, tmp_path, timer)
+    iterations = env.recvs if overlap else len(env.received[0])
+    assert timer.calls == {
+        "env": iterations,
+        "inference": iterations,
+        "write": len(writers[0].steps),
+    }
+    assert set(timer.seconds) == {"env", "inference", "write"}

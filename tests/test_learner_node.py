@@ -14,6 +14,7 @@ from configs import make_config
 from learner import checkpoint as ckpt_lib
 from utils.counter import Counter, LocalHandle
 from utils.logs import read_csv
+from utils.timing import Timer
 from agents.builders import Builder
 from learner.node import LearnerNode
 from replay import TrajectoryWriter, make_tables
@@ -75,13 +76,16 @@ def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
         server.stop()
     first = ckpt_lib.latest(ckpt_lib.checkpoint_dir(cfg.run_dir))
     server, address = serve(2, 1.0)  # two good batches, for a learner resumed from `first`
+    timer = Timer()
     try:
         node = LearnerNode(
-            Builder(cfg, obs_shape, num_actions), address, counter, resume=first.path
+            Builder(cfg, obs_shape, num_actions), address, counter, resume=first.path, timer=timer
         )
         node.run()
+        node.wait_for_updates()
     finally:
         server.stop()
+    assert timer.calls == {"update": 2}  # learner steps 3 and 4
 
     assert first.step == 2 and first.counters["skipped_updates"] == 2.0
     for a, b in zip(jax.tree_util.tree_leaves(init), first.leaves):
