@@ -19,9 +19,12 @@ For each env count N (environments stepped together in one actor process):
    Reverb server runs in a separate process, as in the Launchpad program. The
    learner and counter are in-process stand-ins that answer at once (the real
    parameter pull is asynchronous courier and does not block the loop).
-   `env.step` (serial) or `env.recv` (overlapped: the wait for a batch),
-   `policy` (act) and `writer.append` are wrapped with timers to split each
-   loop iteration into env / inference / write / other.
+   The node's timing hook (`timer`, `utils.timing.Timer`) splits each loop
+   iteration, in ms per iteration: `env` is `env.step` (serial) or
+   `env.recv` (overlapped: the wait for a batch), `inference` the policy
+   acting on a batch (jitted call and copy of actions and logits to numpy),
+   `write` `TrajectoryWriter.append`, and `other` the rest of the iteration
+   (parameter refresh, `env.send`, gathering rows, counting).
 
 Reverb table: the replay module's tables in `queue` mode (MinSize limiter, FIFO
 remover), so an insert never waits for a sampler; nothing samples in this
@@ -44,17 +47,22 @@ import sys
 import tempfile
 import time
 from types import SimpleNamespace
-from typing import Dict
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import psutil
 
-from benchmarks.common import steal_seconds
+from actors.actor import ActorNode
+from actors.environments import make_vector_env, num_actions
+from benchmarks.common import load_average, steal_seconds, write_result
+from configs import EnvConfig, ReplayConfig, RunConfig, make_config
+from utils.timing import Timer
 
 GOAL = 0.8  # actor steps/s >= GOAL x environment limit, debug network
 
 
-def _done(value=None) -> concurrent.futures.Future:
-    f = concurrent.futures.Future()
+def _done(value: Any = None) -> concurrent.futures.Future[Any]:
+    f: concurrent.futures.Future[Any] = concurrent.futures.Future()
     f.set_result(value)
     return f
 
@@ -63,56 +71,31 @@ class FakeLearner:
     """Answers `get_params()` and `futures.get_params()` at once with fixed
     numpy parameters (what courier delivers to a real actor)."""
 
-    def __init__(self, published):
-        self._published = published
-        self.futures = SimpleNamespace(get_params=lambda: _done(self._published))
+    def __init__(self, published: tuple):
+        self.published = published
+        self.futures = SimpleNamespace(get_params=lambda: _done(self.published))
 
-    def get_params(self):
-        return self._published
+    def get_params(self) -> tuple:
+        return self.published
 
 
 class FakeCounter:
-    def __init__(self):
+    def __init__(self) -> None:
         self.futures = SimpleNamespace(
             increment=lambda **kw: _done(), record=lambda **kw: _done(), set=lambda **kw: _done()
         )
 
 
-class StageTimer:
-    """Accumulates wall seconds per stage; `reset()` starts the measured window."""
-
-    def __init__(self):
-        self.calls: Dict[str, int] = {}
-        self.seconds: Dict[str, float] = {}
-        self.total_calls: Dict[str, int] = {}
-
-    def reset(self):
-        self.calls, self.seconds = {}, {}
-
-    def add(self, stage: str, dt: float):
-        self.calls[stage] = self.calls.get(stage, 0) + 1
-        self.total_calls[stage] = self.total_calls.get(stage, 0) + 1
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + dt
-
-    def wrap(self, stage: str, fn):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.add(stage, time.perf_counter() - t0)
-
-        return timed
-
-
 # ----------------------------------------------------------------------------
 # Reverb server process
 # ----------------------------------------------------------------------------
-def serve(obs_shape, num_actions: int, T: int, max_size: int) -> None:
+def serve(obs_shape: Tuple[int, ...], num_actions: int, T: int, max_size: int) -> None:
     """Child process: a Reverb server with the replay module's queue table."""
-    from configs import ReplayConfig
-    from replay import make_tables
+    # Imported here: `replay` loads TensorFlow, Reverb and JAX (seconds), and
+    # only this child serves; the parent sets JAX_PLATFORMS before JAX loads.
     import reverb
+
+    from replay import make_tables
 
     tables = make_tables(
         ReplayConfig(mode="queue", max_size=max_size), 8, obs_shape, num_actions, T
@@ -130,7 +113,9 @@ def serve(obs_shape, num_actions: int, T: int, max_size: int) -> None:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
-def start_server(obs_shape, num_actions: int, T: int, max_size: int):
+def start_server(
+    obs_shape: Tuple[int, ...], num_actions: int, T: int, max_size: int
+) -> Tuple[subprocess.Popen, str]:
     cmd = [
         sys.executable,
         "-m",
@@ -147,6 +132,7 @@ def start_server(obs_shape, num_actions: int, T: int, max_size: int):
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None  # stdout=PIPE
     deadline = time.time() + 120
     while time.time() < deadline:
         line = proc.stdout.readline()
@@ -158,8 +144,9 @@ def start_server(obs_shape, num_actions: int, T: int, max_size: int):
     raise RuntimeError("the reverb server did not start within 120 s")
 
 
-def stop_server(proc) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
     try:
+        assert proc.stdin is not None  # stdin=PIPE
         proc.stdin.close()
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -168,8 +155,6 @@ def stop_server(proc) -> None:
 
 
 def process_cpu_s(pid: int) -> float:
-    import psutil
-
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
 
@@ -177,10 +162,10 @@ def process_cpu_s(pid: int) -> float:
 # ----------------------------------------------------------------------------
 # Measurements
 # ----------------------------------------------------------------------------
-def env_limit(env_cfg, num_envs: int, threads: int, seconds: float, warmup: int = 20) -> dict:
+def env_limit(
+    env_cfg: EnvConfig, num_envs: int, threads: int, seconds: float, warmup: int = 20
+) -> dict:
     """Steps/s (summed over envs) of the vector env alone, random actions."""
-    from actors.environments import make_vector_env
-
     env = make_vector_env(env_cfg, num_envs, seed=1234, num_threads=threads)
     rng = np.random.default_rng(0)
     try:
@@ -207,11 +192,11 @@ def env_limit(env_cfg, num_envs: int, threads: int, seconds: float, warmup: int 
     }
 
 
-def least_stolen(measure, max_steal: float, tries: int, label: str) -> dict:
+def least_stolen(measure: Callable[[], dict], max_steal: float, tries: int, label: str) -> dict:
     """`measure()` until a window's steal (CPU the hypervisor took from this VM,
     which slows everything here) is at most `max_steal` cores, at most `tries`
     times; returns the least-stolen result, with `tries` recorded."""
-    best = None
+    best: Optional[dict] = None
     for i in range(tries):
         r = measure()
         r["tries"] = i + 1
@@ -223,43 +208,58 @@ def least_stolen(measure, max_steal: float, tries: int, label: str) -> dict:
             f"  {label}: steal {r['steal_cores']:.2f} cores > {max_steal}; measuring again",
             flush=True,
         )
+    if best is None:
+        raise ValueError(f"--tries must be at least 1, not {tries}")
     return best
+
+
+@dataclasses.dataclass
+class _Clocks:
+    """Wall, process CPU, Reverb server CPU and steal seconds at one moment."""
+
+    wall: float
+    cpu: float
+    server_cpu: float
+    steal: float
+
+    @staticmethod
+    def now(server_pid: int) -> _Clocks:
+        return _Clocks(
+            time.perf_counter(), time.process_time(), process_cpu_s(server_pid), steal_seconds()
+        )
 
 
 class _StopAfter:
     """`should_stop` for ActorNode: starts the measured window after `warmup`
-    env steps (the first includes jit compilation), stops `seconds` later."""
+    env steps (the first includes jit compilation) by resetting `timer`, and
+    stops `seconds` later, keeping the timer's sums of that window."""
 
-    def __init__(self, timer: StageTimer, warmup: int, seconds: float, server_pid: int):
+    def __init__(self, timer: Timer, warmup: int, seconds: float, server_pid: int):
         self.timer, self.warmup, self.seconds, self.server_pid = timer, warmup, seconds, server_pid
-        self.t0 = self.t1 = None
+        self.start: Optional[_Clocks] = None
+        self.end: Optional[_Clocks] = None
+        self.calls: Dict[str, int] = {}
+        self.stage_s: Dict[str, float] = {}
 
     def __call__(self) -> bool:
-        n = self.timer.total_calls.get("env", 0)
-        now = time.perf_counter()
-        if self.t0 is None:
-            if n >= self.warmup:
+        if self.start is None:
+            if self.timer.calls.get("env", 0) >= self.warmup:
                 self.timer.reset()
-                self.t0, self.cpu0 = now, time.process_time()
-                self.server_cpu0 = process_cpu_s(self.server_pid)
-                self.steal0 = steal_seconds()
+                self.start = _Clocks.now(self.server_pid)
             return False
-        if self.t1 is None and now - self.t0 >= self.seconds:
-            self.t1, self.cpu1 = now, time.process_time()
-            self.server_cpu1 = process_cpu_s(self.server_pid)
-            self.steal1 = steal_seconds()
+        if self.end is None and time.perf_counter() - self.start.wall >= self.seconds:
+            self.end = _Clocks.now(self.server_pid)
             self.calls = dict(self.timer.calls)
             self.stage_s = dict(self.timer.seconds)
-        return self.t1 is not None
+        return self.end is not None
 
 
-def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -> dict:
+def actor_run(cfg: RunConfig, address: str, server_pid: int, seconds: float, warmup: int) -> dict:
     """Steps/s of one ActorNode loop with stage timings."""
+    # Imported here: JAX reads JAX_PLATFORMS (set by `main`) when it loads.
     import jax
-    import replay
-    from actors.actor import ActorNode
+
     from agents import builders
-    from actors.environments import num_actions
 
     nets = builders.make_networks(cfg, cfg.env.observation_shape, num_actions(cfg.env))
     state = builders.make_learner(cfg, nets).init(jax.random.PRNGKey(0))
@@ -267,42 +267,25 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
     published = (0, host.params, np.asarray(host.meta.logits), 0.0)
     n_params = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(host.params))
 
-    timer = StageTimer()
+    timer = Timer()
     stop = _StopAfter(timer, warmup, seconds, server_pid)
-
-    class TimedWriter(replay.TrajectoryWriter):
-        def append(self, step):
-            t0 = time.perf_counter()
-            try:
-                return super().append(step)
-            finally:
-                timer.add("write", time.perf_counter() - t0)
-
-    original = replay.TrajectoryWriter
-    replay.TrajectoryWriter = (
-        TimedWriter  # Builder.make_writer imports it from `replay` when called
+    node = ActorNode(
+        builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)),
+        0,
+        address,
+        FakeLearner(published),
+        FakeCounter(),
+        should_stop=stop,
+        timer=timer,
     )
-    try:
-        node = ActorNode(
-            builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)),
-            0,
-            address,
-            FakeLearner(published),
-            FakeCounter(),
-            should_stop=stop,
-        )
-        if cfg.actors.overlap:
-            node._env.recv = timer.wrap("env", node._env.recv)
-        else:
-            node._env.step = timer.wrap("env", node._env.step)
-        node._runner.act = timer.wrap("inference", node._runner.act)
-        t_build = time.perf_counter()
-        node.run()
-        warmup_s = stop.t0 - t_build if stop.t0 else float("nan")
-    finally:
-        replay.TrajectoryWriter = original
+    t_build = time.perf_counter()
+    node.run()
+    if stop.start is None or stop.end is None:
+        raise RuntimeError("the actor stopped before the measured window ended")
+    start, end = stop.start, stop.end
+    warmup_s = start.wall - t_build
     N = cfg.actors.env_batch_size  # envs per loop iteration
-    dt = stop.t1 - stop.t0
+    dt = end.wall - start.wall
     steps = stop.calls.get("env", 0)
     per_step_ms = {k: 1000 * v / max(steps, 1) for k, v in stop.stage_s.items()}
     per_step_ms["other"] = 1000 * dt / max(steps, 1) - sum(per_step_ms.values())
@@ -316,9 +299,9 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
         "env_steps_per_s_inside_actor": (
             N * 1000 / per_step_ms["env"] if per_step_ms.get("env") else None
         ),
-        "process_cpu_cores": (stop.cpu1 - stop.cpu0) / dt,
-        "reverb_server_cpu_cores": (stop.server_cpu1 - stop.server_cpu0) / dt,
-        "steal_cores": (stop.steal1 - stop.steal0) / dt,
+        "process_cpu_cores": (end.cpu - start.cpu) / dt,
+        "reverb_server_cpu_cores": (end.server_cpu - start.server_cpu) / dt,
+        "steal_cores": (end.steal - start.steal) / dt,
         "warmup_steps": warmup,
         "warmup_s_incl_compile": warmup_s,
         "network_params": n_params,
@@ -328,9 +311,9 @@ def actor_run(cfg, address: str, server_pid: int, seconds: float, warmup: int) -
 LOOPS = ("overlapped", "serial")
 
 
-def actor_config(network: str, agent: str, num_envs: int, root: str, loop: str = "overlapped"):
-    from configs import make_config
-
+def actor_config(
+    network: str, agent: str, num_envs: int, root: str, loop: str = "overlapped"
+) -> RunConfig:
     if loop not in LOOPS:
         raise ValueError(f"--loops: unknown loop {loop!r} ({', '.join(LOOPS)})")
     batches = 2 if loop == "overlapped" and num_envs % 2 == 0 else 1
@@ -353,7 +336,7 @@ def actor_config(network: str, agent: str, num_envs: int, root: str, loop: str =
     return cfg
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", default="1,4,8", help="env counts per actor process")
     p.add_argument("--networks", default="small,deep")
@@ -382,9 +365,8 @@ def main(argv=None):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["JAX_PLATFORMS"] = "cpu"  # actors run JAX on CPU (launch.program.process_env)
+    # Imported here: JAX reads JAX_PLATFORMS when it loads, and the server child needs no JAX.
     import jax
-    from actors.environments import num_actions
-    from benchmarks.common import load_average, write_result
 
     load_start = load_average()
     t_start = time.perf_counter()
@@ -396,16 +378,17 @@ def main(argv=None):
         base.env.observation_shape, num_actions(base.env), base.agent.unroll_length, args.max_size
     )
     root = tempfile.mkdtemp(prefix="bench-env-actor-")
-    results, configs = {}, {}
+    results: Dict[str, dict] = {}
+    configs: Dict[str, dict] = {}
     try:
         for N in env_counts:
 
-            def limit_once():
+            def limit_once() -> dict:
                 return env_limit(base.env, N, base.actors.env_threads, args.seconds)
 
             before = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
             print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
-            actors = {loop: {} for loop in loops}
+            actors: Dict[str, Dict[str, dict]] = {loop: {} for loop in loops}
             for loop in loops:
                 for network in networks:
                     cfg = actor_config(network, args.agent, N, root, loop)
@@ -445,10 +428,10 @@ def main(argv=None):
         stop_server(server)
         shutil.rmtree(root, ignore_errors=True)
 
-    goal = {}
+    goal: Dict[str, bool] = {}
     if "small" in networks and "overlapped" in loops:
-        for N, r in results.items():
-            goal[N] = r["actor"]["overlapped"]["small"]["ratio_to_env_limit"] >= GOAL
+        for key, r in results.items():
+            goal[key] = r["actor"]["overlapped"]["small"]["ratio_to_env_limit"] >= GOAL
     write_result(
         f"env_actor-{jax.default_backend()}",
         "env_actor",

@@ -14,7 +14,10 @@ For each network and agent (debug preset, B = 8, T = 20, Atari-shaped data):
    process, pre-filled with random unrolls and never emptied (uniform
    sampler, MinSize(1) limiter: sampling never waits on inserts). The
    counter is an in-process stand-in. Timed from the end of update `warmup`
-   to the end of update `warmup + steps` (each waited for).
+   to the end of update `warmup + steps` (each waited for): the node's
+   timing hook (`timer`) reports each `update` section, the dispatch of an
+   update; at those two the timer waits for the updates to have run
+   (`LearnerNode.wait_for_updates`) and reads the clock.
 
 On a CPU-only host the "device" is the same 2 cores: the node's sampling
 (Reverb decompression, tf.data batching), stacking and copying compete with
@@ -30,12 +33,27 @@ benchmarks/results/learner_node-<backend>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
+import jax
 import numpy as np
+
+from agents import parallel
+from agents.builders import Builder
+from agents.types import Trajectory
+from benchmarks.common import load_average, write_result
+from configs import RunConfig, make_config
+from learner.inputs import stack_batches
+from learner.node import LearnerNode
+from utils.counter import Counter, LocalHandle
+
+if TYPE_CHECKING:  # loaded by `start_server`, after `main` sets TF_CPP_MIN_LOG_LEVEL
+    import reverb
 
 GOAL = 0.9  # learner node >= GOAL x the update alone, small network
 
@@ -45,9 +63,7 @@ NETWORKS = {
 }
 
 
-def node_config(network: str, agent: str, root: str, prefetch: int, max_steps: int):
-    from configs import make_config
-
+def node_config(network: str, agent: str, root: str, prefetch: int, max_steps: int) -> RunConfig:
     return make_config(
         "debug",
         agent,
@@ -65,9 +81,10 @@ def node_config(network: str, agent: str, root: str, prefetch: int, max_steps: i
     )
 
 
-def start_server(cfg, num_actions: int, items: int):
+def start_server(cfg: RunConfig, num_actions: int, items: int) -> Tuple[reverb.Server, str]:
     """An in-process Reverb server with one never-emptied table of `items`
     random unrolls; returns (server, address)."""
+    # Imported here: TensorFlow reads TF_CPP_MIN_LOG_LEVEL (set by `main`) when it loads.
     import reverb
 
     from replay import TrajectoryWriter
@@ -86,8 +103,6 @@ def start_server(cfg, num_actions: int, items: int):
     address = f"localhost:{server.port}"
     rng = np.random.default_rng(0)
     with TrajectoryWriter(address, 1, T) as writer:
-        from agents.types import Trajectory
-
         for _ in range(items * T + 1):
             writer.append(
                 Trajectory(
@@ -102,14 +117,8 @@ def start_server(cfg, num_actions: int, items: int):
     return server, address
 
 
-def update_alone(cfg, address: str, num_actions: int, seconds: float) -> float:
+def update_alone(cfg: RunConfig, address: str, num_actions: int, seconds: float) -> float:
     """Updates per second of the learner on one window already on the device."""
-    import jax
-
-    from agents import parallel
-    from agents.builders import Builder
-    from learner.inputs import stack_batches
-
     builder = Builder(cfg, cfg.env.observation_shape, num_actions)
     learner = parallel.ParallelLearner(builder.make_learner, parallel.resolve_devices(1))
     state = learner.replicate(learner.learner.init(jax.random.PRNGKey(0)))
@@ -132,33 +141,39 @@ def update_alone(cfg, address: str, num_actions: int, seconds: float) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def node_rate(cfg, address: str, num_actions: int, warmup: int, steps: int):
+class _UpdateClock:
+    """LearnerNode's timer: the clock when updates `at` (counted from 1) have
+    run, not just been dispatched. `node` is set once the node is built."""
+
+    def __init__(self, at: Tuple[int, ...]):
+        self.at, self.count = at, 0
+        self.marks: Dict[int, float] = {}
+        self.node: Optional[LearnerNode] = None
+
+    @contextlib.contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        yield
+        if label == "update":
+            self.count += 1
+            if self.count in self.at:
+                assert self.node is not None  # set before the node runs
+                self.node.wait_for_updates()
+                self.marks[self.count] = time.perf_counter()
+
+
+def node_rate(
+    cfg: RunConfig, address: str, num_actions: int, warmup: int, steps: int
+) -> Tuple[float, LearnerNode]:
     """(updates/s of LearnerNode.run between updates `warmup` and `warmup + steps`, node)."""
-    import jax
-
-    from agents.builders import Builder
-    from learner.node import LearnerNode
-    from utils.counter import Counter, LocalHandle
-
+    clock = _UpdateClock((warmup, warmup + steps))
     builder = Builder(cfg, cfg.env.observation_shape, num_actions)
-    node = LearnerNode(builder, address, LocalHandle(Counter({"frames": 0.0})))
-    update, calls, marks = node._parallel.update, [0], {}
-
-    def timed(state, batches):
-        out = update(state, batches)
-        calls[0] += 1
-        if calls[0] in (warmup, warmup + steps):
-            jax.block_until_ready(out[0])
-            marks[calls[0]] = time.perf_counter()
-        return out
-
-    node._parallel.update = timed
+    node = LearnerNode(builder, address, LocalHandle(Counter({"frames": 0.0})), timer=clock)
+    clock.node = node
     node.run()
-    node._parallel.update = update
-    return steps / (marks[warmup + steps] - marks[warmup]), node
+    return steps / (clock.marks[warmup + steps] - clock.marks[warmup]), node
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--networks", default="small,tiny")
     p.add_argument("--agents", default="impala,bmg")
@@ -168,9 +183,6 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results folder")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import jax
-
-    from benchmarks.common import load_average, write_result
 
     load_start, t_start = load_average(), time.perf_counter()
     root = tempfile.mkdtemp(prefix="bench-learner-node-")
