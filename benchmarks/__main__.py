@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks.common import (
@@ -53,8 +54,6 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--only: unknown benchmark(s) {sorted(unknown)}; choose from {ORDER}")
     if args.quick and not args.out:
-        import tempfile
-
         args.out = tempfile.mkdtemp(prefix="bench-quick-")
         print(f"quick run: results in {args.out}", flush=True)
     load_start, t0 = load_average(), time.perf_counter()

@@ -31,8 +31,10 @@ import tempfile
 import time
 
 import numpy as np
+import psutil
 
 from benchmarks.common import debug_program, load_average, stop_program, write_result
+from launch.network import descendants, node_group
 
 ACTING = re.compile(r"\[actor-(\d+)\] acting:")
 
@@ -48,10 +50,6 @@ def acting_actors(run_dir: str) -> list:
 
 def memory_by_group(root_pid: int) -> dict:
     """{group: [{'pid', 'rss_mb', 'uss_mb'}]} of the program's processes."""
-    import psutil
-
-    from launch.network import descendants, node_group
-
     out: dict = {}
     for pid in descendants(root_pid):
         group = node_group(pid)

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from utils.files import write_json_atomic
 from utils.machine import (  # noqa: F401 (re-exported for the benchmarks)
@@ -24,7 +24,7 @@ from utils.version import REPO_ROOT, git_commit  # noqa: F401 (git_commit: re-ex
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def write_json(name: str, payload: Dict[str, Any], out_dir: str = None) -> str:
+def write_json(name: str, payload: Dict[str, Any], out_dir: Optional[str] = None) -> str:
     out_dir = out_dir or RESULTS_DIR
     path = os.path.join(out_dir, f"{name}.json")
     write_json_atomic(path, payload, indent=2)
@@ -51,7 +51,7 @@ def write_result(
     return path
 
 
-def read_json(name: str, out_dir: str = None):
+def read_json(name: str, out_dir: Optional[str] = None):
     path = os.path.join(out_dir or RESULTS_DIR, f"{name}.json")
     if not os.path.exists(path):
         return None

@@ -34,7 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
+
+import psutil
 
 from benchmarks.common import (
     debug_program,
@@ -44,6 +46,8 @@ from benchmarks.common import (
     stop_program,
     write_result,
 )
+from configs import make_config
+from utils.logs import read_csv
 
 GROUPS = ("learner", "actor", "replay", "evaluator", "counter")
 
@@ -52,9 +56,6 @@ class CpuSampler:
     """CPU seconds (user + system) of a process tree, by STACX_NODE group."""
 
     def __init__(self, root_pid: int):
-        import psutil
-
-        self._psutil = psutil
         self.root = psutil.Process(root_pid)
         self.group: Dict[int, str] = {}
         self.cpu: Dict[int, float] = {}
@@ -64,7 +65,7 @@ class CpuSampler:
         if p.pid not in self.group:
             try:
                 g = p.environ().get("STACX_NODE")
-            except (self._psutil.Error, OSError):
+            except (psutil.Error, OSError):
                 g = None
             if g is None and p.pid == self.root.pid:
                 g = "launcher"
@@ -74,13 +75,13 @@ class CpuSampler:
     def sample(self) -> None:
         try:
             procs = [self.root] + self.root.children(recursive=True)
-        except self._psutil.Error:
+        except psutil.Error:
             return
         for p in procs:
             try:
                 t = p.cpu_times()
                 g = self._group_of(p)
-            except self._psutil.Error:
+            except psutil.Error:
                 continue
             self.cpu[p.pid] = t.user + t.system
         totals: Dict[str, float] = {}
@@ -187,12 +188,13 @@ def steady_window(rows: List[dict], row_times: List[float]) -> dict:
     }
 
 
-def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
+def stage_budget(cfg, window: dict, backend: str, out_dir: Optional[str] = None) -> dict:
     """Wall ms per 1,000 frames of each stage run alone (one process, the
     whole machine), from the isolated benchmarks' JSON."""
     env_actor = read_json(f"env_actor-{backend}", out_dir)
     learner = read_json(f"learner-{backend}", out_dir)
-    out = {"sources": {}, "stages": {}, "process_cpu_cores": {}}
+    stages: Dict[str, float] = {}  # wall ms per 1,000 frames
+    out: Dict[str, Any] = {"sources": {}, "stages": stages, "process_cpu_cores": {}}
     N = cfg.actors.envs_per_actor
     frames_per_step = cfg.env.frame_skip
     r = (env_actor or {}).get("results", {}).get(str(N))
@@ -236,7 +238,7 @@ def stage_budget(cfg, window: dict, backend: str, out_dir: str = None) -> dict:
         total = sum(out["stages"].values())
         out["total_ms_per_1000_frames"] = total
         out["share"] = {k: v / total for k, v in out["stages"].items()}
-        out["slowest_stage"] = max(out["stages"], key=out["stages"].get)
+        out["slowest_stage"] = max(stages, key=stages.__getitem__)
     return out
 
 
@@ -260,8 +262,6 @@ def variant_overrides(args, variant: str) -> List[str]:
 
 
 def measure(args, root: str, variant: str) -> dict:
-    from utils.logs import read_csv
-
     overrides = variant_overrides(args, variant)
     run = run_program(args, root, f"bench-e2e-{variant}", overrides)
     csv_path = os.path.join(run["run_dir"], "logs", "learner.csv")
@@ -329,8 +329,6 @@ def main(argv=None):
     p.add_argument("--keep", action="store_true", help="keep the run folders (path printed)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    from configs import make_config
-
     load_start, t_start = load_average(), time.perf_counter()
     runs, configs = {}, {}
     root = tempfile.mkdtemp(prefix="bench-e2e-")

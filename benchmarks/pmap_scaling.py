@@ -27,15 +27,20 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
+from benchmarks.common import load_average, steal_seconds, write_result
+from configs import make_config
+
 
 def child(args) -> None:
     """One device count: prints one JSON line `RESULT {...}`."""
+    # Imported here: this process only starts the children, and must not
+    # load JAX (it would take the accelerator they measure).
     import jax
-    import numpy as np
+
     from agents import builders, parallel
-    from benchmarks.common import steal_seconds
     from benchmarks.learner import fake
-    from configs import make_config
 
     n = args.child
     devices = parallel.resolve_devices(n)
@@ -122,8 +127,6 @@ def main(argv=None):
     if args.child:
         child(args)
         return
-
-    from benchmarks.common import load_average, write_result
 
     load_start, t_start = load_average(), time.perf_counter()
     backend = "cpu" if args.platform == "cpu" else detect_backend()

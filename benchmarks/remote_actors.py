@@ -27,6 +27,8 @@ import tempfile
 import time
 
 from benchmarks.common import load_average, stop_program, write_result
+from launch import network, remote
+from learner import checkpoint as ckpt_lib
 
 
 def _start(command, out_path, prefix=()):
@@ -54,8 +56,6 @@ def _config_flags(args, name, root):
 
 
 def outcome(run_dir: str, wall_s: float) -> dict:
-    from learner import checkpoint as ckpt_lib
-
     ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(run_dir))
     if ckpt is None:
         raise RuntimeError(f"no checkpoint in {run_dir}")
@@ -83,8 +83,6 @@ def run_local(args, root: str) -> dict:
 
 
 def run_remote(args, root: str) -> dict:
-    from launch import network, remote
-
     with network.veth_namespaces(str(os.getpid() % 100000), subnet=os.getpid() % 250) as pair:
         t0 = time.time()
         learner = _start(

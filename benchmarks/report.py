@@ -357,7 +357,7 @@ def bench_run_line(d: Optional[dict]) -> List[str]:
     ]
 
 
-def render(backend: str = "cpu", out_dir: str = None) -> str:
+def render(backend: str = "cpu", out_dir: Optional[str] = None) -> str:
     docs = {
         k: read_json(f"{k}-{backend}", out_dir)
         for k in ("env_actor", "learner", "learner_node", "pmap", "actor_processes", "end_to_end")
@@ -383,7 +383,7 @@ def render(backend: str = "cpu", out_dir: str = None) -> str:
 BENCHMARKS_DOC = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
 
 
-def write_block(text: str, path: str = None) -> str:
+def write_block(text: str, path: Optional[str] = None) -> str:
     """Replace the generated block between START and END in `path`."""
     path = path or BENCHMARKS_DOC
     with open(path) as f:
