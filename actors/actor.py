@@ -29,18 +29,27 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
 from agents.types import Trajectory
+from configs import RunConfig
 from configs.games import hns
 from utils.counter import await_future
 from utils.logs import Logger
 from utils.timing import SectionTimer, null_timer
 
-if TYPE_CHECKING:  # the node processes import JAX when they build, not at import
-    from agents.builders import Builder
+
+class Builder(Protocol):
+    """What actors and the evaluator take from the run's builder
+    (`launch.builder.Builder` in a program)."""
+
+    cfg: RunConfig
+
+    def make_policy(self, greedy: bool = False) -> Callable: ...
+
+    def make_writer(self, replay: Any, num_envs: int, timeout_ms: int) -> Any: ...
 
 
 def trajectory_step(obs, actions, logits, res, first) -> Trajectory:

@@ -235,8 +235,8 @@ class AtariVectorEnv(VectorEnv):
     ):
         if cfg.kind != "atari":
             raise ValueError(f"AtariVectorEnv needs EnvConfig.kind='atari', got {cfg.kind!r}")
-        from ale_py.vector_env import AtariVectorEnv as _AleVectorEnv
-        from gymnasium.vector import AutoresetMode
+        from ale_py.vector_env import AtariVectorEnv as _AleVectorEnv  # noqa: PLC0415 (ALE: only Atari games)
+        from gymnasium.vector import AutoresetMode  # noqa: PLC0415 (ALE: only Atari games)
 
         self.cfg = cfg
         self.num_envs = int(num_envs)
@@ -391,8 +391,8 @@ class AtariVectorEnv(VectorEnv):
 @functools.lru_cache(maxsize=None)
 def _atari_num_actions(ale_id: str, full_action_space: bool) -> int:
     """Size of the game's minimal (or the full, 18) action set; loads the ROM only."""
-    import ale_py
-    from ale_py import roms
+    import ale_py  # noqa: PLC0415 (ALE: only Atari games)
+    from ale_py import roms  # noqa: PLC0415 (ALE: only Atari games)
 
     ale = ale_py.ALEInterface()
     ale.setLoggerMode(ale_py.LoggerMode.Error)

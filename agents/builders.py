@@ -1,17 +1,10 @@
-"""Acme-style builder: the one place that makes a run's replay tables, the
-actors' trajectory writer, the learner's dataset, the learner and the policy
-from its RunConfig and the environment's facts.
-
-`make_networks`, `make_learner` and `make_policy` are the JAX pieces (also
-used alone by tests and benchmarks). The `Builder`'s replay methods import
-TensorFlow/Reverb when called, in the processes that need them; importing
-this module imports neither.
-"""
+"""The agent's JAX pieces from a RunConfig: its networks, its learner and
+its acting policy. `launch.builder.Builder` wires them to the replay; tests
+and benchmarks also use them alone."""
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,56 +50,3 @@ def make_policy(networks: networks_lib.Networks, greedy: bool = False) -> Callab
         return actions.astype(jnp.int32), logits.astype(jnp.float32)
 
     return policy
-
-
-class Builder:
-    """Everything the nodes of one run build, from `cfg`, the observation
-    shape and the number of actions. Picklable (Launchpad ships it to every
-    node process); the networks are built on first use in each process."""
-
-    def __init__(self, cfg: RunConfig, observation_shape: Sequence[int], num_actions: int):
-        self.cfg = cfg
-        self.observation_shape: Tuple[int, ...] = tuple(observation_shape)
-        self.num_actions = int(num_actions)
-
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "networks"}
-
-    @functools.cached_property
-    def networks(self) -> networks_lib.Networks:
-        return make_networks(self.cfg, self.observation_shape, self.num_actions)
-
-    def make_learner(self, axis_name: Optional[str] = None) -> learning.Learner:
-        return make_learner(self.cfg, self.networks, axis_name)
-
-    def make_policy(self, greedy: bool = False) -> Callable:
-        return make_policy(self.networks, greedy)
-
-    def make_tables(self) -> list:
-        """The Reverb tables (the replay node calls this in its own process)."""
-        from replay import make_tables
-
-        cfg = self.cfg
-        return make_tables(
-            cfg.replay,
-            cfg.learner.batch_size,
-            self.observation_shape,
-            self.num_actions,
-            cfg.agent.unroll_length,
-        )
-
-    def make_writer(self, replay: Any, num_envs: int, timeout_ms: int):
-        """An actor's `TrajectoryWriter`: T + 1 step items for each of its `num_envs`."""
-        from replay import TrajectoryWriter
-
-        return TrajectoryWriter(
-            replay, num_envs, self.cfg.agent.unroll_length, timeout_ms=timeout_ms
-        )
-
-    def make_dataset(self, replay: Any, next_timeout_ms: Optional[int] = None):
-        """The learner's time-major iterator of `Trajectory` batches of B."""
-        from replay import make_dataset
-
-        return make_dataset(
-            replay, self.cfg.learner.batch_size, self.cfg.replay, next_timeout_ms=next_timeout_ms
-        )

@@ -11,6 +11,12 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+try:  # jax 0.12 has no PmapSharding (pmap is jit + shard_map there)
+    from jax.sharding import PmapSharding as pmap_sharding
+except ImportError:
+    pmap_sharding = None  # type: ignore[assignment, misc]
 
 from agents.learning import Learner, TrainingState
 from agents.types import Trajectory
@@ -58,14 +64,8 @@ def pmap_layout(devices: Sequence) -> Callable:
     """shape -> the sharding pmap takes without copying: `PmapSharding` for the
     original pmap; since jax 0.8 pmap is jit + shard_map, which takes arrays
     split over a 1-D mesh of the devices (and jax 0.12 has no PmapSharding)."""
-    try:
-        from jax.sharding import PmapSharding as pmap_sharding
-    except ImportError:
-        pmap_sharding = None  # type: ignore[assignment, misc]
     if pmap_sharding is not None and not getattr(jax.config, "jax_pmap_shmap_merge", False):
         return lambda shape: pmap_sharding.default(shape, 0, devices)
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     layout = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
     return lambda shape: layout
 

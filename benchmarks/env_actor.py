@@ -93,9 +93,9 @@ def serve(obs_shape: Tuple[int, ...], num_actions: int, T: int, max_size: int) -
     """Child process: a Reverb server with the replay module's queue table."""
     # Imported here: `replay` loads TensorFlow, Reverb and JAX (seconds), and
     # only this child serves; the parent sets JAX_PLATFORMS before JAX loads.
-    import reverb
+    import reverb  # noqa: PLC0415 (see above)
 
-    from replay import make_tables
+    from replay import make_tables  # noqa: PLC0415 (see above)
 
     tables = make_tables(
         ReplayConfig(mode="queue", max_size=max_size), 8, obs_shape, num_actions, T
@@ -257,9 +257,10 @@ class _StopAfter:
 def actor_run(cfg: RunConfig, address: str, server_pid: int, seconds: float, warmup: int) -> dict:
     """Steps/s of one ActorNode loop with stage timings."""
     # Imported here: JAX reads JAX_PLATFORMS (set by `main`) when it loads.
-    import jax
+    import jax  # noqa: PLC0415 (see above)
 
-    from agents import builders
+    from agents import builders  # noqa: PLC0415 (see above)
+    from launch.builder import Builder  # noqa: PLC0415 (see above)
 
     nets = builders.make_networks(cfg, cfg.env.observation_shape, num_actions(cfg.env))
     state = builders.make_learner(cfg, nets).init(jax.random.PRNGKey(0))
@@ -270,7 +271,7 @@ def actor_run(cfg: RunConfig, address: str, server_pid: int, seconds: float, war
     timer = Timer()
     stop = _StopAfter(timer, warmup, seconds, server_pid)
     node = ActorNode(
-        builders.Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)),
+        Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env)),
         0,
         address,
         FakeLearner(published),
@@ -366,7 +367,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["JAX_PLATFORMS"] = "cpu"  # actors run JAX on CPU (launch.program.process_env)
     # Imported here: JAX reads JAX_PLATFORMS when it loads, and the server child needs no JAX.
-    import jax
+    import jax  # noqa: PLC0415 (see above)
 
     load_start = load_average()
     t_start = time.perf_counter()

@@ -44,7 +44,7 @@ import jax
 import numpy as np
 
 from agents import parallel
-from agents.builders import Builder
+from launch.builder import Builder
 from agents.types import Trajectory
 from benchmarks.common import load_average, write_result
 from configs import RunConfig, make_config
@@ -85,10 +85,10 @@ def start_server(cfg: RunConfig, num_actions: int, items: int) -> Tuple[reverb.S
     """An in-process Reverb server with one never-emptied table of `items`
     random unrolls; returns (server, address)."""
     # Imported here: TensorFlow reads TF_CPP_MIN_LOG_LEVEL (set by `main`) when it loads.
-    import reverb
+    import reverb  # noqa: PLC0415 (see above)
 
-    from replay import TrajectoryWriter
-    from replay.tables import TABLE, table_signature
+    from replay import TrajectoryWriter  # noqa: PLC0415 (see above)
+    from replay.tables import TABLE, table_signature  # noqa: PLC0415 (see above)
 
     T = cfg.agent.unroll_length
     table = reverb.Table(

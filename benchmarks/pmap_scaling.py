@@ -37,10 +37,10 @@ def child(args) -> None:
     """One device count: prints one JSON line `RESULT {...}`."""
     # Imported here: this process only starts the children, and must not
     # load JAX (it would take the accelerator they measure).
-    import jax
+    import jax  # noqa: PLC0415 (see above)
 
-    from agents import builders, parallel
-    from benchmarks.learner import fake
+    from agents import builders, parallel  # noqa: PLC0415 (see above)
+    from benchmarks.learner import fake  # noqa: PLC0415 (see above)
 
     n = args.child
     devices = parallel.resolve_devices(n)

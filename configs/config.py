@@ -8,7 +8,10 @@ flags: `launch/` turns command-line flags into these objects.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import typing
 from typing import Any, Tuple
 
 from configs import games
@@ -22,6 +25,7 @@ from configs.validate import (
     is_int,
     is_num,
 )
+from utils.files import read_json, write_json_atomic
 
 
 def geometric_mix(lam: float, K: int) -> Tuple[float, ...]:
@@ -461,8 +465,6 @@ class RunConfig:
 
     @property
     def run_dir(self) -> str:
-        import os
-
         return os.path.join(self.root, self.name)
 
     def budget_reached(self, frames: float, learner_steps: float) -> bool:
@@ -479,8 +481,6 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready nested dict (tuples become lists); `from_dict` inverts it."""
-        import json
-
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
@@ -539,36 +539,17 @@ def shared_config(cfg: RunConfig) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in HOST_LOCAL_FIELDS}
 
 
-def config_differences(ours: dict, theirs: dict, where: str = "") -> list:
-    """[(dotted key, ours, theirs)] for every leaf where two `to_dict`-style
-    dicts differ (a key missing on one side counts, with the value None)."""
-    out = []
-    for k in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(k), theirs.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(config_differences(a, b, f"{where}{k}."))
-        elif a != b:
-            out.append((f"{where}{k}", a, b))
-    return out
-
-
 def save_config(cfg: RunConfig, path: str) -> None:
     """Write `cfg.to_dict()` as JSON, atomically (a reader never sees half a file)."""
-    from utils.files import write_json_atomic
-
     write_json_atomic(path, cfg.to_dict())
 
 
 def load_config(path: str) -> RunConfig:
     """The RunConfig a `save_config` file holds; ConfigError if it cannot be read."""
-    from utils.files import read_json
-
     return RunConfig.from_dict(read_json(path, f"config file {path!r}", ConfigError))
 
 
 def _from_dict(cls, data: Any, where: str):
-    import typing
-
     if not isinstance(data, dict):
         raise ConfigError(
             f"config {where or cls.__name__}={data!r} is not allowed: "

@@ -19,7 +19,7 @@ STATISTICS = ("iqm", "median", "mean")
 
 
 def _aggregates(scores: np.ndarray) -> np.ndarray:
-    from rliable import metrics  # loads scipy and pandas: only when aggregating
+    from rliable import metrics  # noqa: PLC0415 (loads scipy and pandas: only when aggregating)
 
     return np.array(
         [metrics.aggregate_iqm(scores), metrics.aggregate_median(scores), np.mean(scores)]
@@ -32,7 +32,7 @@ def interval_estimates(
     """{name: {"runs", "games", "iqm", "iqm_ci", "median", "median_ci", "mean",
     "mean_ci"}} for each `scores[name]` of shape [runs, games]; the CIs are
     [low, high] at `confidence` from `reps` bootstrap draws (seeded)."""
-    from rliable import library as rly
+    from rliable import library as rly  # noqa: PLC0415 (rliable loads scipy, pandas)
 
     arrays = {}
     for name, s in scores.items():

@@ -17,13 +17,16 @@ ROMs ship with ale-py; logs and checkpoints are files).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import ipaddress
 import os
+import shutil
 import socket
 import struct
+import subprocess
 from typing import Dict, Iterable, List, NamedTuple
 
 # Node group -> what listens there. One wildcard TCP listener per process.
@@ -225,10 +228,6 @@ def veth_namespaces(tag: str, names=("L", "A"), subnet: int = 1):
     them, addresses 10.213.<subnet>.1 and .2/30 that exist only inside them,
     loopback up in each; deleted on exit. Needs root and `ip` (iproute2);
     raises NetworkIsolationError saying which is missing."""
-    import contextlib
-    import shutil
-    import subprocess
-
     if os.geteuid() != 0:
         raise NetworkIsolationError(errno.EPERM, "needs root to create network namespaces")
     if shutil.which("ip") is None:
@@ -271,7 +270,5 @@ def veth_namespaces(tag: str, names=("L", "A"), subnet: int = 1):
 
 def namespace_pids(namespace: str) -> List[int]:
     """Pids of every process in network namespace `namespace` (`ip netns pids`)."""
-    import subprocess
-
     out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]

@@ -87,7 +87,7 @@ def make_program(
     import launchpad as lp
     from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode, EvaluatorNode
-    from agents.builders import Builder
+    from launch.builder import Builder
     from learner.node import LearnerNode
     from utils.counter import Counter
 
@@ -168,7 +168,7 @@ def make_actor_program(cfg: RunConfig, endpoints: Dict[str, str], first_id: int,
     from launchpad.nodes.dereference import Deferred
     from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode
-    from agents.builders import Builder
+    from launch.builder import Builder
 
     builder = Builder(cfg, *environment_facts(cfg))
     # Built in each actor process, as Launchpad's own handles are.

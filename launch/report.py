@@ -310,10 +310,10 @@ def pyplot():
     """matplotlib.pyplot on the file-only Agg backend. Imported when a plot is
     drawn, so reading results (and the modules that import this one) does not
     load matplotlib."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (matplotlib: only to plot)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib: only to plot)
 
     return plt
 
@@ -383,8 +383,8 @@ def _frames_label(x: float, _pos=None) -> str:
 
 def plot_curves(s: Dict, path: str) -> str:
     plt = pyplot()
-    from matplotlib.lines import Line2D  # with pyplot: see `pyplot`
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.lines import Line2D  # noqa: PLC0415 (with pyplot: see `pyplot`)
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 (matplotlib: only to plot)
 
     games = s["per_game"]
     seeds = set()

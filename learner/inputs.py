@@ -45,7 +45,7 @@ class Windows:
     def next(self) -> Optional[List[Trajectory]]:
         """The next full window, or None after a 1 s wait without data (it says
         so once per replay timeout: actors may be down or throttled)."""
-        from replay import ReplayTimeoutError
+        from replay import ReplayTimeoutError  # noqa: PLC0415 (TensorFlow: tested without it)
 
         if len(self._window) == self.num_batches:  # the last one was used
             self._window = self._window[len(self._window) - self.overlap :]

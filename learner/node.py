@@ -21,10 +21,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
 import numpy as np
 
+from configs import RunConfig
 from learner import checkpoint as ckpt_lib
 from learner.inputs import Prefetcher, Windows
 from utils.counter import await_future, summarize_hosts
@@ -32,8 +33,16 @@ from utils.logs import CsvLog, Logger
 from utils.progress import Eta, format_duration
 from utils.timing import SectionTimer, null_timer
 
-if TYPE_CHECKING:  # JAX is imported when the node builds, not at import
-    from agents.builders import Builder
+
+class Builder(Protocol):
+    """What the learner takes from the run's builder (`launch.builder.Builder`
+    in a program)."""
+
+    cfg: RunConfig
+
+    def make_learner(self, axis_name: Optional[str] = None) -> Any: ...
+
+    def make_dataset(self, replay: Any, next_timeout_ms: Optional[int] = None) -> Any: ...
 
 
 class LearnerNode:

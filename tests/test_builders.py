@@ -5,7 +5,7 @@ import pickle
 import jax
 import numpy as np
 
-from agents.builders import Builder
+from launch.builder import Builder
 from configs import make_config
 
 

@@ -15,7 +15,7 @@ from learner import checkpoint as ckpt_lib
 from utils.counter import Counter, LocalHandle
 from utils.logs import read_csv
 from utils.timing import Timer
-from agents.builders import Builder
+from launch.builder import Builder
 from learner.node import LearnerNode
 from replay import TrajectoryWriter, make_tables
 

@@ -7,6 +7,7 @@ restart. Thread-safe: courier serves calls from several threads.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from typing import Dict, Mapping, Optional
@@ -62,8 +63,6 @@ class Counter:
         """An actor host asks to join: {"first_actor_id": k} (its actors take
         ids k .. k + num_actors - 1, unique over the run's life, checkpoint
         included), or {"error": why} when its code or config differs."""
-        from configs import config_differences
-
         want_code = self._identity.get("code_version")
         if want_code is not None and code_version != want_code:
             commit = self._identity.get("commit") or "?"
@@ -74,7 +73,7 @@ class Counter:
             }
         want = self._identity.get("config")
         if want is not None:
-            diffs = config_differences(want, config)
+            diffs = nested_differences(want, config)
             if diffs:
                 return {
                     "error": "config differs from the learner host's: "
@@ -122,6 +121,19 @@ class Counter:
             return dict(self._latest)
 
 
+def nested_differences(ours: dict, theirs: dict, where: str = "") -> list:
+    """[(dotted key, ours, theirs)] for every leaf where two nested dicts
+    differ (a key missing on one side counts, with the value None)."""
+    out = []
+    for k in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(k), theirs.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(nested_differences(a, b, f"{where}{k}."))
+        elif a != b:
+            out.append((f"{where}{k}", a, b))
+    return out
+
+
 def summarize_hosts(hosts: Dict[str, Dict[str, float]]) -> str:
     """One line: each host's actors, frames and restarts; silent ones marked."""
     parts = []
@@ -139,9 +151,6 @@ def summarize_hosts(hosts: Dict[str, Dict[str, float]]) -> str:
 def await_future(future, should_stop=None, timeout_s: float = 30.0, poll_s: float = 0.2):
     """Result of a courier future, or None if the program is stopping or
     `timeout_s` passed: a peer that is gone must never hang a node's shutdown."""
-    import concurrent.futures
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -169,8 +178,6 @@ class _LocalFutures:
         self._target = target
 
     def __getattr__(self, name):
-        import concurrent.futures
-
         def call(*args, **kwargs):
             future = concurrent.futures.Future()
             future.set_result(getattr(self._target, name)(*args, **kwargs))

@@ -56,7 +56,7 @@ class Logger:
         self.csv = CsvLog(os.path.join(run_dir, "logs", f"{label}.csv"))
         self._tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter  # pure Python; imported only when used
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 (pure Python; imported only when used)
 
             self._tb = SummaryWriter(os.path.join(run_dir, "tb", label), flush_secs=10)
 

@@ -87,7 +87,7 @@ def machine_facts(jax_facts: bool = True) -> Dict[str, Any]:
         "load_average": load_average(),
     }
     if jax_facts:
-        import jax  # only when asked: some callers must not load jax
+        import jax  # noqa: PLC0415 (only when asked: some callers must not load jax)
 
         facts.update(
             jax=jax.__version__,

@@ -177,10 +177,12 @@ def _thin(points: List[list], limit: int = MAX_POINTS) -> List[list]:
     return [points[int(i * step)] for i in range(limit - 1)] + [points[-1]]
 
 
-def _float(v: str) -> Optional[float]:
+def _float(v: Optional[str]) -> Optional[float]:
+    if v is None:
+        return None
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 

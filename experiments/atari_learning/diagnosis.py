@@ -22,23 +22,24 @@ import dataclasses
 import os
 import time
 
+import jax
 import numpy as np
 
+from actors.actor import trajectory_step
+from actors.environments import make_vector_env, num_actions
+from agents.types import Trajectory
+from configs import HYPER_NAMES, RunConfig, make_config
+from launch.builder import Builder
+from learner import checkpoint as ckpt_lib
+from utils.files import write_json_atomic
 from utils.machine import machine_facts
 from utils.version import REPO_ROOT, git_commit
-from utils.files import write_json_atomic
 
 OUT_DIR = os.path.join(REPO_ROOT, "experiments", "atari_learning", "results")
 
 
 def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
     """`num_batches` consecutive [T + 1, B] unrolls of B envs acting with head 0."""
-    import jax
-
-    from actors.actor import trajectory_step
-    from actors.environments import make_vector_env
-    from agents.types import Trajectory
-
     cfg = builder.cfg
     B, T = cfg.learner.batch_size, cfg.agent.unroll_length
     env = make_vector_env(cfg.env, B, seed)
@@ -78,13 +79,6 @@ def main(argv=None) -> int:
         help="the run's initial state (its config and seed) instead of its checkpoint",
     )
     args = p.parse_args(argv)
-
-    import jax
-
-    from actors.environments import num_actions
-    from agents.builders import Builder
-    from configs import HYPER_NAMES, RunConfig, make_config
-    from learner import checkpoint as ckpt_lib
 
     t_start = time.perf_counter()
     if args.run:
