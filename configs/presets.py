@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, TypeVar
 
 from configs.config import (
     AgentConfig,
@@ -189,9 +190,16 @@ def parse_count(flag: str, text: str, example: str, minimum: int = 1) -> int:
 
 
 def _coerce(text: str, annotation: Any, where: str) -> Any:
-    """Parse a command-line string into the type of a dataclass field."""
+    """Parse a command-line string into the type of a dataclass field
+    (`Optional[X]`: 'none' is None, anything else an X)."""
     t = annotation if not isinstance(annotation, str) else eval(annotation, vars(typing))
     origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        if text.strip().lower() == "none":
+            return None
+        t = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(t)
     try:
         if t is bool:
             low = text.strip().lower()
@@ -217,16 +225,22 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
         ) from None
 
 
-def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
-    """Apply `section.field=value` (or `field=value` for RunConfig) strings.
+Config = TypeVar("Config")
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """Apply `section.field=value` (or `field=value`) strings to a frozen
+    dataclass: RunConfig and its sections, or any other config (e.g. the
+    two-colors study's flat TwoColorsConfig, `field=value` only).
 
     All of them at once: each section is rebuilt (and validated) once with
     every change it gets, so fields checked together may come in any order;
     a key given twice takes its last value."""
     changes: dict = {}
+    form = "section.field=value" if _has_sections(cfg) else "field=value"
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not allowed: expected section.field=value")
+            raise ConfigError(f"override {item!r} is not allowed: expected {form}")
         key, text = item.split("=", 1)
         node, path = changes, key.strip().split(".")
         for name in path[:-1]:
@@ -237,6 +251,11 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
                 )
         node[path[-1]] = (text.strip(), key.strip())
     return _apply(cfg, changes)
+
+
+def _has_sections(cfg: Any) -> bool:
+    """Whether any field of the dataclass `cfg` is itself a dataclass."""
+    return any(dataclasses.is_dataclass(getattr(cfg, f.name)) for f in dataclasses.fields(cfg))
 
 
 def _apply(obj: Any, changes: dict) -> Any:
