@@ -3,6 +3,10 @@ and a short training run (finite, shapes, deterministic)."""
 
 import dataclasses
 import functools
+import gzip
+import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +16,31 @@ import pytest
 
 
 from configs import ConfigError
-from experiments.two_colors import agents as tca
-from experiments.two_colors import env
+from experiments.two_colors import env, q_compare
+from experiments.two_colors import run as tc
+from experiments.two_colors.config import AGENTS, TwoColorsConfig, parse_objective
+from experiments.two_colors.agents import (
+    Rollout,
+    entropy_weight,
+    epsilon_greedy_log_probs,
+    mlp_apply,
+    peng_q_lambda_returns,
+)
+from experiments.two_colors.replay import (
+    replay_batch,
+    replay_init,
+    replay_push,
+    replay_reprioritise,
+    replay_sample,
+)
+from experiments.two_colors.system import (
+    jitted_run,
+    make_meta_objectives,
+    make_system,
+    run_seeds,
+    seed_keys,
+)
+from experiments.two_colors.q_diagnosis import per_phase
 from tests.conftest import enable_x64
 
 UP, DOWN, LEFT, RIGHT = range(4)
@@ -102,15 +129,15 @@ def test_random_cells_are_distinct_and_uniform():
 # ---------------------------------------------------------------- config
 def test_config_validation():
     with pytest.raises(ConfigError, match=r"TwoColorsConfig.L=4 is not allowed"):
-        tca.TwoColorsConfig(objective="mg", L=4)
+        TwoColorsConfig(objective="mg", L=4)
     with pytest.raises(ConfigError, match="matching"):
-        tca.TwoColorsConfig(matching="cosine")
+        TwoColorsConfig(matching="cosine")
     with pytest.raises(ConfigError, match="steps=1000 is not allowed"):
-        tca.TwoColorsConfig(steps=1000)
-    assert tca.parse_objective("bmg_k2_l8") == {"objective": "bmg", "K": 2, "L": 8}
-    assert tca.parse_objective("mg") == {"objective": "mg"}
+        TwoColorsConfig(steps=1000)
+    assert parse_objective("bmg_k2_l8") == {"objective": "bmg", "K": 2, "L": 8}
+    assert parse_objective("mg") == {"objective": "mg"}
     with pytest.raises(ConfigError):
-        tca.parse_objective("bmg_x3")
+        parse_objective("bmg_x3")
 
 
 # ---------------------------------------------------------------- meta-gradients
@@ -120,7 +147,7 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
     uniform), meta-parameters away from init, and K + L rollouts collected by
     the agent as in training. Call inside `enable_x64()`. The meta-objectives
     take any number of inner batches, so one setup serves several K."""
-    cfg = tca.TwoColorsConfig(
+    cfg = TwoColorsConfig(
         agent=agent,
         objective="bmg",
         K=K,
@@ -132,7 +159,7 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
         init_entropy_weight=0.3,
         init_epsilon=0.3,
     )
-    system = tca.make_system(cfg)
+    system = make_system(cfg)
     to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
         lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t
     )
@@ -154,14 +181,14 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
     return cfg, system, state, meta_params, batches, p
 
 
-@pytest.mark.parametrize("agent", tca.AGENTS)
+@pytest.mark.parametrize("agent", AGENTS)
 def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient(agent):
     """With L = 1, L2 matching and an SGD grounded step, the BMG meta-gradient is
     a * (dx_K/dw)^T grad f(x_K) = a * the MG meta-gradient (docs/design.md, section 3.4)."""
     with enable_x64():
         for K in (1,):  # (K = 2 holds too; left out to keep the file fast)
             cfg, system, state, w, batches, _ = _tiny_f64(2, 2, "kl", agent=agent)
-            meta = tca.make_meta_objectives(
+            meta = make_meta_objectives(
                 system.inner_update,
                 system.agent.outer_loss,
                 system.agent.policy_logits,
@@ -197,7 +224,7 @@ def _check_directional_derivative(fn, w):
     np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
 
 
-@pytest.mark.parametrize("agent", tca.AGENTS)
+@pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.5)])
 def test_k_step_meta_gradient_matches_finite_differences(objective, clip, agent):
     """Through 2 inner steps, in float64. (MG's f stops the gradient through its
@@ -258,8 +285,8 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
     ],
 )
 def test_short_run_finite_shapes_deterministic(agent, objective, matching):
-    cfg = tca.TwoColorsConfig(
-        **tca.parse_objective(objective, agent),
+    cfg = TwoColorsConfig(
+        **parse_objective(objective, agent),
         agent=agent,
         matching=matching,
         hidden=16,
@@ -267,8 +294,8 @@ def test_short_run_finite_shapes_deterministic(agent, objective, matching):
         swap_every=1024,
         log_every=256,
     )
-    fn = tca.jitted_run(cfg)
-    keys = tca.seed_keys([0, 1])
+    fn = jitted_run(cfg)
+    keys = seed_keys([0, 1])
     out = jax.tree_util.tree_map(np.asarray, fn(keys))
     bins = cfg.steps // cfg.log_every
     for k in ("reward", "eps", "entropy", "meta_loss"):
@@ -306,7 +333,7 @@ def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
         _check_directional_derivative(
             jax.jit(lambda m: system.meta.mixed(m, *args, vals, (0.6, 0.4))), w
         )
-    assert tca.TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
+    assert TwoColorsConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (
         0.5,
         0.25,
         0.25,
@@ -320,26 +347,26 @@ def test_peng_q_lambda_returns_by_hand():
     # G_2 = 2 + .9 * 3 = 4.7; G_1 = .9 * (.5 * 1 + .5 * 4.7) = 2.565;
     # G_0 = 1 + .9 * (.5 * .5 + .5 * 2.565) = 2.37925
     np.testing.assert_allclose(
-        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.5), [2.37925, 2.565, 4.7], rtol=1e-6
+        peng_q_lambda_returns(r, next_max_q, 0.9, 0.5), [2.37925, 2.565, 4.7], rtol=1e-6
     )
     # lambda = 0: one-step Q-learning targets; lambda = 1: discounted rewards + final bootstrap
     np.testing.assert_allclose(
-        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 0.0), [1.45, 0.9, 4.7], rtol=1e-6
+        peng_q_lambda_returns(r, next_max_q, 0.9, 0.0), [1.45, 0.9, 4.7], rtol=1e-6
     )
     np.testing.assert_allclose(
-        tca.peng_q_lambda_returns(r, next_max_q, 0.9, 1.0), [4.807, 4.23, 4.7], rtol=1e-6
+        peng_q_lambda_returns(r, next_max_q, 0.9, 1.0), [4.807, 4.23, 4.7], rtol=1e-6
     )
 
 
 def test_epsilon_greedy_log_probs_and_their_epsilon_gradient():
     q = jnp.array([1.0, 3.0, 2.0, 0.0])
     np.testing.assert_allclose(
-        jnp.exp(tca.epsilon_greedy_log_probs(q, 0.2)), [0.05, 0.85, 0.05, 0.05], rtol=1e-6
+        jnp.exp(epsilon_greedy_log_probs(q, 0.2)), [0.05, 0.85, 0.05, 0.05], rtol=1e-6
     )
     # d log p / d eps: greedy (1/A - 1) / p = -0.75 / 0.85; others (1/A) / p = 5.
-    jac = jax.jacobian(lambda e: tca.epsilon_greedy_log_probs(q, e))(0.2)
+    jac = jax.jacobian(lambda e: epsilon_greedy_log_probs(q, e))(0.2)
     np.testing.assert_allclose(jac, [5.0, -0.75 / 0.85, 5.0, 5.0], rtol=1e-5)
-    g_q = jax.grad(lambda x: tca.epsilon_greedy_log_probs(x, 0.2)[1])(q)
+    g_q = jax.grad(lambda x: epsilon_greedy_log_probs(x, 0.2)[1])(q)
     np.testing.assert_array_equal(g_q, np.zeros(4))  # argmax: no gradient into Q
 
 
@@ -349,7 +376,7 @@ def test_q_inner_update_descends_peng_td_loss_and_writes_epsilon():
     with enable_x64():
         cfg, system, state, w, batches, _ = _tiny_f64(1, 1, agent="q_lambda")
         b = batches[0]
-        q = np.asarray(tca.mlp_apply(state.params["q"], b.observation))
+        q = np.asarray(mlp_apply(state.params["q"], b.observation))
         T = b.reward.shape[0]
         g, returns = q[T].max(), np.zeros(T)
         for t in reversed(range(T)):
@@ -362,7 +389,7 @@ def test_q_inner_update_descends_peng_td_loss_and_writes_epsilon():
         q_sa = q[np.arange(T), np.asarray(b.action)]
         p, _, terms = system.inner_update(state.params, state.opt_state, w, b)
         np.testing.assert_allclose(terms["td"], 0.5 * np.mean((returns - q_sa) ** 2), rtol=1e-10)
-        eps = tca.entropy_weight(w, b.meta_input)
+        eps = entropy_weight(w, b.meta_input)
         np.testing.assert_allclose(jax.nn.sigmoid(p["eps_logit"]), eps, rtol=1e-10)
         np.testing.assert_allclose(terms["eps"], eps, rtol=1e-10)
 
@@ -377,17 +404,12 @@ def test_q_mg_meta_gradient_is_reinforce_on_epsilon():
         val = batches[1]
         g_mg = jax.grad(system.meta.mg)(w, *args, val)
         x_k = system.meta.unroll(w, *args)[-1][0]
-        q = tca.mlp_apply(x_k["q"], val.observation)
+        q = mlp_apply(x_k["q"], val.observation)
         max_q = jnp.max(q, axis=-1)
-        adv = (
-            tca.peng_q_lambda_returns(val.reward, max_q[1:], cfg.discount, cfg.q_lambda)
-            - max_q[:-1]
-        )
+        adv = peng_q_lambda_returns(val.reward, max_q[1:], cfg.discount, cfg.q_lambda) - max_q[:-1]
 
         def reinforce(m):
-            log_pi = tca.epsilon_greedy_log_probs(
-                q[:-1], tca.entropy_weight(m, batches[0].meta_input)
-            )
+            log_pi = epsilon_greedy_log_probs(q[:-1], entropy_weight(m, batches[0].meta_input))
             return -jnp.mean(log_pi[jnp.arange(adv.shape[0]), val.action] * adv)
 
         g_ref = jax.grad(reinforce)(w)
@@ -397,32 +419,29 @@ def test_q_mg_meta_gradient_is_reinforce_on_epsilon():
 
 
 def test_fixed_epsilon_objective_holds_epsilon():
-    assert tca.parse_objective("fixed_0.05", "q_lambda") == {
+    assert parse_objective("fixed_0.05", "q_lambda") == {
         "objective": "none",
         "init_epsilon": 0.05,
     }
-    assert tca.parse_objective("fixed_0.2") == {"objective": "none", "init_entropy_weight": 0.2}
+    assert parse_objective("fixed_0.2") == {"objective": "none", "init_entropy_weight": 0.2}
     with pytest.raises(ConfigError, match="fixed_<value>"):
-        tca.parse_objective("fixed_x")
+        parse_objective("fixed_x")
     with pytest.raises(ConfigError, match="init_epsilon=1.5 is not allowed"):
-        tca.TwoColorsConfig(agent="q_lambda", **tca.parse_objective("fixed_1.5", "q_lambda"))
-    cfg = tca.TwoColorsConfig(
+        TwoColorsConfig(agent="q_lambda", **parse_objective("fixed_1.5", "q_lambda"))
+    cfg = TwoColorsConfig(
         agent="q_lambda",
-        **tca.parse_objective("fixed_0.05", "q_lambda"),
+        **parse_objective("fixed_0.05", "q_lambda"),
         hidden=16,
         steps=1024,
         log_every=256,
     )
-    out = tca.run_seeds(cfg, [0])
+    out = run_seeds(cfg, [0])
     np.testing.assert_allclose(out["eps"], 0.05, rtol=1e-5)
     assert np.isfinite(float(out["total_reward"][0]))
 
 
 # ---------------------------------------------------------------- runner
 def _runner(tmp_path, *args):
-    import subprocess
-    import sys
-
     return subprocess.run(
         [
             sys.executable,
@@ -442,8 +461,6 @@ def _runner(tmp_path, *args):
 
 
 def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_path):
-    import json
-
     done = _runner(tmp_path, "--agent=q_lambda", "--objectives=fixed_0.1,mg")
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -474,8 +491,6 @@ def _fake_result(seeds, total, cfg=None):
 
 
 def test_merge_objective_joins_seed_chunks_in_seed_order():
-    from experiments.two_colors import run as tc
-
     merged = tc.merge_objective(
         _fake_result([2, 3], [20.0, 30.0]), _fake_result([0, 1], [0.0, 10.0])
     )
@@ -495,8 +510,6 @@ def test_merge_objective_joins_seed_chunks_in_seed_order():
 
 
 def test_write_results_is_atomic(tmp_path):
-    from experiments.two_colors import run as tc
-
     good = {"agent": "actor_critic", "objectives": {"mg": _fake_result([0], [1.0])}}
     tc.write_results(good, str(tmp_path))
     before = {n: (tmp_path / n).read_text() for n in ("results.json", "summary.json")}
@@ -511,8 +524,6 @@ def test_write_results_is_atomic(tmp_path):
 
 
 def test_check_chunk_refuses_other_config_and_overlapping_seeds():
-    from experiments.two_colors import run as tc
-
     old = _fake_result([0, 1], [0.0, 1.0])
     tc.check_chunk(None, "mg", {"K": 2}, [0], "x")
     tc.check_chunk(old, "mg", dict(old["config"]), [2, 3], "x")  # a chunk
@@ -527,8 +538,6 @@ def test_check_chunk_refuses_other_config_and_overlapping_seeds():
 
 
 def test_merge_results_keeps_header_and_objectives_only():
-    from experiments.two_colors import run as tc
-
     # An older file's per-run field (its number of seeds) does not survive a merge.
     head = {"agent": "actor_critic", "steps": 4, "log_every": 1, "swap_every": 2}
     merged = tc.merge_results(
@@ -539,8 +548,6 @@ def test_merge_results_keeps_header_and_objectives_only():
 
 
 def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
-    import json
-
     dirs = {n: tmp_path / n for n in ("full", "a", "b", "m")}
     for name, args in (
         ("full", ["--seeds=2"]),
@@ -549,8 +556,6 @@ def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
     ):
         done = _runner(dirs[name], "--objectives=mg", "--plots=false", *args)
         assert done.returncode == 0, done.stderr[-2000:]
-    import gzip
-
     kept = tmp_path / "b.json.gz"  # how chunks are kept in experiments/two_colors/results
     kept.write_bytes(gzip.compress((dirs["b"] / "results.json").read_bytes()))
     done = _runner(dirs["m"], f"--merge={dirs['a']},{tmp_path / 'nothing.json'}")
@@ -577,9 +582,6 @@ def test_q_diagnosis_splits_pick_ups_by_colour_per_phase():
     """+1 rewards are the paying item's pick-ups, -1 the other's; the probe
     Q-values are read at each phase's last cycle, by the item that pays there
     (plant: swapping `pays` for `1 - pays` fails the Q assertions)."""
-    from experiments.two_colors.agents import TwoColorsConfig
-    from experiments.two_colors.q_diagnosis import per_phase
-
     cfg = TwoColorsConfig(agent="q_lambda", objective="none", steps=64, swap_every=32)
     # 4 rollouts of 16 steps, one seed; phase 0 = rollouts 0-1, phase 1 = 2-3.
     reward = np.array([[3.0, 1.0, -2.0, 0.0]])  # sums per rollout
@@ -633,15 +635,15 @@ def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
         actions.append(a)
         rewards.append(float(r))
     assert any(r > 0 for _, r in picks) and any(r < 0 for _, r in picks), picks
-    batch = tca.Rollout(
+    batch = Rollout(
         jnp.stack(obs),
         jnp.asarray(actions, jnp.int32),
         jnp.asarray(rewards, jnp.float32),
         jnp.zeros((10,)),
     )
     with enable_x64():
-        cfg = tca.TwoColorsConfig(agent="q_lambda", objective="none", hidden=8, steps=1024)
-        system = tca.make_system(cfg)
+        cfg = TwoColorsConfig(agent="q_lambda", objective="none", hidden=8, steps=1024)
+        system = make_system(cfg)
         params = system.agent.init(jax.random.PRNGKey(3))
         layers = [{k: np.asarray(v, np.float64) for k, v in la.items()} for la in params["q"]]
         x = np.asarray(batch.observation, np.float64)
@@ -670,28 +672,28 @@ def test_replay_fifo_priorities_and_batches():
     input, and the TD loss over a batch is the mean of the per-rollout losses."""
 
     def rollout(i):
-        return tca.Rollout(
+        return Rollout(
             jnp.full((3, 30), float(i)),
             jnp.full((2,), i % 4, jnp.int32),
             jnp.full((2,), i, jnp.float32),
             jnp.full((10,), float(i)),
         )
 
-    replay = tca.replay_init(rollout(0), 3)
-    assert int(replay.count) == 1 and list(np.asarray(replay.priority)) == [1.0, 0.0, 0.0]
-    idx = tca.replay_sample(replay, 64, 0.0, KEY)
+    replay = replay_init(rollout(0), 3)
+    assert int(replay.pushed) == 1 and list(np.asarray(replay.priority)) == [1.0, 0.0, 0.0]
+    idx = replay_sample(replay, 64, 0.0, KEY)
     assert set(np.asarray(idx).tolist()) == {0}  # only the filled slot
-    replay = tca.replay_reprioritise(replay, jnp.array([0]), jnp.array([9.0, 2.5]))
+    replay = replay_reprioritise(replay, jnp.array([0]), jnp.array([9.0, 2.5]))
     for i in (1, 2, 3):
-        replay = tca.replay_push(replay, rollout(i))
+        replay = replay_push(replay, rollout(i))
     # Slot 0 now holds rollout 3 (the oldest, 0, was overwritten); new slots got
     # the largest priority held at their push (2.5).
     np.testing.assert_array_equal(replay.rollouts.reward[:, 0], [3.0, 1.0, 2.0])
     np.testing.assert_array_equal(replay.priority, [2.5, 2.5, 2.5])
     replay = replay._replace(priority=jnp.array([1e-9, 1.0, 0.0]))
-    assert set(np.asarray(tca.replay_sample(replay, 64, 1.0, KEY)).tolist()) == {1}
-    assert len(set(np.asarray(tca.replay_sample(replay, 256, 0.0, KEY)).tolist())) == 3
-    batch = tca.replay_batch(replay, rollout(7), jnp.array([2, 0]))
+    assert set(np.asarray(replay_sample(replay, 64, 1.0, KEY)).tolist()) == {1}
+    assert len(set(np.asarray(replay_sample(replay, 256, 0.0, KEY)).tolist())) == 3
+    batch = replay_batch(replay, rollout(7), jnp.array([2, 0]))
     np.testing.assert_array_equal(batch.reward[:, 0], [7.0, 2.0, 3.0])
     np.testing.assert_array_equal(batch.meta_input, rollout(7).meta_input)
     with enable_x64():
@@ -705,26 +707,26 @@ def test_replay_fifo_priorities_and_batches():
 
 
 def test_linear_epsilon_schedule_from_start_to_end():
-    assert tca.parse_objective("linear_0.5_0.01", "q_lambda") == {
+    assert parse_objective("linear_0.5_0.01", "q_lambda") == {
         "objective": "none",
         "init_epsilon": 0.5,
         "final_epsilon": 0.01,
     }
     with pytest.raises(ConfigError, match=r"linear_<start>_<end>\[_<steps>\]"):
-        tca.parse_objective("linear_0.5")
+        parse_objective("linear_0.5")
     with pytest.raises(ConfigError, match="final_epsilon=0.01 is not allowed"):
-        tca.TwoColorsConfig(agent="q_lambda", objective="mg", final_epsilon=0.01)
-    cfg = tca.TwoColorsConfig(
+        TwoColorsConfig(agent="q_lambda", objective="mg", final_epsilon=0.01)
+    cfg = TwoColorsConfig(
         agent="q_lambda", objective="none", init_epsilon=0.5, final_epsilon=0.1,
         hidden=8, steps=1024, log_every=16,
     )  # fmt: skip
-    eps = np.asarray(tca.run_seeds(cfg, [0])["eps"][0])
+    eps = np.asarray(run_seeds(cfg, [0])["eps"][0])
     # Update u (u = 0..63) acts with 0.5 + (0.1 - 0.5) * u / 63.
     np.testing.assert_allclose(eps, 0.5 - 0.4 * np.arange(64) / 63, rtol=1e-5)
-    fields = tca.parse_objective("linear_0.5_0.1_336", "q_lambda")
+    fields = parse_objective("linear_0.5_0.1_336", "q_lambda")
     assert fields["epsilon_decay_steps"] == 336
     cfg = dataclasses.replace(cfg, **fields)
-    eps = np.asarray(tca.run_seeds(cfg, [0])["eps"][0])
+    eps = np.asarray(run_seeds(cfg, [0])["eps"][0])
     # Over the first 336 steps (20 updates after the first), then held at 0.1.
     want = np.maximum(0.5 - 0.4 * np.arange(64) / 20, 0.1)
     np.testing.assert_allclose(eps, want, rtol=1e-5)
@@ -750,8 +752,8 @@ def test_greedy_kl_to_a_one_hot_target_and_its_epsilon_derivative_by_hand():
             lambda x: x + jax.random.normal(jax.random.PRNGKey(5), x.shape, x.dtype), x_c
         )
         obs = val.observation[:-1]
-        g_t = np.argmax(np.asarray(tca.mlp_apply(target["q"], obs)), -1)
-        g_x = np.argmax(np.asarray(tca.mlp_apply(state.params["q"], obs)), -1)
+        g_t = np.argmax(np.asarray(mlp_apply(target["q"], obs)), -1)
+        g_x = np.argmax(np.asarray(mlp_apply(state.params["q"], obs)), -1)
         agree = g_t == g_x
         assert 0 < agree.sum() < len(agree), agree  # both kinds of states occur
 
@@ -779,11 +781,11 @@ def test_bmg_k0_cycle_matches_x0_with_eps_of_w_to_the_target_l_steps_on():
     catches: matching at x_1 instead of x_0, eps from the validation rollout's
     meta input, the target from x_0."""
     with enable_x64():
-        cfg = tca.TwoColorsConfig(
+        cfg = TwoColorsConfig(
             agent="q_lambda", objective="bmg", K=0, L=2, matching="greedy", hidden=8,
             steps=4096, learning_rate=3.0, target_step_size=3.0, init_epsilon=0.3,
         )  # fmt: skip
-        system = tca.make_system(cfg)
+        system = make_system(cfg)
         to64 = lambda t: jax.tree_util.tree_map(  # noqa: E731
             lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t
         )
@@ -796,12 +798,12 @@ def test_bmg_k0_cycle_matches_x0_with_eps_of_w_to_the_target_l_steps_on():
         _, val = system.collect(x1, state.env_state, pending.meta_input, k0)
         val = to64(val)
         target = system.meta.grounded_step(x1, val)
-        greedy = lambda p: np.argmax(np.asarray(tca.mlp_apply(p["q"], val.observation[:-1])), -1)  # noqa: E731
+        greedy = lambda p: np.argmax(np.asarray(mlp_apply(p["q"], val.observation[:-1])), -1)  # noqa: E731
         assert (greedy(target) != greedy(state.params)).any()
         assert (greedy(target) != greedy(system.meta.grounded_step(state.params, val))).any()
 
         def mu(m):
-            eps = tca.entropy_weight(m, pending.meta_input)
+            eps = entropy_weight(m, pending.meta_input)
             return system.meta.matching(
                 target, system.agent.set_meta_output(state.params, eps), val
             )
@@ -819,30 +821,28 @@ def test_bmg_k0_cycle_matches_x0_with_eps_of_w_to_the_target_l_steps_on():
 
 def test_k0_and_greedy_need_the_q_agent_and_bmg():
     with pytest.raises(ConfigError, match="K=0 is not allowed"):
-        tca.TwoColorsConfig(objective="mg", K=0)
+        TwoColorsConfig(objective="mg", K=0)
     with pytest.raises(ConfigError, match="K=0 is not allowed"):
-        tca.TwoColorsConfig(objective="bmg", K=0, L=2)  # actor-critic
+        TwoColorsConfig(objective="bmg", K=0, L=2)  # actor-critic
     with pytest.raises(ConfigError, match="L=1 is not allowed"):
-        tca.TwoColorsConfig(agent="q_lambda", objective="bmg", K=0, L=1)
+        TwoColorsConfig(agent="q_lambda", objective="bmg", K=0, L=1)
     with pytest.raises(ConfigError, match="matching='greedy' is not allowed"):
-        tca.TwoColorsConfig(matching="greedy")
+        TwoColorsConfig(matching="greedy")
     with pytest.raises(ConfigError, match="replay_batch=0 is not allowed"):
-        tca.TwoColorsConfig(agent="q_lambda", replay_rollouts=8)
+        TwoColorsConfig(agent="q_lambda", replay_rollouts=8)
     with pytest.raises(ConfigError, match="q_layer_norm=True is not allowed"):
-        tca.TwoColorsConfig(q_layer_norm=True)
+        TwoColorsConfig(q_layer_norm=True)
     with pytest.raises(ConfigError, match="q_reset_every=100 is not allowed"):
-        tca.TwoColorsConfig(q_reset_every=100)
+        TwoColorsConfig(q_reset_every=100)
     with pytest.raises(ConfigError, match="replay_rollouts=8 is not allowed"):
-        tca.TwoColorsConfig(replay_rollouts=8, replay_batch=2)
-    assert tca.parse_objective("bmg_k0_l4") == {"objective": "bmg", "K": 0, "L": 4}
+        TwoColorsConfig(replay_rollouts=8, replay_batch=2)
+    assert parse_objective("bmg_k0_l4") == {"objective": "bmg", "K": 0, "L": 4}
 
 
 def test_q_compare_grids_are_equal_sized_valid_and_share_the_learner():
     """Every method of the comparison has a grid of the same size, every setting
     is a valid config with the shared value learner, and only the epsilon
     method differs between them."""
-    from experiments.two_colors import q_compare
-
     sizes = {m: len(g) for m, g in q_compare.GRIDS.items()}
     assert len(set(sizes.values())) == 1, sizes
     assert set(sizes) == {"fixed", "linear", "mg", "bmg_greedy", "bmg_l2"}

@@ -1,8 +1,8 @@
-"""Actor-critic with a meta-learned entropy weight on two-colors: MG vs BMG.
+"""The two-colors agents: networks, the actor-critic and the Q(lambda) agent.
 
-The agent (docs/design.md section 8): separate actor and critic MLPs (2 hidden ReLU
-layers; 128 wide by default, DESIGN says 256, see `TwoColorsConfig.hidden`),
-one environment stream, an update every `rollout_length` (16) steps by one SGD
+The actor-critic (docs/design.md section 8): separate actor and critic MLPs (2
+hidden ReLU layers; 128 wide by default, DESIGN says 256, see
+`TwoColorsConfig.hidden`), updated every `rollout_length` (16) steps by one SGD
 step (lr 0.1, gradients clipped to global norm 5) on the n-step actor-critic
 loss (discount 0.99, bootstrapped from V(s_16))
 
@@ -10,294 +10,31 @@ loss (discount 0.99, bootstrapped from V(s_16))
 
 where the entropy weight `eps = meta_net(w, s)` comes from a meta-network
 (10 -> 32 ReLU -> 1 sigmoid) fed with the mean reward of each of the last 10
-rollouts; the meta-parameters w are learned with Adam (eps 1e-4).
+rollouts. The outer loss f is the same loss with a fixed entropy weight
+`outer_entropy` (default 0: policy gradient + value error, no entropy term).
 
-Training runs in cycles of C = K + L - 1 inner updates, each on a fresh
-rollout collected by the current parameters x_k; one more rollout, collected
-by x_C, is the validation batch (and the first inner batch of the next cycle,
-so no data is spent on meta-learning alone). After the cycle, w is updated:
-
-  none:         nothing (eps stays at `init_entropy_weight`: the baseline)
-  mg  (L = 1):  grad_w f(x_K(w))                       f = outer loss on val
-  bmg:          grad_w mu(x~, x_K(w)),
-                x~ = sg(x_{K+L-1} - a * grad f(x_{K+L-1}))
-
-x_K(w) re-runs the first K inner updates with the graph from x_0. The L - 1
-bootstrap steps of BMG are the agent's own next updates (the meta-learned rule
-with w held fixed, from x_K, on the next rollouts), so x_{K+L-1} is the
-agent's real parameter vector at the end of the cycle: the target costs one
-extra gradient, not L - 1 (`bootstrap_target` is the same thing written as a
-function of x_K; a test checks they agree). So MG updates w once per K inner
-updates and BMG once per K + L - 1. The outer loss f is the actor-critic loss
-with a fixed entropy weight `outer_entropy` (default 0: policy gradient +
-value error, no entropy term); the grounded step is plain SGD with step size
-`target_step_size` (0.1). The matching mu is `kl`: mean over the validation
-states of KL(pi_x~ || pi_x_K(w)) (default), or `l2`: 0.5 ||x~ - x_K(w)||^2
-over all parameters.
-
-Reuse: `make_meta_objectives(inner_update, outer_loss, policy_logits, ...)`
-takes the inner update and the outer loss as functions, and `unroll` returns
-every x_1..x_K, so the mixture of 1..K-step meta-gradients (`mixed`) and a
-second agent need no change there. `agent="q_lambda"` is an
-epsilon-greedy Peng's Q(lambda) learner whose epsilon is the meta-network's
-output (`make_q_lambda`); it provides the same `Agent` functions, so MG, BMG
-and mixed run through the same code. `run(cfg, key)` is one seed's whole
-training as one `lax.scan`; `jitted_run` / `run_seeds` vmap it over seeds.
+`agent="q_lambda"` is an epsilon-greedy Peng's Q(lambda) learner whose epsilon
+is the meta-network's output (`make_q_lambda`). Both are an `Agent`: pure
+functions that `system.make_system` binds to the meta-objectives, so MG, BMG
+and mixed run through the same code for either.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 from agents import losses
-from agents import meta as meta_lib
 from experiments.two_colors import env
-from configs.config import geometric_mix
-from configs.validate import ConfigError, check_choice, check_int, check_num, fail
+from experiments.two_colors.config import TwoColorsConfig
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
-
-# none: fixed entropy weight (no meta-learning); mixed: sum_k c_k f(x_k) (Bonnet et al. 2021)
-OBJECTIVES = ("none", "mg", "bmg", "mixed")
-# greedy: KL(one-hot argmax of the target's policy || pi_x(w)), the Q(lambda)
-# agent's published BMG target (a greedy policy; -log pi_x(w)(greedy action))
-MATCHINGS = ("kl", "l2", "greedy")
-# actor_critic: the meta-network sets the entropy weight; q_lambda: epsilon of an
-# epsilon-greedy Peng's Q(lambda) learner
-AGENTS = ("actor_critic", "q_lambda")
-# The config field that holds each agent's meta-network output at init.
-META_OUTPUT_FIELD = {"actor_critic": "init_entropy_weight", "q_lambda": "init_epsilon"}
-
-
-# ----------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class TwoColorsConfig:
-    """One two-colors run (one seed); every field is checked."""
-
-    agent: str = "actor_critic"  # actor_critic | q_lambda
-    objective: str = "bmg"  # none | mg | bmg | mixed
-    # Inner updates differentiated through. 0 (BMG, q_lambda agent): none; the
-    # matched policy is the agent's own at the cycle's start with the epsilon
-    # eps(w) the first update would write (no backpropagation through an update).
-    K: int = 1
-    mix_lambda: float = 0.5  # mixed: c_k = (1 - lambda) lambda^(k-1), c_K = lambda^(K-1)
-    L: int = 1  # BMG bootstrap horizon (L - 1 rule steps + 1 grounded step); 1 for mg
-    matching: str = "kl"  # BMG matching function: kl | l2 | greedy (q_lambda)
-    target_step_size: float = 0.1  # a, the grounded SGD step of the BMG target
-    outer_entropy: float = 0.0  # entropy weight in the outer loss f (fixed)
-    steps: int = 1_000_000  # environment steps (a multiple of rollout_length)
-    swap_every: int = env.SWAP_EVERY
-    rollout_length: int = 16
-    # Width of each hidden layer of actor and critic. The follow-up paper uses 256; 128 is
-    # ~4x cheaper and keeps 4 objectives x 5 seeds x 1M steps near 12 minutes
-    # on 2 (shared) CPU cores, where 256 would take most of an hour.
-    hidden: int = 128
-    num_layers: int = 2
-    learning_rate: float = 0.1  # inner SGD
-    # Inner gradients clipped to this global norm (0: none). Without it, plain
-    # SGD at lr 0.1 let the critic diverge in 1 of 6 seeds (values 8 -> 1e27 in
-    # one cycle); the 99th percentile of the critic's gradient norm is ~8.
-    max_grad_norm: float = 5.0
-    discount: float = 0.99
-    value_weight: float = 1.0
-    meta_inputs: int = 10  # mean reward of each of the last `meta_inputs` rollouts
-    meta_hidden: int = 32
-    init_entropy_weight: float = 0.1  # actor_critic: meta-network output at init
-    init_epsilon: float = 0.1  # q_lambda: meta-network output (epsilon) at init
-    q_lambda: float = 0.8  # q_lambda: lambda of Peng's Q(lambda) returns
-    # q_lambda, objective none: epsilon falls linearly from init_epsilon (first
-    # update) to final_epsilon over `epsilon_decay_steps` steps (0: the whole run)
-    # and stays there; None: held at init_epsilon.
-    final_epsilon: Optional[float] = None
-    epsilon_decay_steps: int = 0
-    # q_lambda: a FIFO of the last `replay_rollouts` rollouts (0: none); every
-    # inner update then learns from the fresh rollout plus `replay_batch`
-    # rollouts drawn from it with replacement (as `replay_priority` says).
-    replay_rollouts: int = 0
-    replay_batch: int = 0
-    # Draw replayed rollouts with probability ~ priority^replay_priority, priority =
-    # the rollout's largest |G - Q(s, a)| when last learned on (0: uniformly).
-    replay_priority: float = 0.0
-    q_layer_norm: bool = False  # q_lambda: layer normalisation before each hidden ReLU
-    # q_lambda: re-initialise the Q-network's output layer every this many steps (0: never)
-    q_reset_every: int = 0
-    inner_optimizer: str = "sgd"  # sgd | adam (eps 1e-8 inside optax's adam)
-    meta_learning_rate: float = 1e-4
-    meta_adam_eps: float = 1e-4
-    log_every: int = 1024  # environment steps per logged point (multiple of rollout_length)
-
-    def __post_init__(self):
-        check_choice(self, "agent", AGENTS)
-        check_choice(self, "objective", OBJECTIVES)
-        check_choice(self, "matching", MATCHINGS)
-        check_int(self, "K", 0, 64)
-        check_int(self, "L", 1, 64)
-        if self.K == 0 and (self.objective, self.agent) != ("bmg", "q_lambda"):
-            fail(
-                self,
-                "K",
-                0,
-                "is allowed only for objective='bmg' with agent='q_lambda' (the matched "
-                "policy's epsilon is the meta-network's output)",
-            )
-        if self.K == 0 and self.L < 2:
-            fail(self, "L", self.L, "must be >= 2 with K=0 (a cycle needs at least one update)")
-        if self.matching == "greedy" and self.agent != "q_lambda":
-            fail(self, "matching", "greedy", "needs agent='q_lambda' (a greedy target of Q)")
-        if self.objective != "bmg" and self.L != 1:
-            fail(
-                self,
-                "L",
-                self.L,
-                f"must be 1 for objective={self.objective!r} (only BMG bootstraps)",
-            )
-        if self.objective == "none" and self.K != 1:
-            fail(self, "K", self.K, "must be 1 for objective='none' (no meta-gradient)")
-        check_num(self, "target_step_size", 0.0, lo_open=True)
-        check_num(self, "mix_lambda", 0.0, 1.0)
-        check_num(self, "outer_entropy", 0.0)
-        check_int(self, "rollout_length", 1)
-        check_int(self, "steps", self.rollout_length)
-        if self.steps % self.rollout_length:
-            fail(
-                self,
-                "steps",
-                self.steps,
-                f"must be a multiple of rollout_length={self.rollout_length}",
-            )
-        check_int(self, "swap_every", 1)
-        check_int(self, "hidden", 1)
-        check_int(self, "num_layers", 1, 8)
-        check_num(self, "learning_rate", 0.0, lo_open=True)
-        check_num(self, "max_grad_norm", 0.0)
-        check_num(self, "discount", 0.0, 1.0)
-        check_num(self, "value_weight", 0.0)
-        check_int(self, "meta_inputs", 1)
-        check_int(self, "meta_hidden", 1)
-        check_num(self, "init_entropy_weight", 0.0, 1.0, lo_open=True, hi_open=True)
-        check_num(self, "init_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
-        check_num(self, "q_lambda", 0.0, 1.0)
-        if self.final_epsilon is not None:
-            check_num(self, "final_epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
-            if (self.agent, self.objective) != ("q_lambda", "none"):
-                fail(
-                    self,
-                    "final_epsilon",
-                    self.final_epsilon,
-                    "is allowed only for agent='q_lambda' with objective='none' (a schedule)",
-                )
-        check_choice(self, "inner_optimizer", ("sgd", "adam"))
-        check_int(self, "q_reset_every", 0)
-        check_int(self, "epsilon_decay_steps", 0)
-        check_int(self, "replay_rollouts", 0)
-        check_int(self, "replay_batch", 0)
-        check_num(self, "replay_priority", 0.0, 10.0)
-        if (self.replay_rollouts > 0) != (self.replay_batch > 0):
-            fail(
-                self,
-                "replay_batch",
-                self.replay_batch,
-                f"and replay_rollouts={self.replay_rollouts} must be both 0 (no replay) "
-                "or both > 0",
-            )
-        for field in ("q_layer_norm", "q_reset_every"):
-            if getattr(self, field) and self.agent != "q_lambda":
-                fail(self, field, getattr(self, field), "is allowed only for agent='q_lambda'")
-        if self.replay_rollouts and self.agent != "q_lambda":
-            fail(
-                self,
-                "replay_rollouts",
-                self.replay_rollouts,
-                "is allowed only for agent='q_lambda' (the actor-critic learns on-policy)",
-            )
-        check_num(self, "meta_learning_rate", 0.0, lo_open=True)
-        check_num(self, "meta_adam_eps", 0.0, lo_open=True)
-        check_int(self, "log_every", self.rollout_length)
-        if self.log_every % self.rollout_length:
-            fail(
-                self,
-                "log_every",
-                self.log_every,
-                f"must be a multiple of rollout_length={self.rollout_length}",
-            )
-
-    @property
-    def cycle(self) -> int:
-        """Inner updates per meta-update, C = K + L - 1."""
-        return self.K + self.L - 1
-
-    @property
-    def init_meta_output(self) -> float:
-        """The meta-network's output at init: entropy weight or epsilon."""
-        return getattr(self, META_OUTPUT_FIELD[self.agent])
-
-    @property
-    def num_rollouts(self) -> int:
-        return self.steps // self.rollout_length
-
-    @property
-    def mix_coefficients(self) -> Tuple[float, ...]:
-        """c_1..c_K of the `mixed` estimator (sum 1), as MetaConfig's."""
-        return geometric_mix(self.mix_lambda, self.K)
-
-
-def parse_objective(name: str, agent: str = "actor_critic") -> Dict[str, Any]:
-    """'mg' | 'mg_k4' | 'bmg_l8' | 'bmg_k2_l4' | 'bmg_k0_l4' | 'mixed_k8' ->
-    TwoColorsConfig fields; 'fixed_0.05' is objective none with the meta output
-    (entropy weight, or epsilon for agent q_lambda) held at 0.05;
-    'linear_0.5_0.01' (q_lambda) is objective none with epsilon falling
-    linearly from 0.5 to 0.01 over the run; 'linear_0.5_0.05_1e5' over the
-    first 100,000 steps, then held."""
-    if name.lower().startswith("fixed_"):
-        text = name[len("fixed_") :]
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(
-                f"objective {name!r} is not allowed: fixed_<value> needs a "
-                f"number in (0, 1), e.g. fixed_0.05"
-            ) from None
-        return {"objective": "none", META_OUTPUT_FIELD[agent]: value}
-    if name.lower().startswith("linear_"):
-        parts = name[len("linear_") :].split("_")
-        try:
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, end = float(parts[0]), float(parts[1])
-            span = int(float(parts[2])) if len(parts) == 3 else 0
-        except ValueError:
-            raise ConfigError(
-                f"objective {name!r} is not allowed: linear_<start>_<end>[_<steps>] needs "
-                f"two numbers in (0, 1) and optionally a step count, e.g. "
-                f"linear_0.5_0.01 (over the run) or linear_0.5_0.05_1e5"
-            ) from None
-        fields = {"objective": "none", "init_epsilon": start, "final_epsilon": end}
-        return dict(fields, epsilon_decay_steps=span) if span else fields
-    parts = name.lower().split("_")
-    if parts[0] not in OBJECTIVES:
-        raise ConfigError(
-            f"objective {name!r} is not allowed: must start with one of "
-            f"{list(OBJECTIVES)} or be fixed_<value> or linear_<start>_<end>, e.g. mg, "
-            f"mg_k4, bmg_l8, bmg_k2_l4, bmg_k0_l4, mixed_k8, fixed_0.05, linear_0.5_0.01"
-        )
-    fields: Dict[str, Any] = {"objective": parts[0]}
-    for p in parts[1:]:
-        if len(p) < 2 or p[0] not in "kl" or not p[1:].isdigit():
-            raise ConfigError(
-                f"objective {name!r} is not allowed: suffixes are _k<int> and _l<int>, e.g. bmg_l8"
-            )
-        fields[p[0].upper()] = int(p[1:])
-    return fields
 
 
 # ----------------------------------------------------------------------------
@@ -321,6 +58,16 @@ def mlp_init(key, sizes: Sequence[int], dtype=jnp.float32) -> List[Dict[str, Arr
 def mlp_apply(layers, x: Array) -> Array:
     for layer in layers[:-1]:
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def layer_norm_mlp_apply(layers, x: Array) -> Array:
+    """`mlp_apply` with a layer normalisation (no scale or offset) before each hidden ReLU."""
+    for layer in layers[:-1]:
+        h = x @ layer["w"] + layer["b"]
+        mean = jnp.mean(h, axis=-1, keepdims=True)
+        h = (h - mean) * jax.lax.rsqrt(jnp.var(h, axis=-1, keepdims=True) + 1e-5)
+        x = jax.nn.relu(h)
     return x @ layers[-1]["w"] + layers[-1]["b"]
 
 
@@ -348,7 +95,32 @@ class Agent(NamedTuple):
     set_meta_output: Optional[Callable[[Any, Array], Any]] = None
 
 
+def actor_critic_loss(
+    cfg: TwoColorsConfig, logits: Array, v: Array, target_v: Array, batch: Rollout, entropy_weight
+) -> Tuple[Array, Dict[str, Array]]:
+    """n-step actor-critic loss; returns and advantages come from `target_v`."""
+    # returns_t = sum_{s >= t} gamma^(s - t) r_s + gamma^(T - t) V(s_T), as one
+    # [T, T] product: cheaper than a scan, above all inside meta-gradients.
+    T = batch.reward.shape[0]
+    idx = jnp.arange(T)
+    power = (idx[None, :] - idx[:, None]).astype(v.dtype)
+    discounts = jnp.where(power >= 0, cfg.discount ** jnp.maximum(power, 0), 0.0)
+    returns = (
+        discounts @ batch.reward.astype(v.dtype)
+        + cfg.discount ** (T - idx).astype(v.dtype) * target_v[-1]
+    )
+    adv = returns - target_v[:-1]
+    log_pi = jax.nn.log_softmax(logits)
+    log_pi_a = jnp.take_along_axis(log_pi, batch.action[:, None], axis=-1)[:, 0]
+    pg = -jnp.mean(log_pi_a * adv)
+    value = 0.5 * jnp.mean(jnp.square(returns - v[:-1]))
+    ent = jnp.mean(losses.entropy(logits))
+    loss = pg + cfg.value_weight * value - entropy_weight * ent
+    return loss, {"pg": pg, "value": value, "entropy": ent}
+
+
 def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
+    """Separate actor and critic MLPs; the meta output is the inner loss's entropy weight."""
     sizes = [env.OBS_DIM] + [cfg.hidden] * cfg.num_layers
 
     def init(key):
@@ -364,26 +136,7 @@ def make_actor_critic(cfg: TwoColorsConfig) -> Agent:
     def values(params, obs):
         return mlp_apply(params["critic"], obs)[..., 0]
 
-    def loss_of_outputs(logits, v, target_v, batch: Rollout, entropy_weight):
-        """n-step actor-critic loss; returns and advantages come from `target_v`."""
-        # returns_t = sum_{s >= t} gamma^(s - t) r_s + gamma^(T - t) V(s_T), as one
-        # [T, T] product: cheaper than a scan, above all inside meta-gradients.
-        T = batch.reward.shape[0]
-        idx = jnp.arange(T)
-        power = (idx[None, :] - idx[:, None]).astype(v.dtype)
-        discounts = jnp.where(power >= 0, cfg.discount ** jnp.maximum(power, 0), 0.0)
-        returns = (
-            discounts @ batch.reward.astype(v.dtype)
-            + cfg.discount ** (T - idx).astype(v.dtype) * target_v[-1]
-        )
-        adv = returns - target_v[:-1]
-        log_pi = jax.nn.log_softmax(logits)
-        log_pi_a = jnp.take_along_axis(log_pi, batch.action[:, None], axis=-1)[:, 0]
-        pg = -jnp.mean(log_pi_a * adv)
-        value = 0.5 * jnp.mean(jnp.square(returns - v[:-1]))
-        ent = jnp.mean(losses.entropy(logits))
-        loss = pg + cfg.value_weight * value - entropy_weight * ent
-        return loss, {"pg": pg, "value": value, "entropy": ent}
+    loss_of_outputs = functools.partial(actor_critic_loss, cfg)
 
     def outputs(params, obs):
         return policy_logits(params, obs[:-1]), values(params, obs)
@@ -474,16 +227,7 @@ def make_q_lambda(cfg: TwoColorsConfig) -> Agent:
     def init(key):
         return {"q": mlp_init(key, sizes), "eps_logit": jnp.asarray(_logit(cfg.init_epsilon))}
 
-    def q_net(layers, obs):
-        if not cfg.q_layer_norm:
-            return mlp_apply(layers, obs)
-        x = obs
-        for layer in layers[:-1]:
-            h = x @ layer["w"] + layer["b"]
-            mean = jnp.mean(h, axis=-1, keepdims=True)
-            h = (h - mean) * jax.lax.rsqrt(jnp.var(h, axis=-1, keepdims=True) + 1e-5)
-            x = jax.nn.relu(h)
-        return x @ layers[-1]["w"] + layers[-1]["b"]
+    q_net = layer_norm_mlp_apply if cfg.q_layer_norm else mlp_apply
 
     def q_values(params, obs):
         return q_net(params["q"], obs)
@@ -552,401 +296,3 @@ def entropy_weight(meta_params, meta_input: Array) -> Array:
     """sigmoid(MLP(meta_input)): a scalar in (0, 1), the entropy weight of the
     actor-critic or the epsilon of the Q(lambda) agent."""
     return jax.nn.sigmoid(mlp_apply(meta_params, meta_input)[..., 0])
-
-
-# ----------------------------------------------------------------------------
-# Inner update and meta-objectives (the reusable part)
-# ----------------------------------------------------------------------------
-def make_inner_optimizer(cfg: TwoColorsConfig) -> optax.GradientTransformation:
-    """SGD (lr `learning_rate`), after global-norm clipping if `max_grad_norm` > 0."""
-    sgd = (optax.sgd if cfg.inner_optimizer == "sgd" else optax.adam)(cfg.learning_rate)
-    if cfg.max_grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), sgd)
-    return sgd
-
-
-InnerUpdate = Callable[[Any, Any, Any, Rollout], Tuple[Any, Any, Dict[str, Array]]]
-
-
-def make_inner_update(
-    agent: Agent, cfg: TwoColorsConfig, optimizer: Optional[optax.GradientTransformation] = None
-) -> InnerUpdate:
-    """(params, opt_state, meta_params, batch) -> (params', opt_state', terms).
-
-    One optax step (SGD, lr `cfg.learning_rate`, by default) on the inner loss
-    with eps = entropy_weight(meta_params, batch.meta_input). Differentiable in
-    meta_params and params: MG, BMG and the target bootstrap all use it."""
-    opt = optimizer or make_inner_optimizer(cfg)
-
-    def inner_update(params, opt_state, meta_params, batch: Rollout):
-        eps = entropy_weight(meta_params, batch.meta_input)
-        grads, terms = agent.inner_grads(params, batch, eps)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        if agent.set_meta_output is not None:
-            params = agent.set_meta_output(params, eps)
-        return params, opt_state, dict(terms, eps=eps)
-
-    return inner_update
-
-
-class MetaObjectives(NamedTuple):
-    """The meta-objectives of `agents.meta` bound to this agent's update rule
-    and outer loss, returning values only (for `jax.grad`)."""
-
-    unroll: Callable  # (meta_params, params, opt_state, batches) -> [(x_k, s_k)] k = 1..K
-    mg: Callable  # (meta_params, params, opt_state, batches, val) -> f(x_K(w))
-    grounded_step: Callable  # (params, val) -> sg(x - a * grad f(x))
-    bootstrap_target: Callable  # (params_K, opt_state_K, meta_params, batches, val) -> x~
-    matching: Callable  # (target, params, val) -> mu
-    bmg: Callable  # (meta_params, params, opt_state, batches, val, target) -> mu(x~, x_K(w))
-    # (meta_params, params, opt_state, batches, vals, c) -> sum_k c_k f(x_k, vals[k-1])
-    mixed: Callable
-    # (meta_params, params, batch, val, target) -> mu(x~, x_0 with eps(w) of batch)
-    bmg_k0: Callable
-
-
-def make_meta_objectives(
-    inner_update: InnerUpdate,
-    outer_loss: Callable,
-    policy_logits: Callable,
-    matching: str,
-    target_step_size: float,
-    set_meta_output: Optional[Callable] = None,
-) -> MetaObjectives:
-    """MG, mixed and BMG (`agents.meta`) from an inner update and an outer loss,
-    with an SGD grounded step of size `target_step_size` and `matching` (L2 in
-    parameter space, or KL of the policies on the validation states).
-
-    `batches` is a list (or a Rollout with a leading axis) of the K inner
-    batches; the number of unrolled steps is its length."""
-    if matching not in MATCHINGS:
-        raise ValueError(f"matching={matching!r}, expected one of {MATCHINGS}")
-
-    def _as_list(batches) -> List[Rollout]:
-        if isinstance(batches, Rollout):
-            n = batches.action.shape[0]
-            return [jax.tree_util.tree_map(lambda x: x[i], batches) for i in range(n)]
-        return list(batches)
-
-    def outer(params, batch: Rollout):
-        return outer_loss(params, batch), {}
-
-    match = meta_lib.matching(
-        matching, lambda params, val: (policy_logits(params, val.observation[:-1]), None)
-    )
-
-    def grounded(params, val: Rollout, opt_state=None):
-        return meta_lib.grounded_step(outer, target_step_size, params, val)
-
-    def unroll(meta_params, params, opt_state, batches):
-        steps = meta_lib.unroll(inner_update, meta_params, params, opt_state, _as_list(batches))
-        return [(p, o) for p, o, _ in steps]
-
-    def mg(meta_params, params, opt_state, batches, val: Rollout):
-        return meta_lib.mg(
-            inner_update, outer, meta_params, params, opt_state, _as_list(batches), val
-        )[0]
-
-    def grounded_step(params, val: Rollout):
-        return grounded(params, val)[0]
-
-    def bootstrap_target(params_k, opt_state_k, meta_params, batches, val: Rollout):
-        """L - 1 = len(batches) steps of the rule from sg(x_K), w held fixed,
-        then the grounded step on `val`."""
-        return meta_lib.bootstrap_target(
-            inner_update, grounded, meta_params, params_k, opt_state_k, _as_list(batches), val
-        )[0]
-
-    def bmg(meta_params, params, opt_state, batches, val: Rollout, target):
-        return meta_lib.bmg(
-            inner_update,
-            match,
-            meta_params,
-            params,
-            opt_state,
-            _as_list(batches),
-            val,
-            target=target,
-        )[0]
-
-    def mixed(meta_params, params, opt_state, batches, vals, coefficients):
-        return meta_lib.mixed(
-            inner_update,
-            outer,
-            meta_params,
-            params,
-            opt_state,
-            _as_list(batches),
-            _as_list(vals),
-            coefficients,
-        )[0]
-
-    def bmg_k0(meta_params, params, batch: Rollout, val: Rollout, target):
-        """K = 0: w reaches the matched policy only through the meta output the
-        next update would write from `batch` (no update is differentiated)."""
-        if set_meta_output is None:
-            raise ValueError("K = 0 needs an agent whose meta output is in its parameters")
-        params = set_meta_output(params, entropy_weight(meta_params, batch.meta_input))
-        return match(target, params, val)
-
-    return MetaObjectives(unroll, mg, grounded_step, bootstrap_target, match, bmg, mixed, bmg_k0)
-
-
-# ----------------------------------------------------------------------------
-# Training: one seed is one lax.scan over cycles
-# ----------------------------------------------------------------------------
-class Replay(NamedTuple):
-    """A FIFO of the last N rollouts (leading axis N), filled from slot 0."""
-
-    rollouts: Rollout
-    priority: Array  # float32 [N]: largest |G - Q(s, a)| of each rollout when last learned on
-    count: Array  # int32 []: rollouts pushed so far
-
-
-def replay_init(first: Rollout, capacity: int) -> Replay:
-    """A FIFO of `capacity` slots holding `first` in slot 0."""
-    empty = jax.tree_util.tree_map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), first)
-    return replay_push(
-        Replay(empty, jnp.zeros((capacity,), jnp.float32), jnp.zeros((), jnp.int32)), first
-    )
-
-
-def replay_push(replay: Replay, rollout: Rollout) -> Replay:
-    """The newest rollout overwrites the oldest once the FIFO is full; it gets
-    the largest priority held (1 in an empty FIFO), so it is drawn soon."""
-    n = replay.rollouts.action.shape[0]
-    slot = replay.count % n
-    rollouts = jax.tree_util.tree_map(lambda b, x: b.at[slot].set(x), replay.rollouts, rollout)
-    top = jnp.where(replay.count > 0, jnp.max(replay.priority), 1.0)
-    return Replay(rollouts, replay.priority.at[slot].set(top), replay.count + 1)
-
-
-def replay_sample(replay: Replay, size: int, exponent: float, key) -> Array:
-    """`size` slot indices, with replacement, from the filled slots: uniformly
-    for exponent 0, else with probability proportional to priority^exponent
-    (prioritised replay, Schaul et al. 2016, without importance weights)."""
-    n = replay.rollouts.action.shape[0]
-    filled = jnp.arange(n) < jnp.minimum(replay.count, n)
-    if exponent == 0:
-        logits = jnp.where(filled, 0.0, -jnp.inf)
-    else:
-        logits = jnp.where(filled, exponent * jnp.log(replay.priority + 1e-6), -jnp.inf)
-    return jax.random.categorical(key, logits, shape=(size,))
-
-
-def replay_batch(replay: Replay, fresh: Rollout, idx: Array) -> Rollout:
-    """The fresh rollout plus the rollouts in slots `idx`: transitions
-    [1 + len(idx), ...], the fresh rollout's meta input."""
-    return Rollout(
-        *(jnp.concatenate([f[None], b[idx]]) for f, b in zip(fresh[:3], replay.rollouts[:3])),
-        meta_input=fresh.meta_input,
-    )
-
-
-def replay_reprioritise(replay: Replay, idx: Array, td_max: Array) -> Replay:
-    """New priorities of the drawn slots: td_max [1 + len(idx)], fresh rollout first."""
-    return replay._replace(priority=replay.priority.at[idx].set(td_max[1:]))
-
-
-class TrainState(NamedTuple):
-    params: Any
-    opt_state: Any
-    meta_params: Any
-    meta_opt_state: Any
-    env_state: env.EnvState
-    pending: Rollout  # collected by `params`: next inner batch (last cycle's val)
-    key: Array
-    replay: Optional[Replay] = None  # with `replay_rollouts` > 0: every rollout so far
-
-
-class System(NamedTuple):
-    """Everything `run` needs, built once per config."""
-
-    cfg: TwoColorsConfig
-    agent: Agent
-    inner_update: InnerUpdate
-    meta: MetaObjectives
-    inner_opt: optax.GradientTransformation
-    meta_opt: optax.GradientTransformation
-    collect: Callable  # (params, env_state, meta_input, key) -> (env_state, Rollout)
-    init: Callable  # key -> TrainState
-    cycle: Callable  # TrainState -> (TrainState, logs)
-
-
-def make_system(cfg: TwoColorsConfig, agent: Optional[Agent] = None) -> System:
-    agent = agent or make_agent(cfg)
-    inner_opt = make_inner_optimizer(cfg)
-    meta_opt = optax.adam(cfg.meta_learning_rate, eps=cfg.meta_adam_eps)
-    inner_update = make_inner_update(agent, cfg, inner_opt)
-    meta = make_meta_objectives(
-        inner_update,
-        agent.outer_loss,
-        agent.policy_logits,
-        cfg.matching,
-        cfg.target_step_size,
-        agent.set_meta_output,
-    )
-    T, K, C = cfg.rollout_length, cfg.K, cfg.cycle
-
-    def collect(params, env_state, last_input, key):
-        """T steps acting with params; last_input: previous rollout's meta input."""
-
-        def act(carry, k):
-            s, obs = carry
-            ka, ke = jax.random.split(k)
-            a = jax.random.categorical(ka, agent.policy_logits(params, obs)).astype(jnp.int32)
-            s, next_obs, r = env.step(s, a, ke, cfg.swap_every)
-            return (s, next_obs), (obs, a, r)
-
-        (env_state, last_obs), (obs, a, r) = jax.lax.scan(
-            act, (env_state, env.observe(env_state)), jax.random.split(key, T)
-        )
-        meta_input = jnp.concatenate([last_input[1:], jnp.mean(r)[None]])
-        return env_state, Rollout(jnp.concatenate([obs, last_obs[None]]), a, r, meta_input)
-
-    def init(key) -> TrainState:
-        k_env, k_agent, k_meta, k_roll, key = jax.random.split(key, 5)
-        params = agent.init(k_agent)
-        meta_params = meta_init(k_meta, cfg)
-        env_state, first = collect(params, env.reset(k_env), jnp.zeros((cfg.meta_inputs,)), k_roll)
-        replay = replay_init(first, cfg.replay_rollouts) if cfg.replay_rollouts else None
-        return TrainState(
-            params,
-            inner_opt.init(params),
-            meta_params,
-            meta_opt.init(meta_params),
-            env_state,
-            first,
-            key,
-            replay,
-        )
-
-    def scheduled_epsilon(t):
-        """Linear from init_epsilon at the first update to final_epsilon after
-        `epsilon_decay_steps` (or at the last update); t is the update's step
-        count (T at the first, `steps` at the last)."""
-        span = (cfg.epsilon_decay_steps or cfg.steps) - T
-        frac = jnp.clip((t - T) / max(span, 1), 0.0, 1.0)
-        return cfg.init_epsilon + frac * (cfg.final_epsilon - cfg.init_epsilon)
-
-    def cycle(state: TrainState):
-        if cfg.replay_rollouts:  # one more key per update to draw its replayed rollouts
-            key, *keys = jax.random.split(state.key, 2 * C + 1)
-        else:
-            key, *keys = jax.random.split(state.key, C + 1)
-        if cfg.q_reset_every:  # a new output layer when the cycle crosses a multiple
-            crossed = (state.env_state.t % cfg.q_reset_every) < C * T
-            fresh = mlp_init(jax.random.fold_in(key, 7), [cfg.hidden, env.NUM_ACTIONS])[0]
-            q = state.params["q"]
-            last = jax.tree_util.tree_map(lambda a, b: jnp.where(crossed, a, b), fresh, q[-1])
-            # In the state, so the meta-objectives unroll from the same x_0 as the agent.
-            state = state._replace(params=dict(state.params, q=q[:-1] + [last]))
-        p, o, env_state, replay = state.params, state.opt_state, state.env_state, state.replay
-        batches, inner_batches, eps, rewards, picks = [state.pending], [], [], [], []
-        for k in range(C):  # C inner updates, each followed by a fresh rollout
-            inner = batches[-1]
-            if replay is not None:
-                idx = replay_sample(replay, cfg.replay_batch, cfg.replay_priority, keys[C + k])
-                inner = replay_batch(replay, inner, idx)
-            inner_batches.append(inner)
-            p, o, terms = inner_update(p, o, state.meta_params, inner)
-            if replay is not None:
-                replay = replay_reprioritise(replay, idx, terms["td_max"])
-            if cfg.final_epsilon is not None:  # the schedule replaces the (fixed) meta output
-                terms = dict(terms, eps=scheduled_epsilon(env_state.t))
-                p = agent.set_meta_output(p, terms["eps"])
-            eps.append(terms["eps"])
-            env_state, b = collect(p, env_state, batches[-1].meta_input, keys[k])
-            batches.append(b)
-            if replay is not None:
-                replay = replay_push(replay, b)
-            rewards.append(jnp.sum(b.reward))
-            picks.append(jnp.sum(jnp.abs(b.reward)))  # pick-ups of either item
-        val = batches[C]
-        if cfg.objective == "none":  # the baseline: eps stays at init_entropy_weight
-            meta_loss = jnp.zeros(())
-            meta_grad = jax.tree_util.tree_map(jnp.zeros_like, state.meta_params)
-        elif cfg.objective == "mg":
-            meta_loss, meta_grad = jax.value_and_grad(meta.mg)(
-                state.meta_params, state.params, state.opt_state, inner_batches[:K], val
-            )
-        elif cfg.objective == "mixed":  # the k-step term is judged on the rollout after x_k
-            meta_loss, meta_grad = jax.value_and_grad(meta.mixed)(
-                state.meta_params,
-                state.params,
-                state.opt_state,
-                inner_batches[:K],
-                batches[1 : K + 1],
-                cfg.mix_coefficients,
-            )
-        elif K == 0:  # x~ is L steps past x_0; the matched policy is x_0's with eps(w)
-            target = meta.grounded_step(p, val)
-            meta_loss, meta_grad = jax.value_and_grad(meta.bmg_k0)(
-                state.meta_params, state.params, batches[0], val, target
-            )
-        else:  # x_{K+L-1} = p: the agent's own L - 1 steps after x_K
-            target = meta.grounded_step(p, val)
-            meta_loss, meta_grad = jax.value_and_grad(meta.bmg)(
-                state.meta_params, state.params, state.opt_state, inner_batches[:K], val, target
-            )
-        updates, meta_opt_state = meta_opt.update(meta_grad, state.meta_opt_state)
-        meta_params = optax.apply_updates(state.meta_params, updates)
-        new = TrainState(p, o, meta_params, meta_opt_state, env_state, val, key, replay)
-        logs = {
-            "reward": jnp.stack(rewards),
-            "picks": jnp.stack(picks),
-            "eps": jnp.stack(eps),
-            "meta_loss": meta_loss,
-            "entropy": terms["entropy"],
-        }
-        return new, logs
-
-    return System(cfg, agent, inner_update, meta, inner_opt, meta_opt, collect, init, cycle)
-
-
-def num_cycles(cfg: TwoColorsConfig) -> int:
-    """Cycles needed for `cfg.steps` steps of rollouts and of inner updates."""
-    return -(-cfg.num_rollouts // cfg.cycle)
-
-
-def run(cfg: TwoColorsConfig, key, system: Optional[System] = None) -> Dict[str, Array]:
-    """One seed's whole training (jit-able). Logs are means over `log_every`
-    steps: reward per step, entropy weight (per inner update), policy entropy
-    and meta-loss (per cycle, repeated over its updates); plus the total reward
-    of exactly `cfg.steps` steps."""
-    system = system or make_system(cfg)
-    state = system.init(key)
-    first_reward = jnp.sum(state.pending.reward)
-    _, logs = jax.lax.scan(lambda s, _: system.cycle(s), state, None, length=num_cycles(cfg))
-    n, C = cfg.num_rollouts, cfg.cycle
-    per_rollout = {  # indexed by rollout (reward) / by inner update (the others)
-        "reward": jnp.concatenate([first_reward[None], logs["reward"].reshape(-1)])[:n],
-        "eps": logs["eps"].reshape(-1)[:n],
-        "entropy": jnp.repeat(logs["entropy"], C)[:n],
-        "meta_loss": jnp.repeat(logs["meta_loss"], C)[:n],
-    }
-    per_bin = cfg.log_every // cfg.rollout_length
-    bins = n // per_bin
-    out = {
-        k: jnp.mean(v[: bins * per_bin].reshape(bins, per_bin), axis=1)
-        for k, v in per_rollout.items()
-    }
-    out["reward"] = out["reward"] / cfg.rollout_length  # mean reward per step
-    out["total_reward"] = jnp.sum(per_rollout["reward"])
-    return out
-
-
-def seed_keys(seeds: Sequence[int]) -> Array:
-    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-
-
-def jitted_run(cfg: TwoColorsConfig) -> Callable[[Array], Dict[str, Array]]:
-    """jit(vmap(run)): keys [S, 2] -> logs with a leading seed axis."""
-    system = make_system(cfg)
-    return jax.jit(jax.vmap(lambda k: run(cfg, k, system)))
-
-
-def run_seeds(cfg: TwoColorsConfig, seeds: Sequence[int]) -> Dict[str, Array]:
-    """Train one agent per seed, all at once; logs have a leading seed axis."""
-    return jitted_run(cfg)(seed_keys(seeds))

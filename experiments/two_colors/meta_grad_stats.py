@@ -20,7 +20,8 @@ samples (the next indices) across runs until the cosines mean something: the
 `se_over_norm` column says how far each mean is from that. The scale of
 every estimator depends strongly on the point (the warmup seed): compare
 estimators at one point and measure at several `--seed`s.
-Writes stats.json and stats.png into --out.
+Writes stats.json, summary.json (stats.json without the sums) and stats.png
+into --out.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ import sys
 import time
 from typing import Dict
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
+from matplotlib.figure import Figure
+
+from configs import ConfigError, parse_count
+from experiments.two_colors import system as tc_system
+from experiments.two_colors.config import TwoColorsConfig
+from utils.files import write_json_atomic
 
 FLAGS = flags.FLAGS
 
@@ -75,24 +85,21 @@ def sample_grads(
     start .. start + samples - 1: {name: [samples, P] float32}. Sample i's data
     comes from fold_in(PRNGKey(seed + 1), i), so chunks of samples measured in
     different runs are the same draws as one long run."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from experiments.two_colors import agents as tca
-
-    cfg = tca.TwoColorsConfig(objective="none", hidden=hidden, steps=max(warmup_steps, 16))
-    system = tca.make_system(cfg)
+    cfg = TwoColorsConfig(objective="none", hidden=hidden, steps=max(warmup_steps, 16))
+    system = tc_system.make_system(cfg)
     state = system.init(jax.random.PRNGKey(seed))
     state, _ = jax.jit(
-        lambda s: jax.lax.scan(lambda c, _: system.cycle(c), s, None, length=tca.num_cycles(cfg))
+        lambda s: jax.lax.scan(
+            lambda c, _: system.cycle(c), s, None, length=tc_system.num_cycles(cfg)
+        )
     )(state)
     # The warmup (objective none) holds the meta-network with its output weights
     # at zero; measure at the initial value a meta-learner starts from.
-    meta_start = tca.make_system(dataclasses.replace(cfg, objective="mg"))
+    meta_start = tc_system.make_system(dataclasses.replace(cfg, objective="mg"))
     state = state._replace(meta_params=meta_start.init(jax.random.PRNGKey(seed)).meta_params)
     meta, upd = system.meta, system.inner_update
     horizon = max(reference_k, 8)
-    mix = tca.TwoColorsConfig(objective="mixed", K=8, mix_lambda=mix_lambda).mix_coefficients
+    mix = TwoColorsConfig(objective="mixed", K=8, mix_lambda=mix_lambda).mix_coefficients
 
     def flat(tree):
         return jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(tree)])
@@ -131,8 +138,6 @@ def sums_of(grads) -> Dict:
     """Sufficient statistics per estimator: n, sum of the vectors, sum of their
     squared norms (float64), and each sample's norm (for the median and the
     tail, which the moments hide); chunks add up with add_sums."""
-    import numpy as np
-
     sums = {}
     for k, g in grads.items():
         g = g.astype(np.float64)
@@ -147,8 +152,6 @@ def sums_of(grads) -> Dict:
 
 
 def add_sums(a: Dict, b: Dict) -> Dict:
-    import numpy as np
-
     return {
         k: {
             "n": a[k]["n"] + b[k]["n"],
@@ -166,8 +169,6 @@ def stats_from_sums(sums: Dict) -> Dict:
     / |mean|: the cosine below means something only where this is well below
     1 for the estimator and the reference), cos(mean, reference mean), and the
     median and largest per-sample norm (heavy tails show as max >> median)."""
-    import numpy as np
-
     ref = np.asarray(sums["reference"]["sum"]) / sums["reference"]["n"]
     stats = {}
     for name in ESTIMATORS + ("reference",):
@@ -187,13 +188,9 @@ def stats_from_sums(sums: Dict) -> Dict:
 
 
 def plot(stats, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(ESTIMATORS)
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig = Figure(figsize=(17, 3.6))
+    axes = fig.subplots(1, 4)
     for ax, key, title in zip(
         axes,
         ("variance_trace", "normalised_variance", "median_norm", "cosine_to_reference"),
@@ -220,7 +217,6 @@ def plot(stats, path):
             ax.set_ylim(bottom=min(v for v in values if v > 0) / 10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 SETUP = ("warmup_steps", "reference_k", "mix_lambda", "hidden", "seed", "backend")
@@ -228,8 +224,6 @@ SETUP = ("warmup_steps", "reference_k", "mix_lambda", "hidden", "seed", "backend
 
 def main(argv):
     del argv
-    from configs import ConfigError, parse_count
-
     try:
         warmup = parse_count("--warmup", FLAGS.warmup, "2e5", minimum=0)
         if FLAGS.samples < 2 or FLAGS.reference_k < 8 or FLAGS.batch < 1:
@@ -244,9 +238,6 @@ def main(argv):
 
 
 def _main(warmup: int) -> None:
-    import jax
-    from configs import ConfigError
-
     facts = {
         "warmup_steps": warmup,
         "reference_k": FLAGS.reference_k,
@@ -297,11 +288,10 @@ def _main(warmup: int) -> None:
     facts["samples"] = sums["reference"]["n"]
     facts["seconds"] = round(sum(c["seconds"] for c in facts["chunks"]), 1)
     stats = stats_from_sums(sums)
-    os.makedirs(FLAGS.out, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"facts": facts, "stats": stats, "sums": sums}, f, indent=1)
-    os.replace(tmp, path)  # a long measurement is never left half-written
+    # Atomic: a long measurement is never left half-written. summary.json is
+    # the same without the sums (what the tables and stats.png are made of).
+    write_json_atomic(path, {"facts": facts, "stats": stats, "sums": sums})
+    write_json_atomic(os.path.join(FLAGS.out, "summary.json"), {"facts": facts, "stats": stats})
     plot(stats, os.path.join(FLAGS.out, "stats.png"))
     print(
         f"{'estimator':10s} {'|mean|':>10s} {'tr(Cov)':>10s} {'tr/|m|^2':>10s} "

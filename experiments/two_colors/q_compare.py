@@ -38,9 +38,17 @@ import argparse
 import json
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from configs import ConfigError, apply_overrides
+from experiments.two_colors.config import TwoColorsConfig, parse_objective
+from experiments.two_colors.run import merge_objective, plot, run_objective, write_results
 from utils.files import write_json_atomic
+from utils.machine import machine_facts
 
 # The value learner every method shares: discount 0.9 and SGD lr 0.3 as chosen
 # for the online learner; a FIFO of the last 256 rollouts (4,096 steps), 7 of
@@ -55,8 +63,10 @@ LEARNER = {
     "replay_priority": 1.0,
 }
 META_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
-# method -> [(label, runner objective, extra config fields)], four settings each.
-GRIDS: Dict[str, List[Tuple[str, str, Dict]]] = {
+# (label, runner objective, extra config fields)
+Setting = Tuple[str, str, Dict[str, Any]]
+# method -> its settings, four each.
+GRIDS: Dict[str, List[Setting]] = {
     "fixed": [(f"fixed_{e}", f"fixed_{e}", {}) for e in (0.05, 0.1, 0.2, 0.3)],
     "linear": [
         (name, name, {})
@@ -80,7 +90,7 @@ GRIDS: Dict[str, List[Tuple[str, str, Dict]]] = {
 # One more setting per method, below or above its grid: tuning runs the one on
 # the side of the grid's best (its edge, or the better neighbour of an inner
 # best), so every method is chosen from five settings.
-EXTENSIONS: Dict[str, Tuple[Tuple[str, str, Dict], Tuple[str, str, Dict]]] = {
+EXTENSIONS: Dict[str, Tuple[Setting, ...]] = {
     "fixed": (("fixed_0.02", "fixed_0.02", {}), ("fixed_0.4", "fixed_0.4", {})),
     "linear": (
         ("linear_0.3_0.02_1e5", "linear_0.3_0.02_1e5", {}),
@@ -113,24 +123,20 @@ LEARNERS: List[Tuple[str, Dict]] = [
 ]
 
 
-def phase_rates(curve, cfg) -> List[float]:
+def phase_rates(curve, cfg: TwoColorsConfig) -> List[float]:
     """Mean reward per step of each colour phase (seed mean): curve [seeds, bins]."""
-    import numpy as np
-
     per = cfg.swap_every // cfg.log_every
     r = np.asarray(curve)
     return [float(r[:, p * per : (p + 1) * per].mean()) for p in range(cfg.steps // cfg.swap_every)]
 
 
-def learners(steps: int, seeds: List[int], out: str) -> Dict:
+def learners(steps: int, seeds: List[int], out: str, overrides: Sequence[str] = ()) -> Dict:
     """Each candidate value learner with epsilon fixed at 0.2: reward per step
     in the first colour's phases (odd: 1st, 3rd, ...) and the second's (even)."""
-    from experiments.two_colors.agents import TwoColorsConfig
-    from experiments.two_colors.run import run_objective
-
     rows = []
     for label, fields in LEARNERS:
         cfg = TwoColorsConfig(**fields, objective="none", init_epsilon=0.2, steps=steps)
+        cfg = apply_overrides(cfg, overrides)
         r = run_objective(cfg, seeds)
         phases = phase_rates(r["curves"]["reward"], cfg)
         odd, even = sum(phases[0::2]) / len(phases[0::2]), sum(phases[1::2]) / len(phases[1::2])
@@ -147,24 +153,41 @@ def learners(steps: int, seeds: List[int], out: str) -> Dict:
             }
         )
         print(f"{label:>58}: odd {odd:.3f} even {even:.3f}  {[round(x, 3) for x in phases]}")
-    result = {"steps": steps, "seeds": seeds, "epsilon": 0.2, "learners": rows, "facts": _facts()}
+    result = {
+        "steps": steps,
+        "seeds": seeds,
+        "epsilon": 0.2,
+        "overrides": list(overrides),
+        "learners": rows,
+        "facts": machine_facts(),
+    }
     write_json_atomic(os.path.join(out, "learners.json"), result)
     return result
 
 
-def method_config(objective: str, extra: Dict, steps: int):
-    from experiments.two_colors.agents import TwoColorsConfig, parse_objective
-
+def method_config(
+    objective: str, extra: Dict, steps: int, overrides: Sequence[str] = ()
+) -> TwoColorsConfig:
+    """A method's setting on the shared learner, then `overrides` ('field=value'),
+    which apply to every method alike (e.g. a short swap interval for a tiny run)."""
     fields = {**LEARNER, "init_epsilon": INIT_EPSILON, **extra}
     fields.update(parse_objective(objective, "q_lambda"))
-    return TwoColorsConfig(**fields, steps=steps)
+    return apply_overrides(TwoColorsConfig(**fields, steps=steps), overrides)
 
 
-def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
-    from experiments.two_colors.run import run_objective
-
+def tune(
+    methods: List[str], steps: int, seeds: List[int], out: str, overrides: Sequence[str] = ()
+) -> Dict:
+    """Each method's grid and the one setting past it on the side of its best;
+    writes DIR/tuning.json after every setting."""
     path = os.path.join(out, "tuning.json")
-    tuning = {"steps": steps, "seeds": seeds, "learner": LEARNER, "methods": {}}
+    tuning: Dict[str, Any] = {
+        "steps": steps,
+        "seeds": seeds,
+        "learner": LEARNER,
+        "overrides": list(overrides),
+        "methods": {},
+    }
     if os.path.exists(path):
         with open(path) as f:
             tuning = json.load(f)
@@ -173,7 +196,7 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         label, objective, extra = setting
         if label in done:  # a setting already in tuning.json (an earlier, stopped stage)
             return done[label]
-        r = run_objective(method_config(objective, extra, steps), seeds)
+        r = run_objective(method_config(objective, extra, steps, overrides), seeds)
         print(f"{method:>11} {label:>22}: {r['mean']:9.1f}  ({r['runtime_s']} s)", flush=True)
         return {
             "label": label,
@@ -199,19 +222,26 @@ def tune(methods: List[str], steps: int, seeds: List[int], out: str) -> Dict:
         extension = [run(method, EXTENSIONS[method][int(upward)], done)]
         best = max(rows + extension, key=lambda row: row["total_reward"])
         tuning["methods"][method] = {"grid": rows, "extension": extension, "best": best["label"]}
-        tuning["facts"] = _facts()
+        tuning["facts"] = machine_facts()
         write_json_atomic(path, tuning)
     return tuning
 
 
-def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_path: str):
-    from experiments.two_colors.run import merge_objective, plot, write_results, run_objective
-
-    tuning = {"methods": {}}
+def compare(
+    methods: List[str],
+    steps: int,
+    seeds: List[int],
+    out: str,
+    tuning_path: str,
+    overrides: Sequence[str] = (),
+) -> Dict:
+    """Each method's best tuning setting on the evaluation seeds, into DIR's
+    results.json / summary.json (the runner's format) and its plots."""
+    tuning: Dict[str, Dict] = {"methods": {}}
     for where in tuning_path.split(","):  # tuning stages run side by side, one file each
         with open(where) as f:
             tuning["methods"].update(json.load(f)["methods"])
-    results = {"agent": "q_lambda", "steps": steps, "objectives": {}}
+    results: Dict[str, Any] = {"agent": "q_lambda", "steps": steps, "objectives": {}}
     path = os.path.join(out, "results.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -219,7 +249,7 @@ def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_p
     for method in methods:
         entry = tuning["methods"][method]
         row = next(r for r in entry["grid"] + entry["extension"] if r["label"] == entry["best"])
-        cfg = method_config(row["objective"], row["extra"], steps)
+        cfg = method_config(row["objective"], row["extra"], steps, overrides)
         results.update(log_every=cfg.log_every, swap_every=cfg.swap_every)
         t0 = time.time()
         r = run_objective(cfg, seeds)
@@ -236,7 +266,7 @@ def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_p
             flush=True,
         )
         results["objectives"][method] = merge_objective(results["objectives"].get(method), r)
-        results["facts"] = _facts()
+        results["facts"] = machine_facts()
         write_results(results, out)
     for p in plot(results, out):
         print("wrote", p)
@@ -246,8 +276,6 @@ def compare(methods: List[str], steps: int, seeds: List[int], out: str, tuning_p
 def report(out: str) -> str:
     """A markdown table of DIR/results.json (the merged comparison) with Welch
     p-values against the fixed epsilon; also written to DIR/report.md."""
-    from scipy import stats
-
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     objs = results["objectives"]
@@ -281,11 +309,11 @@ def report(out: str) -> str:
 
 def around_swaps(curve, log_every: int, swap_every: int, before: int = 10_240):
     """Mean over seeds and swaps of a logged curve [seeds, bins] from `before`
-    steps ahead of each swap to the next swap: (steps from the swap, values)."""
-    import numpy as np
-
+    steps ahead of each swap to the next swap: (steps from the swap, values).
+    `before` is cut to one swap interval where the swaps come more often."""
     c = np.asarray(curve)
-    b, span = before // log_every, swap_every // log_every
+    span = swap_every // log_every
+    b = min(before // log_every, span)
     starts = range(span, c.shape[1] - span + 1, span)
     windows = [c[:, s - b : s + span - b] for s in starts]
     x = (np.arange(span) - b) * log_every
@@ -295,12 +323,8 @@ def around_swaps(curve, log_every: int, swap_every: int, before: int = 10_240):
 def plot_around_swaps(results: Dict, out: str) -> str:
     """epsilon_around_swaps.png: epsilon and reward per step from 10k steps before
     a colour swap to the next swap, averaged over swaps and seeds, per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_e, ax_r) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    fig = Figure(figsize=(9, 7))
+    ax_e, ax_r = fig.subplots(2, 1, sharex=True)
     for name, r in results["objectives"].items():
         label = f"{name} ({r['setting']})"
         for ax, key in ((ax_e, "eps"), (ax_r, "reward")):
@@ -316,19 +340,15 @@ def plot_around_swaps(results: Dict, out: str) -> str:
     fig.tight_layout()
     path = os.path.join(out, "epsilon_around_swaps.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def _facts() -> Dict:
-    """The machine, package versions and commit (utils.machine)."""
-    from utils.machine import machine_facts
-
-    return machine_facts()
+# Per stage: environment steps, number of seeds, first seed (each stage its own seeds).
+STAGE_DEFAULTS = {"learners": (4e5, 4, 300), "tune": (4e5, 5, 0), "compare": (2e6, 20, 100)}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--stage", choices=("learners", "tune", "compare", "report"), required=True)
     p.add_argument("--methods", default=",".join(GRIDS), help=f"subset of {list(GRIDS)}")
     p.add_argument("--steps", type=float, default=None, help="tune: 4e5, compare: 2e6")
@@ -339,7 +359,20 @@ def main(argv=None):
         default=None,
         help="compare: tuning.json file(s), comma-separated (default: --out's)",
     )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a TwoColorsConfig field for every run of the stage (repeatable), e.g. "
+        "swap_every=512 --override=log_every=128 --override=hidden=8 for a tiny run",
+    )
     p.add_argument("--out", default="runs/q_compare")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in GRIDS]
@@ -348,23 +381,23 @@ def main(argv=None):
     if args.stage == "report":
         print(report(args.out), end="")
         return
-    # Defaults per stage: steps, seeds, first seed (each stage its own seeds).
-    steps, n, first = {"learners": (4e5, 4, 300), "tune": (4e5, 5, 0), "compare": (2e6, 20, 100)}[
-        args.stage
-    ]
-    steps = int(args.steps or steps)
+    steps_default, n, first = STAGE_DEFAULTS[args.stage]
+    steps = int(args.steps or steps_default)
     n = args.seeds or n
     first = args.seed_offset if args.seed_offset is not None else first
     seeds = list(range(first, first + n))
+    try:  # bad input: refused before anything runs
+        method_config("fixed_0.2", {}, steps, args.override)
+    except ConfigError as e:
+        p.error(str(e))
     os.makedirs(args.out, exist_ok=True)
     if args.stage == "learners":
-        learners(steps, seeds, args.out)
+        learners(steps, seeds, args.out, args.override)
     elif args.stage == "tune":
-        tune(methods, steps, seeds, args.out)
+        tune(methods, steps, seeds, args.out, args.override)
     else:
-        compare(
-            methods, steps, seeds, args.out, args.tuning or os.path.join(args.out, "tuning.json")
-        )
+        tuning = args.tuning or os.path.join(args.out, "tuning.json")
+        compare(methods, steps, seeds, args.out, tuning, args.override)
 
 
 if __name__ == "__main__":

@@ -25,25 +25,33 @@ first learner's trouble in its second phase is its own history. Writes
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import time
+from typing import Any, Dict, List, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
+
+from configs import ConfigError, apply_overrides
+from experiments.two_colors import env
+from experiments.two_colors import system as tc_system
+from experiments.two_colors.agents import mlp_apply
+from experiments.two_colors.config import TwoColorsConfig
+from utils.files import write_json_atomic
+from utils.machine import machine_facts
 
 PROBE_AGENT = (2, 2)
 RIGHT = 3  # action index of "right" (x + 1)
 
 
-def probe_observations():
+def probe_observations() -> jax.Array:
     """[2, 30]: agent at (2, 2) with item i at (3, 2), the other at (0, 0) or (4, 4)."""
-    import jax.numpy as jnp
-
-    from experiments.two_colors import env
-
     obs = []
     for i in (0, 1):
-        items = [None, None]
+        items: List[Any] = [None, None]
         items[i], items[1 - i] = (3, 2), (0, 0) if i == 0 else (4, 4)
         state = env.EnvState(
             agent=jnp.asarray(PROBE_AGENT, jnp.int32),
@@ -55,19 +63,13 @@ def probe_observations():
 
 
 def random_observations(n: int = 1024, seed: int = 0):
-    import jax
-
-    from experiments.two_colors import env
-
+    """[n, 30]: observations of fresh random placements."""
     keys = jax.random.split(jax.random.PRNGKey(seed), n)
     return jax.vmap(lambda k: env.observe(env.reset(k)))(keys)
 
 
 def dead_fraction(q_layers, obs):
     """Fraction of hidden ReLU units that are 0 on every observation in `obs`."""
-    import jax
-    import jax.numpy as jnp
-
     x, dead = obs, []
     for layer in q_layers[:-1]:
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
@@ -78,15 +80,9 @@ def dead_fraction(q_layers, obs):
 def run_seeds(cfg, seeds, first_item: int = 0) -> dict:
     """Per cycle, for each seed: rollout reward sums and pick-ups, probe Q-values,
     dead-unit fraction. `first_item=1` makes item 1 pay first."""
-    import jax
-    import jax.numpy as jnp
-
-    from experiments.two_colors import agents as tca
-    from experiments.two_colors import env
-
-    system = tca.make_system(cfg)
+    system = tc_system.make_system(cfg)
     probes, randoms = probe_observations(), random_observations()
-    n_cycles = tca.num_cycles(cfg)
+    n_cycles = tc_system.num_cycles(cfg)
 
     def one(key):
         state = system.init(key)
@@ -97,14 +93,13 @@ def run_seeds(cfg, seeds, first_item: int = 0) -> dict:
 
         def body(s, _):
             s, logs = system.cycle(s)
-            q = tca.mlp_apply(s.params["q"], probes)[:, RIGHT]
+            q = mlp_apply(s.params["q"], probes)[:, RIGHT]
             return s, (logs["reward"], logs["picks"], q, dead_fraction(s.params["q"], randoms))
 
         _, out = jax.lax.scan(body, state, None, length=n_cycles)
         return out
 
-    del env
-    keys = tca.seed_keys(seeds)
+    keys = tc_system.seed_keys(seeds)
     t0 = time.time()
     reward, picks, q, dead = jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(one))(keys))
     return {
@@ -145,13 +140,8 @@ def per_phase(raw: dict, cfg, first_item: int) -> list:
     return rows
 
 
-def main():
-    import dataclasses
-
-    from experiments.two_colors.agents import TwoColorsConfig
-    from experiments.two_colors.run import parse_overrides
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--steps", type=float, default=6e5)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seed_offset", type=int, default=200)
@@ -165,14 +155,32 @@ def main():
         help="a TwoColorsConfig field for the learner, e.g. replay_rollouts=64 (repeatable)",
     )
     p.add_argument("--reversed", type=int, default=1, help="1: also run the reversed learner")
-    args = p.parse_args()
-    fields = dict(agent="q_lambda", objective="none", discount=0.9, learning_rate=0.3)
-    fields.update(parse_overrides(args.override))
-    cfg = TwoColorsConfig(**fields, init_epsilon=args.epsilon, steps=int(args.steps))
-    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
-    from utils.machine import machine_facts
+    return p
 
-    out = {
+
+def learner_config(epsilon: float, steps: int, overrides: Sequence[str] = ()) -> TwoColorsConfig:
+    """The diagnosed learner: Q(lambda), fixed epsilon, discount 0.9, SGD lr 0.3,
+    then `overrides` ('field=value')."""
+    cfg = TwoColorsConfig(
+        agent="q_lambda",
+        objective="none",
+        discount=0.9,
+        learning_rate=0.3,
+        init_epsilon=epsilon,
+        steps=steps,
+    )
+    return apply_overrides(cfg, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = _parser()
+    args = p.parse_args(argv)
+    try:
+        cfg = learner_config(args.epsilon, int(args.steps), args.override)
+    except ConfigError as e:
+        p.error(str(e))
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    out: Dict[str, Any] = {
         "config": dataclasses.asdict(cfg),
         "seeds": seeds,
         "learners": {},
@@ -195,10 +203,8 @@ def main():
                     f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                 )
             )
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "q_diagnosis.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json_atomic(path, out)
     print(f"wrote {path}")
     print(f"wrote {plot(out, args.out)}")
 
@@ -218,13 +224,9 @@ def q_curve(raw: dict, cfg, every: int = 2048) -> dict:
 def plot(out: dict, out_dir: str) -> str:
     """q_diagnosis.png: the probe Q-values of both items over training, per learner,
     with the colour swaps marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(out["learners"])
-    fig, axes = plt.subplots(len(names), 1, figsize=(9, 3 * len(names)), squeeze=False)
+    fig = Figure(figsize=(9, 3 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)
     swap, steps = out["config"]["swap_every"], out["config"]["steps"]
     for ax, name in zip(axes[:, 0], names):
         c = out["learners"][name]["q_curve"]
@@ -240,7 +242,6 @@ def plot(out: dict, out_dir: str) -> str:
     fig.tight_layout()
     path = os.path.join(out_dir, "q_diagnosis.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -40,9 +40,18 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import jax
+import numpy as np
 from absl import app, flags
+from matplotlib.figure import Figure
+from scipy import stats
+
+from configs import ConfigError, apply_overrides, parse_count
+from experiments.two_colors import system as tc_system
+from experiments.two_colors.config import TwoColorsConfig, parse_objective
+from utils.files import write_json_atomic
 
 FLAGS = flags.FLAGS
 
@@ -90,45 +99,35 @@ def define_flags() -> None:
     )
 
 
-def _parse_value(text: str):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+# Fields a command line sets by their own flags, never by --override.
+OWN_FLAGS = {"agent": "--agent", "steps": "--steps"}
 
 
-def parse_overrides(items: Sequence[str]) -> Dict:
-    """['field=value', ...] -> {field: int, float, bool or str value}."""
-    from configs import ConfigError
-
-    fields: Dict = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--override={item!r} is not allowed: expected field=value")
-        fields[field.strip()] = _parse_value(value.strip())
-    return fields
-
-
-def build_configs(objectives: List[str], steps: int, common: Dict) -> Dict[str, object]:
-    from experiments.two_colors.agents import TwoColorsConfig, parse_objective
-
-    agent = common.get("agent", "actor_critic")
-    return {
-        name: TwoColorsConfig(**{**common, **parse_objective(name, agent), "steps": steps})
-        for name in objectives
-    }
+def objective_config(
+    name: str, steps: int, fields: Dict[str, Any], overrides: Sequence[str] = ()
+) -> TwoColorsConfig:
+    """The config of objective `name`: `fields` (the command line's flags), the
+    objective name's fields and `steps`, then `overrides` ('field=value',
+    `configs.apply_overrides`); a field the objective name sets keeps the
+    name's value (`fixed_0.2` means 0.2 whatever --override says)."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in OWN_FLAGS:
+            raise ConfigError(f"override {item!r} is not allowed: use {OWN_FLAGS[key]}")
+    named = {**parse_objective(name, fields.get("agent", "actor_critic")), "steps": steps}
+    cfg = apply_overrides(TwoColorsConfig(**fields, **named), overrides)
+    return dataclasses.replace(cfg, **named)
 
 
-def confidence_interval(values, level: float = 0.95):
+def build_configs(
+    objectives: List[str], steps: int, fields: Dict[str, Any], overrides: Sequence[str] = ()
+) -> Dict[str, TwoColorsConfig]:
+    """`objective_config` of each objective name."""
+    return {name: objective_config(name, steps, fields, overrides) for name in objectives}
+
+
+def confidence_interval(values, level: float = 0.95) -> Tuple[float, float, float]:
     """(mean, lo, hi): t-interval of the mean over seeds (lo = hi = mean for 1 seed)."""
-    import numpy as np
-    from scipy import stats
-
     v = np.asarray(values, np.float64)
     mean = float(v.mean())
     if v.size < 2:
@@ -146,8 +145,6 @@ def swap_stats(
     the next swap (the new colour learned, if it is); plus the correlation of
     eps and reward rate over all logged points (negative: eps is high where
     reward is low)."""
-    import numpy as np
-
     eps, rew = np.asarray(curves["eps"]), np.asarray(curves["reward"])
     w = max(1, window // log_every)
     before, after, late = [], [], []
@@ -170,14 +167,11 @@ def swap_stats(
     }
 
 
-def run_objective(cfg, seeds: List[int]) -> Dict:
-    import jax
-    import numpy as np
-    from experiments.two_colors import agents as tca
-
-    keys = tca.seed_keys(seeds)
+def run_objective(cfg: TwoColorsConfig, seeds: List[int]) -> Dict:
+    """All seeds of one config at once: totals, their CI, swap stats, curves, timings."""
+    keys = tc_system.seed_keys(seeds)
     t0 = time.time()
-    compiled = tca.jitted_run(cfg).lower(keys).compile()
+    compiled = tc_system.jitted_run(cfg).lower(keys).compile()
     t1 = time.time()
     out = jax.block_until_ready(compiled(keys))
     t2 = time.time()
@@ -211,8 +205,6 @@ def _header(results: Dict) -> Dict:
 def check_header(old: Dict, new: Dict, refusal: str) -> None:
     """Raise ConfigError(refusal ...) unless `new` results can join `old`'s:
     same agent, steps, log interval and swap interval."""
-    from configs import ConfigError
-
     if _header(old) != _header(new):
         raise ConfigError(f"{refusal}: it holds {_header(old)}, this one has {_header(new)}")
 
@@ -221,8 +213,6 @@ def check_chunk(old: Optional[Dict], name: str, config: Dict, seeds: List[int], 
     """Raise ConfigError unless a run of `name` with `config` over `seeds` can
     join `old` (the objective's entry in `where`, None if absent): the same
     config, and seeds either all new (a chunk) or exactly old's (a rerun)."""
-    from configs import ConfigError
-
     if old is None:
         return
     # Fields added since `old` was written (absent there) kept their old behaviour.
@@ -319,8 +309,6 @@ def seed_count(results: Dict) -> str:
 def _load(path: str) -> Dict:
     """results.json of a folder, or a results file (.json, or .json.gz as kept
     in experiments/two_colors/results for chunks of long runs)."""
-    from configs import ConfigError
-
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     try:
@@ -334,13 +322,7 @@ class _Figures:
     """What every two-colors figure shares: the results, labels, axes helpers."""
 
     def __init__(self, results: Dict, out_dir: str):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        self.plt, self.np, self.results, self.out_dir = plt, np, results, out_dir
+        self.results, self.out_dir = results, out_dir
         self.log_every, self.steps = results["log_every"], results["steps"]
         self.swaps = np.arange(results["swap_every"], self.steps, results["swap_every"])
         self.q_agent = results.get("agent") == "q_lambda"
@@ -349,18 +331,16 @@ class _Figures:
         self.seeds = seed_count(results)
 
     def x_axis(self, n):
-        return (self.np.arange(n) + 1) * self.log_every
+        return (np.arange(n) + 1) * self.log_every
 
     def save(self, fig, name):
         fig.tight_layout()
         path = os.path.join(self.out_dir, name)
         fig.savefig(path, dpi=110)
-        self.plt.close(fig)
         return path
 
     def smooth(self, y, width=5):
         """Centred moving average, same length as y (shorter windows at the ends)."""
-        np = self.np
         width = min(width, y.size)
         return np.convolve(y, np.ones(width), "same") / np.convolve(
             np.ones_like(y), np.ones(width), "same"
@@ -384,8 +364,8 @@ class _Figures:
 
 def _total_reward(f: _Figures, objs: Dict) -> str:
     """Total reward per objective with its 95% CI (works from summaries too)."""
-    np = f.np
-    fig, ax = f.plt.subplots(figsize=(1.2 * len(objs) + 2.5, 4))
+    fig = Figure(figsize=(1.2 * len(objs) + 2.5, 4))
+    ax = fig.subplots()
     names = list(objs)
     means = np.array([objs[n]["mean"] for n in names])
     err = np.abs(np.array([objs[n]["ci95"] for n in names]).T - means)
@@ -402,8 +382,8 @@ def _total_reward(f: _Figures, objs: Dict) -> str:
 
 
 def _cumulative_reward(f: _Figures, objs: Dict) -> str:
-    np = f.np
-    fig, ax = f.plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for name, r in objs.items():
         rate = np.asarray(r["curves"]["reward"])  # [seeds, bins] mean reward per step
         cum = np.cumsum(rate * f.log_every, axis=1)
@@ -428,9 +408,10 @@ def _cumulative_reward(f: _Figures, objs: Dict) -> str:
 
 def _reward_rate(f: _Figures, objs: Dict) -> str:
     """Reward rate (smoothed means, one panel)."""
-    fig, ax = f.plt.subplots(figsize=(9, 4.5))
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
     for name, r in objs.items():
-        y = f.np.asarray(r["curves"]["reward"]).mean(0)
+        y = np.asarray(r["curves"]["reward"]).mean(0)
         ax.plot(f.x_axis(y.size), f.smooth(y), lw=1.0, label=f.label(name, r))
     for i, s in enumerate(f.swaps):
         ax.axvline(s, color="red", lw=0.8, ls="--", label="colour swap" if i == 0 else None)
@@ -447,10 +428,8 @@ def _reward_rate(f: _Figures, objs: Dict) -> str:
 
 def _meta_output(f: _Figures, meta: List) -> str:
     """One panel per meta-learning objective, its reward rate behind it."""
-    np = f.np
-    fig, axes = f.plt.subplots(
-        len(meta), 1, figsize=(9, 2.2 * len(meta) + 0.6), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(9, 2.2 * len(meta) + 0.6))
+    axes = fig.subplots(len(meta), 1, sharex=True, squeeze=False)
     for ax, (name, r) in zip(axes[:, 0], meta):
         eps = np.asarray(r["curves"]["eps"])
         x = f.x_axis(eps.shape[1])
@@ -487,7 +466,8 @@ def plot(results: Dict, out_dir: str) -> List[str]:
 
 def write_results(results: Dict, out_dir: str) -> None:
     """results.json (with the curves) and summary.json (without), each written
-    atomically: a run stopped mid-write leaves the previous complete file."""
+    atomically: a run stopped mid-write leaves the previous complete file.
+    results.json has one number per line (indent 0: as small as no indent)."""
     summary = dict(
         results,
         objectives={
@@ -495,57 +475,58 @@ def write_results(results: Dict, out_dir: str) -> None:
             for name, r in results["objectives"].items()
         },
     )
-    for name, data, indent in (("results.json", results, None), ("summary.json", summary, 1)):
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w") as f:
-            json.dump(data, f, indent=indent)
-        os.replace(path + ".tmp", path)
+    write_json_atomic(os.path.join(out_dir, "results.json"), results, indent=0)
+    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
 
 
-def main(argv):
-    from configs import ConfigError
-
+def main(argv: Sequence[str]) -> None:
+    del argv
     try:
-        _main(argv)
+        if FLAGS.merge:
+            _merge_main()
+        else:
+            _run_main()
     except ConfigError as e:  # bad input: one line, exit 2, nothing run
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def _main(argv):
-    del argv
-    from configs import ConfigError, parse_count
+def merge_files(wheres: Sequence[str]) -> Dict[str, Any]:
+    """The results of every folder or file in `wheres` joined (`merge_results`)."""
+    if not wheres:
+        raise ConfigError("--merge is not allowed: it names no results")
+    results = merge_results(None, _load(wheres[0]), wheres[0])
+    for where in wheres[1:]:
+        results = merge_results(results, _load(where), where)
+    return results
 
-    if FLAGS.merge:
-        results = None
-        for where in FLAGS.merge:
-            results = merge_results(results, _load(where), where)
-        os.makedirs(FLAGS.out, exist_ok=True)
-        write_results(results, FLAGS.out)
-        for name, r in results["objectives"].items():
-            print(
-                f"{name:>12}: {len(r['seeds'])} seeds, total reward {r['mean']:8.1f}  "
-                f"95% CI [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"
-            )
-        _finish(results)
-        return
+
+def _merge_main() -> None:
+    results = merge_files(FLAGS.merge)
+    os.makedirs(FLAGS.out, exist_ok=True)
+    write_results(results, FLAGS.out)
+    for name, r in results["objectives"].items():
+        print(
+            f"{name:>12}: {len(r['seeds'])} seeds, total reward {r['mean']:8.1f}  "
+            f"95% CI [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]"
+        )
+    _finish(results)
+
+
+def _run_main() -> None:
     steps = parse_count("--steps", FLAGS.steps, "1e6")
     if FLAGS.seeds < 1:
         raise ConfigError(f"--seeds={FLAGS.seeds} is not allowed: must be >= 1")
-    common: Dict = {"matching": FLAGS.matching, "agent": FLAGS.agent}
+    fields: Dict[str, Any] = {"matching": FLAGS.matching, "agent": FLAGS.agent}
     if FLAGS.hidden is not None:
-        common["hidden"] = FLAGS.hidden
+        fields["hidden"] = FLAGS.hidden
     if FLAGS.swap_every is not None:
-        common["swap_every"] = FLAGS.swap_every
-    common.update(parse_overrides(FLAGS.override))
-    try:
-        configs = build_configs(FLAGS.objectives, int(steps), common)
-    except TypeError as e:  # unknown field name
-        raise ConfigError(f"--override is not allowed: {e}") from None
+        fields["swap_every"] = FLAGS.swap_every
+    configs = build_configs(FLAGS.objectives, int(steps), fields, FLAGS.override)
     seeds = list(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     os.makedirs(FLAGS.out, exist_ok=True)
     first = next(iter(configs.values()))
-    results = {
+    results: Dict[str, Any] = {
         "agent": first.agent,
         "steps": int(steps),
         "log_every": first.log_every,
