@@ -19,10 +19,18 @@ debugging. Both write the same per-env unrolls: obs_t, the action
 a_t taken at obs_t with the logits it was drawn from, the reward r_t and
 discount of that transition, and whether obs_t starts an episode.
 
-An actor given a `timer` (`utils.timing`) times three sections of its loop:
+With the queue replay (IMPALA's), an insert never waits: the FIFO remover
+drops the oldest unroll when the table is full. So that actors on a host with
+fewer cores than processes do not burn the learner's CPU on unrolls that
+would be dropped, an actor waits at each unroll boundary while the table is
+full (`actors.wait_when_full`, polled with back-off). A learner that keeps up
+never sees the table full, and then nothing waits.
+
+An actor given a `timer` (`utils.timing`) times four sections of its loop:
 `env` (`env.step` in the serial loop; `env.recv`, the wait for a batch, in the
-overlapped one), `inference` (the policy acting on a batch) and `write`
-(`writer.append`, without the wait after a replay timeout).
+overlapped one), `inference` (the policy acting on a batch), `write`
+(`writer.append`, without the wait after a replay timeout) and `full` (the
+wait while the queue is full).
 """
 
 from __future__ import annotations
@@ -265,6 +273,8 @@ class ActorNode:
         first = np.ones(n, np.float32)
         steps = 0
         while not self._should_stop():
+            if steps % self._cfg.agent.unroll_length == 0:
+                self._wait_while_full(writer)
             if steps % self._cfg.actors.param_refresh_steps == 0:
                 self._runner.refresh()
             with self._timer("inference"):
@@ -289,6 +299,8 @@ class ActorNode:
         env.start()
         batches = 0
         while not self._should_stop():
+            if batches % (self._cfg.agent.unroll_length * self._cfg.actors.env_batches) == 0:
+                self._wait_while_full(writer)
             if batches % refresh_every == 0:
                 self._runner.refresh()
             with self._timer("env"):
@@ -313,6 +325,14 @@ class ActorNode:
             first[ids], acted[ids] = res.first, True
             batches += 1
             self._account(len(e), res.episode_returns, batches // self._cfg.actors.env_batches)
+
+    def _wait_while_full(self, writer) -> None:
+        """Queue replay: no unroll while the table is full (`wait_when_full`)."""
+        from replay import wait_while_full
+
+        if self._cfg.replay.mode == "queue" and self._cfg.actors.wait_when_full:
+            with self._timer("full"):
+                wait_while_full(writer.client, self._should_stop)
 
     def _write(self, writer, step: Trajectory) -> None:
         from replay import ReplayTimeoutError, wait_until_taken

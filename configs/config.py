@@ -367,6 +367,10 @@ class LearnerConfig:
     log_every_seconds: float = 10.0
     checkpoint_every_minutes: float = 5.0
     keep_checkpoints: int = 3
+    # Seconds the launcher waits for the nodes after a stop request (Ctrl-C,
+    # SIGTERM) before it kills them (Launchpad's own default is 10 s); the
+    # learner's final checkpoint must fit in it on a busy host.
+    stop_grace_s: float = 30.0
 
     def __post_init__(self):
         check_int(self, "batch_size", 1)
@@ -384,6 +388,7 @@ class LearnerConfig:
         check_num(self, "log_every_seconds", 0.0, lo_open=True)
         check_num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
         check_int(self, "keep_checkpoints", 1)
+        check_num(self, "stop_grace_s", 1.0, 3600.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +409,10 @@ class ActorConfig:
     # increment, 0-19): on a host with fewer free cores than actors, the
     # learner, replay and counter then get the CPU they ask for first.
     nice: int = 0
+    # Queue replay: while the table is full, an actor waits (polling with
+    # back-off) instead of stepping out unrolls the FIFO remover would drop,
+    # so a learner slower than its actors keeps the CPU they would burn.
+    wait_when_full: bool = True
 
     def __post_init__(self):
         check_int(self, "num_actors", 0, 4096)
@@ -422,6 +431,7 @@ class ActorConfig:
         check_int(self, "eval_episodes_per_round", 1)
         check_num(self, "eval_pause_seconds", 0.0, 86_400.0)
         check_int(self, "nice", 0, 19)
+        check_bool(self, "wait_when_full")
 
     @property
     def env_batch_size(self) -> int:

@@ -160,6 +160,7 @@ def main(argv):
             os.path.join(cfg.run_dir, "logs", f"events-actors-{first_id}.csv"),
             FLAGS.max_restarts,
             on_launch=watchdog.start,
+            stop_grace_s=cfg.learner.stop_grace_s,
         )
     finally:
         watchdog.done.set()

@@ -251,6 +251,7 @@ def main(argv):
             log_dir,
             os.path.join(cfg.run_dir, "logs", "events.csv"),
             FLAGS.max_restarts,
+            stop_grace_s=cfg.learner.stop_grace_s,
         )
     finally:
         done.set()

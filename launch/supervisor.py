@@ -16,6 +16,7 @@ This reads WorkerManager internals of the pinned dm-launchpad 0.5.2
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -35,15 +36,22 @@ def launch_supervised(
     events_path: str,
     max_restarts: int,
     on_launch: Optional[Callable[[], None]] = None,
+    stop_grace_s: float = 30.0,
 ) -> Tuple[Dict[str, int], Optional[RuntimeError]]:
     """Launch `program` as local processes, each node's stdout/stderr in
     `log_dir/<group>/<task>` (with output_to_files a crashing node stops the
     program; current_terminal would not notice), call `on_launch` once it
-    runs, and `supervise` it until it ends. Returns (restarts per process,
+    runs, and `supervise` it until it ends. After a stop request the nodes
+    get `stop_grace_s` seconds before Launchpad kills them (unless
+    --lp_termination_notice_secs was given). Returns (restarts per process,
     the failure that stopped it or None)."""
     import launchpad as lp
+    from absl import flags
     from launchpad.launch.run_locally import launch_local_output_to_files as to_files
 
+    notice = flags.FLAGS["lp_termination_notice_secs"]
+    if not notice.present:
+        notice.value = int(math.ceil(stop_grace_s))
     to_files._LOGGING_DIR = log_dir
     manager = lp.launch(
         program, launch_type="local_mp", terminal="output_to_files", local_resources=resources

@@ -245,17 +245,20 @@ class LearnerNode:
         return False
 
     def _finish(self, step: int, m: Optional[Dict[str, Any]]) -> None:
-        """Last publication, log row and checkpoint."""
-        self._publish()
+        """Checkpoint first, then the last log row and publication."""
+        stopping = self._should_stop()
         self._counter.futures.set(learner_steps=int(step))
-        # On SIGTERM every node stops at once and the counter may be gone:
-        # wait for it briefly (the counts read each step are at most one
-        # step old), so the last log row and the final checkpoint land well
-        # inside Launchpad's 10 s termination notice.
-        wait_s = 1.0 if self._should_stop() else 10.0
+        # On a stop request every node stops at once and the counter may be
+        # gone: wait for it briefly (the counts read each step are at most one
+        # step old). The checkpoint comes first, so it lands inside the
+        # launcher's grace period (`learner.stop_grace_s`) however busy the
+        # host is; the log row and publication are what may be cut short.
+        wait_s = 1.0 if stopping else 10.0
+        self.save_checkpoint(counts_timeout_s=wait_s)
         if m is not None and step > self._period.step:
             self._write_log(m, step, max(time.time(), self._period.start + 1e-6), wait_s)
-        self.save_checkpoint(counts_timeout_s=wait_s)
+        if not stopping:  # the evaluator's last episodes play the final parameters
+            self._publish()
         self._log.close()
 
     def _write_log(

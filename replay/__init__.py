@@ -16,7 +16,13 @@ from replay.tables import (
     table_signature,
     table_size,
 )
-from replay.writer import TrajectoryWriter, connect_writer, server_reachable, wait_until_taken
+from replay.writer import (
+    TrajectoryWriter,
+    connect_writer,
+    server_reachable,
+    wait_until_taken,
+    wait_while_full,
+)
 from replay.dataset import TrajectoryIterator, make_dataset
 
 __all__ = [
@@ -35,4 +41,5 @@ __all__ = [
     "table_signature",
     "table_size",
     "wait_until_taken",
+    "wait_while_full",
 ]

@@ -202,10 +202,10 @@ def server_reachable(client: reverb.Client, timeout_s: int = 1) -> bool:
 
 
 class _Backoff:
-    """Waits of 1 s doubling up to `max_s`, cut short by a stop request."""
+    """Waits of `first_s` doubling up to `max_s`, cut short by a stop request."""
 
-    def __init__(self, max_s: float):
-        self.delay, self._max_s = 1.0, max_s
+    def __init__(self, max_s: float, first_s: float = 1.0):
+        self.delay, self._max_s = first_s, max_s
 
     def wait(self, should_stop: Callable[[], bool]) -> bool:
         """Sleeps `delay` in 0.2 s slices, then doubles it; False if stopped."""
@@ -241,6 +241,26 @@ def connect_writer(
             if not backoff.wait(should_stop):
                 return None
     return None
+
+
+def wait_while_full(
+    client: reverb.Client,
+    should_stop: Callable[[], bool],
+    table: str = TABLE,
+    max_backoff_s: float = 1.0,
+) -> float:
+    """Wait while `table` holds its `max_size` items (polling 0.05 s doubling
+    to `max_backoff_s`); returns the seconds waited. An unanswered poll ends
+    the wait: the writer's own timeouts handle a server that is gone."""
+    backoff, start = _Backoff(max_backoff_s, first_s=0.05), time.monotonic()
+    while not should_stop():
+        try:
+            info = _server_info(client, table, 1)[table]
+        except ReplayTimeoutError:
+            break
+        if info.current_size < info.max_size or not backoff.wait(should_stop):
+            break
+    return time.monotonic() - start
 
 
 def wait_until_taken(

@@ -125,6 +125,8 @@ class RecordingWriter:
     def close(self, flush=True):
         return True
 
+    client = None  # the Reverb client `replay.wait_while_full` would poll
+
 
 def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer):
     cfg = make_config(
@@ -147,6 +149,8 @@ def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer)
 
     monkeypatch.setattr("actors.environments.make_vector_env", make_env)
     monkeypatch.setattr(actor_lib, "_PolicyRunner", FakeRunner)
+    # The queue is never full here: count the checks (one per unroll boundary).
+    monkeypatch.setattr("replay.wait_while_full", lambda client, should_stop: 0.0)
     builder = SimpleNamespace(cfg=cfg, make_writer=make_writer)
     counter = SimpleNamespace(
         futures=SimpleNamespace(
@@ -202,9 +206,11 @@ def test_timer_sees_each_env_step_inference_and_write(monkeypatch, tmp_path, ove
     timer = Timer()
     env, writers, _, _ = _run(monkeypatch, overlap, tmp_path, timer)
     iterations = env.recvs if overlap else len(env.received[0])
+    T = make_config("test", "impala", "Catch").agent.unroll_length
     assert timer.calls == {
         "env": iterations,
         "inference": iterations,
         "write": len(writers[0].steps),
+        "full": -(-iterations // (T * (N // BATCH if overlap else 1))),  # each unroll
     }
-    assert set(timer.seconds) == {"env", "inference", "write"}
+    assert set(timer.seconds) == {"env", "inference", "write", "full"}

@@ -26,6 +26,7 @@ from replay import (
     make_tables,
     server_address,
     table_size,
+    wait_while_full,
 )
 
 import reverb  # after `replay`, which hides GPUs from TensorFlow first
@@ -169,6 +170,24 @@ def test_items_appear_every_T_steps_after_the_first_T_plus_1(make_server):
     assert table_size(address) == 2 * N_ENVS
     with pytest.raises(ReplayError, match="after close"):
         writer.append(_step(0))
+
+
+def test_an_actor_waits_while_the_queue_is_full_and_goes_on_once_it_is_not(make_server):
+    cfg = ReplayConfig(mode="queue", max_size=BATCH + 2, timeout_ms=1500)
+    address = make_server(cfg)
+    client = reverb.Client(address)
+    assert wait_while_full(client, lambda: False) < 0.5  # empty: no wait
+    _write(address, cfg, 2 * T + 1)  # 2 items per env: the table's 4 = max_size
+    assert table_size(address) == BATCH + 2
+    t0 = time.monotonic()
+    assert wait_while_full(client, lambda: time.monotonic() - t0 > 1.0) >= 1.0  # held
+    it = make_dataset(address, BATCH, cfg)
+    taken = threading.Timer(1.0, lambda: next(it))  # the learner takes a batch in 1 s
+    taken.start()
+    waited = wait_while_full(client, lambda: time.monotonic() - t0 > 30)
+    taken.join()
+    assert 0.5 < waited < 5.0 and table_size(address) < BATCH + 2  # (the dataset prefetches)
+    it.close()
 
 
 def test_max_size_not_above_batch_plus_one_raises():

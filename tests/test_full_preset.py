@@ -1,0 +1,51 @@
+"""The full preset end to end: 48 actor processes and the learner on this
+host, on Catch. The learner updates, logs and checkpoints while every actor
+runs, and Ctrl-C with the actors busy still ends with a final checkpoint,
+exit code 0 and no process left."""
+
+import os
+
+import pytest
+
+from learner import checkpoint as ckpt_lib
+from tests.programs import Program, alive, learner_step, wait_for
+
+FULL_ON_CATCH = [
+    "-m",
+    "launch.run",
+    "--preset=full",
+    "--game=Catch",
+    "--agent=impala",
+    "--max_frames=1e9",
+    "--override=learner.log_every_seconds=2",
+    "--override=learner.checkpoint_every_minutes=0.1",
+]
+
+
+def _checkpoint_steps(run_dir):
+    return [step for step, _ in ckpt_lib.list_checkpoints(ckpt_lib.checkpoint_dir(run_dir))]
+
+
+@pytest.mark.slow
+def test_full_preset_learns_beside_48_actors_and_stops_on_ctrl_c_with_a_checkpoint(tmp_path):
+    root = str(tmp_path)
+    p = Program(root, "full", command=[*FULL_ON_CATCH, f"--root={root}", "--name=full"])
+    nodes = []
+    try:
+        # Keyed to progress: 48 processes start slowly on 2 cores, but they start.
+        wait_for(lambda: len(p.nodes().get("actor", [])) == 48, 120, "48 actor processes", p)
+        wait_for(lambda: _checkpoint_steps(p.run_dir), 300, "a first checkpoint", p)
+        first = max(_checkpoint_steps(p.run_dir))
+        wait_for(lambda: learner_step(p.run_dir) > first, 120, "updates after it", p)
+        nodes = [pid for pids in p.nodes().values() for pid in pids]
+        assert len(nodes) >= 52, p.nodes()  # 48 actors, learner, replay, counter, evaluator
+        p.interrupt()  # Ctrl-C to the whole process group, actors busy
+        code, _ = p.wait_exit(90)
+        out = p.output()
+        assert code == 0, out[-3000:]
+        assert "Killing entire runtime" not in out, out[-3000:]
+        final = max(_checkpoint_steps(p.run_dir))
+        assert final >= learner_step(p.run_dir) > first, (final, first)
+        assert not alive(nodes), f"processes left: {alive(nodes)}"
+    finally:
+        p.cleanup()
