@@ -854,3 +854,75 @@ def test_q_compare_grids_are_equal_sized_valid_and_share_the_learner():
                 assert getattr(cfg, field) == value, (method, field)
     bmg = q_compare.method_config(*q_compare.GRIDS["bmg_greedy"][0][1:], 400_000)
     assert (bmg.objective, bmg.K, bmg.matching) == ("bmg", 0, "greedy")
+
+
+def _finite_numbers(tree):
+    """Every number in a JSON tree (bools aside), flattened."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in _finite_numbers(v)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _finite_numbers(v)]
+    return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+@pytest.mark.slow  # 1-2 minutes on 2 cores: ten small programs compiled, one per setting
+def test_q_compare_runs_every_stage_on_a_tiny_budget(tmp_path, monkeypatch):
+    """learners, tune, compare and report, end to end, on 2 seeds x 2,048 steps with
+    a swap every 512 (--override), two learners and two settings per method
+    (fewer programs to compile): each stage's JSON holds finite numbers where the
+    report reads them, and the report has a row per method."""
+    monkeypatch.setattr(q_compare, "LEARNERS", [q_compare.LEARNERS[0], q_compare.LEARNERS[2]])
+    monkeypatch.setattr(q_compare, "GRIDS", {m: q_compare.GRIDS[m][:2] for m in ("fixed", "mg")})
+    tiny = ["--steps=2048", "--seeds=2", f"--out={tmp_path}", "--methods=fixed,mg"]
+    tiny += ["--override=swap_every=512", "--override=log_every=128", "--override=hidden=8"]
+    for stage in ("learners", "tune", "compare", "report"):
+        q_compare.main([f"--stage={stage}", *tiny])
+    learners = json.loads((tmp_path / "learners.json").read_text())
+    assert len(learners["learners"]) == 2
+    assert learners["overrides"] == [o.split("=", 1)[1] for o in tiny[-3:]]
+    for row in learners["learners"]:
+        assert len(row["phase_reward_per_step"]) == 4, row
+        assert np.all(np.isfinite(row["phase_reward_per_step"] + [row["total_reward"]]))
+    tuning = json.loads((tmp_path / "tuning.json").read_text())
+    for method in ("fixed", "mg"):
+        entry = tuning["methods"][method]
+        assert len(entry["grid"]) == 2 and len(entry["extension"]) == 1
+        assert entry["best"] in [r["label"] for r in entry["grid"] + entry["extension"]]
+        assert all(np.isfinite(r["total_reward"]) for r in entry["grid"] + entry["extension"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["objectives"]) == {"fixed", "mg"}
+    for method, r in summary["objectives"].items():
+        assert r["config"]["swap_every"] == 512 and r["seeds"] == [100, 101]
+        assert len(r["total_reward"]) == 2 and len(r["phase_reward_per_step"]) == 4
+        numbers = _finite_numbers({k: r[k] for k in ("total_reward", "mean", "ci95")})
+        numbers += r["phase_reward_per_step"] + r["odd_even_reward_per_step"]
+        assert numbers and np.all(np.isfinite(numbers)), (method, numbers)
+    curves = json.loads((tmp_path / "results.json").read_text())["objectives"]["mg"]["curves"]
+    assert np.asarray(curves["eps"]).shape == (2, 16)  # 2,048 steps in 128-step points
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("\n| fixed (") == 1 and report.count("\n| mg (") == 1
+    for png in ("total_reward.png", "epsilon_around_swaps.png", "epsilon.png"):
+        assert (tmp_path / png).stat().st_size > 0, png
+
+
+def test_runner_override_fields_and_objective_names():
+    """--override goes through configs.apply_overrides (typed, every field
+    checked); the objective name's own fields keep the name's value; --agent
+    and --steps are flags of their own."""
+    fields = {"agent": "q_lambda", "matching": "l2"}
+    overrides = ["init_epsilon=0.3", "replay_rollouts=8", "replay_batch=2", "final_epsilon=none"]
+    fixed = tc.objective_config("fixed_0.05", 1024, fields, overrides)
+    assert (fixed.objective, fixed.init_epsilon, fixed.replay_rollouts) == ("none", 0.05, 8)
+    mg = tc.objective_config("mg", 1024, fields, overrides)
+    assert (mg.objective, mg.init_epsilon, mg.steps, mg.final_epsilon) == ("mg", 0.3, 1024, None)
+    linear = tc.objective_config("linear_0.5_0.1", 1024, fields, ["replay_priority=1"])
+    assert linear.final_epsilon == 0.1 and linear.replay_priority == 1.0
+    with pytest.raises(ConfigError, match="TwoColorsConfig has no field 'hiden'"):
+        tc.objective_config("mg", 1024, fields, ["hiden=8"])
+    with pytest.raises(ConfigError, match="expected field=value"):
+        tc.objective_config("mg", 1024, fields, ["hidden"])
+    with pytest.raises(ConfigError, match="replay_batch=0 is not allowed"):
+        tc.objective_config("mg", 1024, fields, ["replay_rollouts=8"])
+    for flag in ("agent", "steps"):
+        with pytest.raises(ConfigError, match=f"use --{flag}"):
+            tc.objective_config("mg", 1024, fields, [f"{flag}=x"])
