@@ -30,6 +30,8 @@ methods can run in separate processes into separate folders and be merged
 with `python -m experiments.two_colors.run --merge=DIR1,DIR2 --out=DIR`.
 `--stage=report` prints (and writes DIR/report.md) the comparison's table
 with Welch p-values against fixed, and draws DIR/epsilon_around_swaps.png.
+`--override=field=value` (repeatable) sets a TwoColorsConfig field for every
+run of a stage, e.g. a short `swap_every` and `log_every` for a tiny budget.
 """
 
 from __future__ import annotations

@@ -80,8 +80,9 @@ def define_flags() -> None:
     flags.DEFINE_multi_string(
         "override",
         [],
-        "TwoColorsConfig field=value (repeatable), "
-        "applied to every objective, e.g. meta_learning_rate=3e-4",
+        "TwoColorsConfig field=value (repeatable; configs.apply_overrides), applied to "
+        "every objective, e.g. meta_learning_rate=3e-4; a field the objective name sets "
+        "(fixed_0.2's epsilon) keeps the name's value",
     )
     flags.DEFINE_string("out", "runs/two_colors", "output folder")
     flags.DEFINE_boolean("plots", True, "write PNG plots")
