@@ -45,6 +45,7 @@ from agents.types import Trajectory
 from configs import RunConfig
 from configs.games import hns
 from utils.counter import await_future
+from utils.lifeline import lower_priority
 from utils.logs import Logger
 from utils.timing import SectionTimer, null_timer
 
@@ -211,7 +212,7 @@ class ActorNode:
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
-        os.nice(cfg.actors.nice)
+        lower_priority(cfg.actors.nice)
         self._builder = builder
         self._cfg = cfg
         self._id = actor_id
@@ -398,7 +399,7 @@ class EvaluatorNode:
         from actors.environments import make_vector_env
 
         cfg = builder.cfg
-        os.nice(cfg.actors.nice)
+        lower_priority(cfg.actors.nice)
         self._cfg = cfg
         self._counter = counter
         self._should_stop = should_stop or (lambda: False)

@@ -405,9 +405,10 @@ class ActorConfig:
     evaluator: bool = True
     eval_episodes_per_round: int = 1
     eval_pause_seconds: float = 0.0  # evaluator idles this long between episodes (small hosts)
-    # Scheduling priority of the actor and evaluator processes (os.nice
-    # increment, 0-19): on a host with fewer free cores than actors, the
-    # learner, replay and counter then get the CPU they ask for first.
+    # Nice value of the actor and evaluator processes (0-19), set by the
+    # launcher as it spawns them: on a host with fewer free cores than
+    # actors, the learner, replay and counter get the CPU they ask for first,
+    # from start-up on (48 processes importing JAX and TensorFlow at once).
     nice: int = 0
     # Queue replay: while the table is full, an actor waits (polling with
     # back-off) instead of stepping out unrolls the FIFO remover would drop,

@@ -108,7 +108,7 @@ def make_config(
             learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
             # 48 actor processes and the learner on one host: the actors yield the
             # CPU to the learner where cores are fewer than processes.
-            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=10),
+            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=19),
         )
     else:
         # debug: one game on 2 CPU cores (learns Pong in 10M frames; `make debug`

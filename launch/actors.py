@@ -161,6 +161,7 @@ def main(argv):
             FLAGS.max_restarts,
             on_launch=watchdog.start,
             stop_grace_s=cfg.learner.stop_grace_s,
+            nice=cfg.actors.nice,
         )
     finally:
         watchdog.done.set()

@@ -252,6 +252,7 @@ def main(argv):
             os.path.join(cfg.run_dir, "logs", "events.csv"),
             FLAGS.max_restarts,
             stop_grace_s=cfg.learner.stop_grace_s,
+            nice=cfg.actors.nice,
         )
     finally:
         done.set()

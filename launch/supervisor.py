@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from utils.lifeline import lower_priority
 from utils.logs import CsvLog
 
 RESTARTABLE = ("actor", "evaluator")
@@ -37,14 +38,18 @@ def launch_supervised(
     max_restarts: int,
     on_launch: Optional[Callable[[], None]] = None,
     stop_grace_s: float = 30.0,
+    nice: int = 0,
 ) -> Tuple[Dict[str, int], Optional[RuntimeError]]:
     """Launch `program` as local processes, each node's stdout/stderr in
     `log_dir/<group>/<task>` (with output_to_files a crashing node stops the
     program; current_terminal would not notice), call `on_launch` once it
     runs, and `supervise` it until it ends. After a stop request the nodes
     get `stop_grace_s` seconds before Launchpad kills them (unless
-    --lp_termination_notice_secs was given). Returns (restarts per process,
-    the failure that stopped it or None)."""
+    --lp_termination_notice_secs was given). Actors and the evaluator run at
+    nice value `nice` from their first instruction: set here as soon as they
+    are spawned, before they import JAX and TensorFlow, which 48 processes
+    would otherwise do at the learner's priority. Returns (restarts per
+    process, the failure that stopped it or None)."""
     import launchpad as lp
     from absl import flags
     from launchpad.launch.run_locally import launch_local_output_to_files as to_files
@@ -56,11 +61,19 @@ def launch_supervised(
     manager = lp.launch(
         program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
     )
+    with manager._mutex:
+        for label, workers in manager._active_workers.items():
+            if label.split("/")[0] in RESTARTABLE:
+                for worker in workers:
+                    lower_priority(nice, worker.pid)
     if on_launch is not None:
         on_launch()
     events = CsvLog(events_path)
     try:
-        return supervise(manager, log_dir, lambda g: resources[g].env, events, max_restarts), None
+        restarts = supervise(
+            manager, log_dir, lambda g: resources[g].env, events, max_restarts, nice=nice
+        )
+        return restarts, None
     except RuntimeError as e:  # a node exited with an error
         return {}, e
 
@@ -100,6 +113,7 @@ def supervise(
     events: Optional[CsvLog] = None,
     max_restarts: int = 3,
     poll_s: float = 0.5,
+    nice: int = 0,
 ) -> Dict[str, int]:
     """Blocks until every worker has exited; returns restarts per 'group/task'.
     Raises RuntimeError (as `manager.wait()` does) if the program failed."""
@@ -122,6 +136,7 @@ def supervise(
                         workers[i] = _restart(
                             worker, group, log_dir, env_for_group(group), code, restarts[name]
                         )
+                        lower_priority(nice, workers[i].pid)
                         print(
                             f"[launcher] {name} exited with code {code}; restarted "
                             f"({restarts[name]} of at most {max_restarts})",

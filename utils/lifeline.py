@@ -50,6 +50,17 @@ def _describe(path: str) -> str:
         return "a process whose details are not written yet (or a node of one that died)"
 
 
+def lower_priority(nice: int, pid: int = 0) -> None:
+    """Raise the nice value of `pid` (0: this process) to at least `nice`.
+    Absolute, not an increment, so the launcher and the node may both set it;
+    threads the process starts afterwards inherit it."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone already, or another user's
+
+
 class RunFolderLock:
     """`acquire()` or RunFolderBusyError naming the holder; `release()`."""
 
