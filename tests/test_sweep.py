@@ -349,3 +349,18 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert s["games_planned"] == 2
     for g in s["per_game"]:  # evaluator episodes may not have ended in so few steps
         assert g["status"] == ("finished" if g["hns"] is not None else "missing"), g
+
+
+def test_progress_table_gives_share_of_budget_and_eta(tmp_path, capsys):
+    out = str(tmp_path)
+    runs = plan.plan_runs(_args(out, "--frames=1000"), out)
+    pong, breakout = runs
+    _fake_checkpoint(pong.run_dir, 3, 400)
+    os.makedirs(os.path.join(pong.run_dir, "logs"))
+    with open(os.path.join(pong.run_dir, "logs", "learner.csv"), "w") as f:
+        f.write("time,learner_steps,learner_fps\n1.0,2,50\n2.0,3,100\n")  # median 75 frames/s
+    _fake_checkpoint(breakout.run_dir, 9, 1000)
+    assert dry_run._print_progress(runs) == [600.0]
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line}
+    assert lines["Pong-seed0"][1:] == ["partial", "400", "1,000", "40.0%", "8s"]
+    assert lines["Breakout-seed0"][1:] == ["done", "1,000", "1,000", "100.0%", "0s"]

@@ -57,15 +57,23 @@ def measured_program_fps(runs: Sequence[Run]) -> Optional[float]:
 
 
 def _print_progress(runs: List[Run]) -> List[float]:
-    """Each run's status and frames; the frames still to go of each unfinished run."""
-    print(f"\n{'run':<28} {'status':<9} {'frames done':>14} {'budget':>14}")
+    """Each run's status, frames, share of its budget and time to go at its
+    own measured speed; returns the frames still to go of each unfinished run."""
+    print(f"\n{'run':<28} {'status':<9} {'frames done':>14} {'budget':>14} {'done':>6} {'eta':>9}")
     remaining = []
     for run in runs:
         state = run.progress()
         status = "done" if state.finished else ("partial" if state.source != "none" else "pending")
-        print(f"{run.name:<28} {status:<9} {state.frames:>14,.0f} {run.max_frames:>14,}")
+        share = 1.0 if state.finished else run.cfg.budget_share(state.frames, state.learner_steps)
+        fps = run.folder.learner_fps()
+        left = max(0.0, run.max_frames - state.frames)
+        eta = 0.0 if state.finished else (left / fps if fps else None)
+        print(
+            f"{run.name:<28} {status:<9} {state.frames:>14,.0f} {run.max_frames:>14,} "
+            f"{100 * share:>5.1f}% {format_duration(eta):>9}"
+        )
         if not state.finished:
-            remaining.append(max(0.0, run.max_frames - state.frames))
+            remaining.append(left)
     print(f"\n{len(remaining)} run(s) to go, {sum(remaining):,.0f} frames in all")
     return remaining
 

@@ -28,6 +28,7 @@ from typing import Dict, List, Sequence
 from launch.run_folder import now
 from launch.sweep.plan import Run, SweepError
 from utils.files import write_json_atomic
+from utils.progress import format_duration
 
 SLURM_DIR = "slurm"
 JOBS = "jobs.json"
@@ -177,9 +178,13 @@ def status(out: str, runs: Sequence[Run]) -> int:
     for run in runs:
         state = run.progress()
         where = "finished" if state.finished else queued.get(run.name, "not queued")
+        share = 1.0 if state.finished else run.cfg.budget_share(state.frames, state.learner_steps)
+        fps = run.folder.learner_fps()
+        eta = 0.0 if state.finished else (run.max_frames - state.frames) / fps if fps else None
         print(
             f"  {run.name:28s} {where:12s} frames={state.frames:.0f} "
-            f"learner_steps={state.learner_steps:.0f}"
+            f"learner_steps={state.learner_steps:.0f} ({100 * share:.1f}%, "
+            f"eta {format_duration(eta)})"
         )
     return 0
 
