@@ -38,12 +38,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from configs.games import all_games, hns
+from configs.games import all_games, hns, reference_table
 from launch.aggregate import interval_estimates
 from launch.run_folder import RunFolder
 
 PUBLISHED_MEDIANS = (("IMPALA", 191.8), ("STACX", 364.0))  # median HNS %, Atari-57, 200M frames
 DEFAULT_LAST = 5
+ATARI = frozenset(reference_table())
 
 
 # ----------------------------------------------------------------------------
@@ -102,6 +103,11 @@ def find_plan(sweep_dir: str):
 # ----------------------------------------------------------------------------
 # Summary
 # ----------------------------------------------------------------------------
+def _hns(game: str, score: float) -> Optional[float]:
+    """HNS on an Atari game; None on Catch (a pipeline check, no human score)."""
+    return hns(game, score) if game in ATARI else None
+
+
 def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
     """Per-run and per-game results, and the median / mean HNS across games."""
     manifest, games, runs = find_plan(sweep_dir)
@@ -120,12 +126,12 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
             hns=None,
             frames=None,
             finished=progress.finished,
-            curve=[(f, hns(run["game"], r)) for f, r in episodes],
+            curve=[(f, _hns(run["game"], r)) for f, r in episodes if run["game"] in ATARI],
         )
         if episodes:
             tail = episodes[-last:]
             row["final_score"] = statistics.fmean(r for _, r in tail)
-            row["hns"] = hns(run["game"], row["final_score"])
+            row["hns"] = _hns(run["game"], row["final_score"])
             row["frames"] = tail[-1][0]
         per_run.append(row)
     per_game = []
@@ -144,9 +150,10 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
         )
         if done:
             g["final_score"] = statistics.fmean(r["final_score"] for r in done)
-            g["hns"] = statistics.fmean(r["hns"] for r in done)
             g["frames"] = statistics.fmean(r["frames"] for r in done)
-            g["hns_per_seed"] = [(r["seed"], r["hns"]) for r in done]
+            if game in ATARI:
+                g["hns"] = statistics.fmean(r["hns"] for r in done)
+                g["hns_per_seed"] = [(r["seed"], r["hns"]) for r in done]
         if not done:
             g["status"] = "missing"
         elif mine and g["seeds_finished"] == len(mine):

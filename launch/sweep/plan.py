@@ -12,6 +12,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from configs import ConfigError, RunConfig, make_config, parse_count
+from configs.presets import CATCH
 from configs.games import all_games, get_game, reference_table, suggest_game
 from launch.run_folder import Progress, RunFolder, now
 from utils.files import read_json, write_json_atomic
@@ -30,7 +31,8 @@ class SweepError(ValueError):
 # ----------------------------------------------------------------------------
 def parse_games(text: str) -> List[str]:
     """'all' -> the 57 games; else comma-separated names (CamelCase, any case, or
-    ale ids) -> canonical CamelCase names, in the given order, without repeats."""
+    ale ids, or Catch, the built-in check game) -> canonical names, in the
+    given order, without repeats."""
     text = (text or "").strip()
     if text.lower() == "all":
         return all_games()
@@ -39,7 +41,7 @@ def parse_games(text: str) -> List[str]:
         raise SweepError(
             "--games is empty: give 'all' or comma-separated games, e.g. --games=Pong,Breakout"
         )
-    by_lower = {g.lower(): g for g in reference_table()}
+    by_lower = {g.lower(): g for g in [*reference_table(), CATCH]}
     games, unknown = [], []
     for name in names:
         if name.lower() in by_lower:
@@ -57,7 +59,7 @@ def parse_games(text: str) -> List[str]:
         raise SweepError(
             f"--games: unknown game(s) {', '.join(unknown)}; allowed: 'all' or "
             f"comma-separated names of the 57 games, e.g. Pong,Breakout,MsPacman "
-            f"(see configs.games.all_games())"
+            f"(see configs.games.all_games()), or {CATCH}"
         )
     return games
 
