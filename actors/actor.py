@@ -333,7 +333,7 @@ class ActorNode:
 
         if self._cfg.replay.mode == "queue" and self._cfg.actors.wait_when_full:
             with self._timer("full"):
-                wait_while_full(writer.client, self._should_stop)
+                wait_while_full(writer.client, self._should_stop, room=self._env.num_envs)
 
     def _write(self, writer, step: Trajectory) -> None:
         from replay import ReplayTimeoutError, wait_until_taken

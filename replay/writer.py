@@ -246,19 +246,22 @@ def connect_writer(
 def wait_while_full(
     client: reverb.Client,
     should_stop: Callable[[], bool],
+    room: int = 1,
     table: str = TABLE,
     max_backoff_s: float = 1.0,
 ) -> float:
-    """Wait while `table` holds its `max_size` items (polling 0.05 s doubling
-    to `max_backoff_s`); returns the seconds waited. An unanswered poll ends
-    the wait: the writer's own timeouts handle a server that is gone."""
+    """Wait while `table` has room for fewer than `room` more items (an
+    actor's next unroll adds one per env; past `max_size` the FIFO remover
+    would drop the oldest), polling 0.05 s doubling to `max_backoff_s`.
+    Returns the seconds waited. An unanswered poll ends the wait: the
+    writer's own timeouts handle a server that is gone."""
     backoff, start = _Backoff(max_backoff_s, first_s=0.05), time.monotonic()
     while not should_stop():
         try:
             info = _server_info(client, table, 1)[table]
         except ReplayTimeoutError:
             break
-        if info.current_size < info.max_size or not backoff.wait(should_stop):
+        if info.max_size - info.current_size >= room or not backoff.wait(should_stop):
             break
     return time.monotonic() - start
 

@@ -150,7 +150,7 @@ def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer)
     monkeypatch.setattr("actors.environments.make_vector_env", make_env)
     monkeypatch.setattr(actor_lib, "_PolicyRunner", FakeRunner)
     # The queue is never full here: count the checks (one per unroll boundary).
-    monkeypatch.setattr("replay.wait_while_full", lambda client, should_stop: 0.0)
+    monkeypatch.setattr("replay.wait_while_full", lambda client, should_stop, room: 0.0)
     builder = SimpleNamespace(cfg=cfg, make_writer=make_writer)
     counter = SimpleNamespace(
         futures=SimpleNamespace(

@@ -299,12 +299,21 @@ def test_a_learner_host_fed_only_by_another_namespace(tmp_path, two_hosts, progr
     rows = learner_rows(learner.run_dir)
     steps, frames = float(rows[-1]["learner_steps"]), float(rows[-1]["actor_frames"])
     cfg = data["config"]
-    learned = steps * cfg["learner"]["batch_size"] * cfg["agent"]["unroll_length"]
-    # Queue replay: each frame is learned from once. The counter hears of
-    # frames once a second per actor (and the killed host's last second is
-    # lost), so this short run's ratio is only near 1; benchmarks.remote_actors
-    # compares it with a local run at length.
-    assert 0.5 < learned / frames < 2.0, (steps, frames)
+    B, T = cfg["learner"]["batch_size"], cfg["agent"]["unroll_length"]
+    learned = steps * B * T
+    # Queue replay, actors waiting while it is full: no frame is dropped, so
+    # a frame counted and not learned from is in the table (at most 10 B
+    # unrolls) or on its way to the learner (the dataset's prefetch and the
+    # samples in flight, the puller's slot and the learner's windows made
+    # ahead). Before the back-off, the FIFO remover dropped what a lagging
+    # learner (compiling on a loaded machine) did not take: 17 steps learned
+    # against 23,920 frames. The counter hears of frames once a second per
+    # actor, and the killed host's last second is lost, so a few more frames
+    # may be learned than were counted: no lower bound but progress.
+    on_the_way = (
+        10 + cfg["replay"]["prefetch_batches"] + 2 + 1 + cfg["learner"]["prefetch_windows"]
+    ) * (B * T)
+    assert learned > 0 and frames - learned <= on_the_way, (steps, frames, on_the_way)
 
     # The learner host stops; the actor host notices, stops and leaves nothing.
     second.nodes()

@@ -177,7 +177,11 @@ def test_an_actor_waits_while_the_queue_is_full_and_goes_on_once_it_is_not(make_
     address = make_server(cfg)
     client = reverb.Client(address)
     assert wait_while_full(client, lambda: False) < 0.5  # empty: no wait
-    _write(address, cfg, 2 * T + 1)  # 2 items per env: the table's 4 = max_size
+    _write(address, cfg, T + 1)  # one item per env: room for 2 more
+    assert wait_while_full(client, lambda: False, room=N_ENVS) < 0.5
+    t0 = time.monotonic()
+    assert wait_while_full(client, lambda: time.monotonic() - t0 > 1.0, room=3) >= 1.0
+    _write(address, cfg, T + 1)  # full: the table's 4 = max_size
     assert table_size(address) == BATCH + 2
     t0 = time.monotonic()
     assert wait_while_full(client, lambda: time.monotonic() - t0 > 1.0) >= 1.0  # held
@@ -249,9 +253,14 @@ def _next_within(it, seconds):
 
 
 def test_empty_table_times_out_with_clear_error(make_server):
-    cfg = ReplayConfig(mode="queue", timeout_ms=500)
+    # next() is bounded at 500 ms; reverb's own wait is the learner's 30 s, as in
+    # the learner node. With reverb's wait at 500 ms too, its stream would end
+    # every 500 ms, and an item sampled into a batch just before an end is
+    # dropped with that batch (consumed, in queue mode): two items inserted
+    # across an end would never make a batch of 2.
+    cfg = ReplayConfig(mode="queue", timeout_ms=30_000)
     address = make_server(cfg)
-    it = make_dataset(address, BATCH, cfg)
+    it = make_dataset(address, BATCH, cfg, next_timeout_ms=500)
     start = time.monotonic()
     with pytest.raises(ReplayTimeoutError) as err:
         _bounded(lambda: next(it), 30)
