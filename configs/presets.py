@@ -189,6 +189,11 @@ def parse_count(flag: str, text: str, example: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _coerce_item(args: tuple) -> Any:
+    """The parser of a `Tuple[X, ...]` field's items: float or int."""
+    return float if args and args[0] is float else int
+
+
 def _coerce(text: str, annotation: Any, where: str) -> Any:
     """Parse a command-line string into the type of a dataclass field
     (`Optional[X]`: 'none' is None, anything else an X)."""
@@ -216,7 +221,8 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
         if t is float:
             return float(text)
         if origin in (tuple, typing.Tuple):
-            return tuple(int(x) for x in text.replace("(", "").replace(")", "").split(",") if x)
+            item = _coerce_item(typing.get_args(t))
+            return tuple(item(x) for x in text.replace("(", "").replace(")", "").split(",") if x)
         return text
     except ValueError:
         raise ConfigError(

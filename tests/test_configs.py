@@ -195,6 +195,8 @@ def test_overrides_parse_types_and_reject_unknown_fields():
     assert cfg.meta.L == 4 and cfg.max_frames == 1_000_000
     assert cfg.network.channels == (8, 16) and cfg.actors.evaluator is False
     assert cfg.agent.learning_rate == 3e-4 and cfg.meta.matching == "kl_v"
+    mixed = ["meta.objective=mixed", "meta.K=2", "meta.mix_weights=0.25,0.75"]
+    assert make_config("debug", "stacx", overrides=mixed).meta.mix_weights == (0.25, 0.75)
     with pytest.raises(ConfigError, match="MetaConfig has no field 'Q'"):
         make_config(overrides=["meta.Q=1"])
     with pytest.raises(ConfigError, match=r"meta.K='two'.*cannot parse it as int"):
