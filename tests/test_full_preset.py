@@ -3,7 +3,6 @@ host, on Catch. The learner updates, logs and checkpoints while every actor
 runs, and Ctrl-C with the actors busy still ends with a final checkpoint,
 exit code 0 and no process left."""
 
-
 import pytest
 
 from learner import checkpoint as ckpt_lib
