@@ -48,8 +48,9 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# --durations: every run says where the suite's time goes.
 test: venv lint
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests --durations=20 $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
