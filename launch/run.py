@@ -165,6 +165,15 @@ def summary(cfg) -> str:
 
 def main(argv):
     del argv
+    network = network_mode()
+    cfg, program, resources = prepare()
+    launch(cfg, program, resources, network)
+
+
+def network_mode() -> str:
+    """Enter the network mode asked for (exit 2 if it cannot be had). First of
+    all: the kernel refuses a new user namespace once a thread exists
+    (importing numpy starts OpenBLAS threads)."""
     from launch.network import NetworkIsolationError, apply_mode
 
     try:
@@ -173,12 +182,16 @@ def main(argv):
                 f"--serve={FLAGS.serve!r} is not allowed with --network=isolated: actor "
                 f"hosts could not reach a private namespace; use --network=host"
             )
-        # First of all: the kernel refuses a new user namespace once a thread
-        # exists (importing numpy starts OpenBLAS threads).
-        network = apply_mode("host" if FLAGS.serve else FLAGS.network)
+        return apply_mode("host" if FLAGS.serve else FLAGS.network)
     except (ValueError, NetworkIsolationError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def prepare():
+    """(cfg, program, resources) from the flags, every input checked (exit 2
+    on bad input, leaving the run folder as it was); then the run folder is
+    taken (refused while a live program holds it) and its config written."""
     from configs import ConfigError, save_config
     from launch import remote
     from learner.checkpoint import CheckpointError
@@ -204,10 +217,7 @@ def main(argv):
 
         program, resources = make_program(cfg, FLAGS.resume, ports if served else None)
         # Held until this process exits; a live program on the folder refuses us.
-        # Taken once the input is valid (bad input leaves the folder untouched),
-        # before anything is written into the folder.
         RunFolderLock(cfg.run_dir).acquire(" ".join(sys.argv))
-        # Written once everything is valid: bad input leaves the folder as it was.
         save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
         if served:
             path = os.path.join(cfg.run_dir, remote.ENDPOINTS_FILE)
@@ -223,10 +233,15 @@ def main(argv):
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    return cfg, program, resources
+
+
+def launch(cfg, program, resources, network: str) -> None:
+    """Run the program to its end, echoing the learner's progress lines; exit
+    1 with each node's last error if it failed."""
     from launch.supervisor import exit_on_failure, launch_supervised
 
-    # Each node's stdout/stderr goes to <run>/launchpad/<start time>/<group>/<task>;
-    # the learner's progress lines are echoed here.
+    # Each node's stdout/stderr goes to <run>/launchpad/<start time>/<group>/<task>.
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
     print(
         f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
