@@ -212,31 +212,9 @@ class Sweep:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
-        todo = []
-        for run in self.runs:
-            state = run.progress()
-            if state.finished:
-                self.results[run.name] = "done"
-                print(
-                    f"[sweep] skip {run.name}: finished (frames={state.frames:.0f}, "
-                    f"learner_steps={state.learner_steps:.0f}; {state.source})",
-                    flush=True,
-                )
-                entry = self.manifest.data["runs"][run.name]
-                if entry.get("status") != "done":
-                    entry.update(
-                        status="done", frames=state.frames, learner_steps=state.learner_steps
-                    )
-                if state.source == "checkpoint":  # finished but unmarked: mark it
-                    run.mark_done(state.counters or {}, entry.get("returncode", 0))
-            else:
-                todo.append(run)
-        self.manifest.save()
-        print(
-            f"[sweep] {len(self.runs)} runs in {self.out}: {len(self.runs) - len(todo)} "
-            f"finished, {len(todo)} to run, {self.args.parallel} at a time",
-            flush=True,
-        )
+        """Start the unfinished runs, `--parallel` at a time, until all have
+        ended or a signal stopped them; 0 if all reached their budget."""
+        todo = self._unfinished()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             total, started = len(todo), 0
@@ -246,24 +224,58 @@ class Sweep:
                     self._start(todo.pop(0), started, total)
                 time.sleep(0.5)
                 self._poll()
-            deadline = time.time() + self.args.stop_timeout
-            while self.children:
-                if time.time() > deadline:
-                    print(
-                        f"[sweep] still running after {self.args.stop_timeout:.0f} s; "
-                        f"killing (SIGKILL)",
-                        flush=True,
-                    )
-                    for child in self.children.values():
-                        _signal_group(child.proc.pid, signal.SIGKILL)
-                    deadline = math.inf
-                time.sleep(0.2)
-                self._poll()
+            self._drain()
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
         for run in todo:
             self.results.setdefault(run.name, "pending")
+        return self._summary()
+
+    def _unfinished(self) -> List[Run]:
+        """The runs to start; the finished ones are recorded (and marked)."""
+        todo = []
+        for run in self.runs:
+            state = run.progress()
+            if not state.finished:
+                todo.append(run)
+                continue
+            self.results[run.name] = "done"
+            print(
+                f"[sweep] skip {run.name}: finished (frames={state.frames:.0f}, "
+                f"learner_steps={state.learner_steps:.0f}; {state.source})",
+                flush=True,
+            )
+            entry = self.manifest.data["runs"][run.name]
+            if entry.get("status") != "done":
+                entry.update(status="done", frames=state.frames, learner_steps=state.learner_steps)
+            if state.source == "checkpoint":  # finished but unmarked: mark it
+                run.mark_done(state.counters or {}, entry.get("returncode", 0))
+        self.manifest.save()
+        print(
+            f"[sweep] {len(self.runs)} runs in {self.out}: {len(self.runs) - len(todo)} "
+            f"finished, {len(todo)} to run, {self.args.parallel} at a time",
+            flush=True,
+        )
+        return todo
+
+    def _drain(self) -> None:
+        """Wait for the running programs to end; SIGKILL after `--stop_timeout`."""
+        deadline = time.time() + self.args.stop_timeout
+        while self.children:
+            if time.time() > deadline:
+                print(
+                    f"[sweep] still running after {self.args.stop_timeout:.0f} s; "
+                    f"killing (SIGKILL)",
+                    flush=True,
+                )
+                for child in self.children.values():
+                    _signal_group(child.proc.pid, signal.SIGKILL)
+                deadline = math.inf
+            time.sleep(0.2)
+            self._poll()
+
+    def _summary(self) -> int:
         counts: Dict[str, int] = {}
         for status in self.results.values():
             counts[status] = counts.get(status, 0) + 1
