@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import time
+from typing import Dict
 
 import jax
 import numpy as np
@@ -62,7 +63,7 @@ def play(builder, state, num_batches: int, warmup_steps: int, seed: int):
     return Trajectory(*[np.stack(f) for f in zip(*unrolls)])  # [N, T + 1, B, ...]
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.atari_learning.diagnosis")
     p.add_argument("--run", help="a run folder with checkpoints")
     p.add_argument("--agent", default="stacx", help="without --run: stacx | bmg")
@@ -78,33 +79,30 @@ def main(argv=None) -> int:
         action="store_true",
         help="the run's initial state (its config and seed) instead of its checkpoint",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    t_start = time.perf_counter()
+
+def load(args: argparse.Namespace):
+    """(run label, config, checkpoint or None): a run's newest checkpoint, or
+    a config made from the flags (then `args.at_init` is set)."""
     if args.run:
         ckpt = ckpt_lib.latest(ckpt_lib.checkpoint_dir(args.run))
         if ckpt is None:
             raise SystemExit(f"--run={args.run!r} has no checkpoint")
-        cfg = RunConfig.from_dict(ckpt.config)
-        run_label = os.path.basename(os.path.normpath(args.run))
-    else:
-        ckpt, args.at_init = None, True
-        run_label = "-".join(x for x in (args.game, args.agent, args.preset, args.variant) if x)
-        cfg = make_config(args.preset, args.agent, args.game, overrides=args.override)
-    if cfg.meta.objective == "none":
-        raise SystemExit(f"{run_label!r} learns no meta-parameters ({cfg.agent_name})")
-    builder = Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env))
+        return os.path.basename(os.path.normpath(args.run)), RunConfig.from_dict(ckpt.config), ckpt
+    args.at_init = True
+    label = "-".join(x for x in (args.game, args.agent, args.preset, args.variant) if x)
+    return label, make_config(args.preset, args.agent, args.game, overrides=args.override), None
+
+
+def meta_gradients(builder, state, args: argparse.Namespace):
+    """[draws, H, 6] meta-gradients on the meta logits of the whole objective
+    and of the objective without its KL term, on the same batches."""
     no_kl = Builder(
-        dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, kl_weight=0.0)),
+        dataclasses.replace(builder.cfg, meta=dataclasses.replace(builder.cfg.meta, kl_weight=0.0)),
         builder.observation_shape,
         builder.num_actions,
     )
-    learner, learner_no_kl = builder.make_learner(), no_kl.make_learner()
-    if ckpt is None or args.at_init:
-        state = learner.init(jax.random.PRNGKey(cfg.seed))
-    else:
-        leaves, treedef = jax.tree_util.tree_flatten(learner.init(jax.random.PRNGKey(0)))
-        state = jax.tree_util.tree_unflatten(treedef, ckpt_lib.restore_leaves(ckpt, leaves))
 
     def meta_grad_fn(lrn):
         """jitted batches -> d meta-objective / d logits, compiled once."""
@@ -116,7 +114,8 @@ def main(argv=None) -> int:
         grad = jax.jit(jax.grad(objective))
         return lambda batches: np.asarray(grad(state.meta.logits, batches))
 
-    grad_whole, grad_without_kl = meta_grad_fn(learner), meta_grad_fn(learner_no_kl)
+    learner = builder.make_learner()
+    grad_whole, grad_without_kl = meta_grad_fn(learner), meta_grad_fn(no_kl.make_learner())
     whole, without_kl = [], []
     for d in range(args.draws):
         batches = play(builder, state, learner.num_batches, args.warmup_steps, args.seed + d)
@@ -127,22 +126,40 @@ def main(argv=None) -> int:
             f"(without KL {without_kl[-1][0, 3]:+.3g})",
             flush=True,
         )
-    whole, without_kl = np.stack(whole), np.stack(without_kl)
+    return np.stack(whole), np.stack(without_kl)
+
+
+def summary(g: np.ndarray) -> Dict[str, Dict[str, float]]:
+    """Mean and standard error over draws, per meta-parameter and head."""
+    mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(len(g))
+    return {
+        f"{name}/h{h}": {"mean": float(mean[h, i]), "se": float(se[h, i])}
+        for i, name in enumerate(HYPER_NAMES)
+        for h in range(g.shape[1])
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    run_label, cfg, ckpt = load(args)
+    if cfg.meta.objective == "none":
+        raise SystemExit(f"{run_label!r} learns no meta-parameters ({cfg.agent_name})")
+    builder = Builder(cfg, cfg.env.observation_shape, num_actions(cfg.env))
+    learner = builder.make_learner()
+    if ckpt is None or args.at_init:
+        state = learner.init(jax.random.PRNGKey(cfg.seed))
+    else:
+        leaves, treedef = jax.tree_util.tree_flatten(learner.init(jax.random.PRNGKey(0)))
+        state = jax.tree_util.tree_unflatten(treedef, ckpt_lib.restore_leaves(ckpt, leaves))
+    whole, without_kl = meta_gradients(builder, state, args)
     hp = learner.hyperparams(state.meta.logits)
-
-    def summary(g):
-        mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(len(g))
-        return {
-            f"{name}/h{h}": {"mean": float(mean[h, i]), "se": float(se[h, i])}
-            for i, name in enumerate(HYPER_NAMES)
-            for h in range(g.shape[1])
-        }
-
+    at_checkpoint = ckpt is not None and not args.at_init
     payload = {
         "run": run_label,
         "checkpoint": ckpt.path if ckpt else None,
-        "learner_step": 0 if ckpt is None or args.at_init else ckpt.step,
-        "frames": 0 if ckpt is None or args.at_init else ckpt.counters.get("frames"),
+        "learner_step": ckpt.step if at_checkpoint else 0,
+        "frames": ckpt.counters.get("frames") if at_checkpoint else 0,
         "objective": cfg.meta.objective,
         "kl_weight": cfg.meta.kl_weight,
         "outer_kl": cfg.meta.outer_kl,
