@@ -66,6 +66,7 @@ def _rel_err(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
+@pytest.mark.slow
 def test_mg_meta_gradient_through_two_steps_matches_finite_differences():
     with enable_x64():
         learner, state, logits, eta_outer, batches = _tiny_setup(MetaConfig(objective="mg", K=2))
@@ -176,6 +177,7 @@ def test_nan_batch_is_skipped_and_counted():
     assert int(good.step) == 2 and int(good.skipped) == 1 and float(metrics["skipped"]) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["debug", "full"])
 def test_one_bmg_update_on_atari_shaped_data(preset):
     """T = 20, B = 4, 84x84x4: small (debug) and deep ResNet (full) networks."""
@@ -216,6 +218,7 @@ def test_one_bmg_update_on_atari_shaped_data(preset):
     assert expected <= set(metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lam, k", [(0.0, 1), (1.0, 3)])
 def test_mixed_with_one_hot_weights_is_k_step_mg(lam, k):
     """lambda = 0 puts all weight on the 1-step term, lambda = 1 on the K-step one."""
@@ -262,6 +265,7 @@ def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
         assert _rel_err(grad, jnp.asarray(fd)) < 1e-5
 
 
+@pytest.mark.slow
 def test_mixed_update_from_config_overrides():
     cfg = make_config(
         "test", "stacx", overrides=["meta.objective=mixed", "meta.K=2", "meta.mix_weights=1,2"]

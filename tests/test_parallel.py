@@ -58,6 +58,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pmap_four_devices_matches_one_device():
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(

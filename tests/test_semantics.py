@@ -180,6 +180,7 @@ def test_reference_vtrace_by_hand():
     np.testing.assert_allclose(adv, [2.115, 0.35], atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outer_sample", ["same", "next"])
 @pytest.mark.parametrize("outer_kl", ["updated_first", "before_first"])
 def test_mg_objective_is_the_main_heads_outer_loss_on_the_named_sample(outer_sample, outer_kl):
@@ -429,6 +430,7 @@ def _reference_inner_loss(network, eta, traj, hp_per_head):
     return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["impala", "stacx"])
 @pytest.mark.parametrize("clip", [0.5, 1e6])
 def test_inner_steps_are_impalas_rmsprop_on_summed_losses(kind, clip):

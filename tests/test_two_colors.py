@@ -181,6 +181,7 @@ def _tiny_f64(K, L=1, matching="kl", max_grad_norm=0.0, agent="actor_critic"):
     return cfg, system, state, meta_params, batches, p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", AGENTS)
 def test_bmg_l1_l2_sgd_equals_target_step_times_mg_gradient(agent):
     """With L = 1, L2 matching and an SGD grounded step, the BMG meta-gradient is
@@ -224,6 +225,7 @@ def _check_directional_derivative(fn, w):
     np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.5)])
 def test_k_step_meta_gradient_matches_finite_differences(objective, clip, agent):
@@ -253,6 +255,7 @@ def test_no_gradient_flows_into_the_target():
         assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree_util.tree_leaves(g))
 
 
+@pytest.mark.slow
 def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
     """`system.cycle` (BMG, K = 2, L = 2) equals its parts: the agent ends at
     x_{K+L-1}, the val rollout is carried over, and w moves by Adam on
@@ -284,6 +287,7 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
         ("q_lambda", "bmg_l2", "kl"),
     ],
 )
+@pytest.mark.slow
 def test_short_run_finite_shapes_deterministic(agent, objective, matching):
     cfg = TwoColorsConfig(
         **parse_objective(objective, agent),
@@ -312,6 +316,7 @@ def test_short_run_finite_shapes_deterministic(agent, objective, matching):
         np.testing.assert_array_equal(out[k], again[k])
 
 
+@pytest.mark.slow
 def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
     """mixed with c = (1, 0) is MG K = 1 and with (0, 1) MG K = 2, exactly; with
     c = (0.6, 0.4) its meta-gradient matches a directional finite difference
@@ -460,6 +465,7 @@ def _runner(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 def test_runner_q_agent_writes_results_and_plots_and_refuses_mixed_agents(tmp_path):
     done = _runner(tmp_path, "--agent=q_lambda", "--objectives=fixed_0.1,mg")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -547,6 +553,7 @@ def test_merge_results_keeps_header_and_objectives_only():
     assert tc.merge_results(None, dict(head, num_seeds=10, objectives={}), "a") == merged
 
 
+@pytest.mark.slow
 def test_runner_seed_chunks_by_append_and_merge_equal_one_run(tmp_path):
     dirs = {n: tmp_path / n for n in ("full", "a", "b", "m")}
     for name, args in (
@@ -607,6 +614,7 @@ def _go_to(state, item):
     return DOWN if dy > 0 else UP
 
 
+@pytest.mark.slow
 def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
     """A hand-made trajectory that always walks to item 0 with a swap every 6
     steps: each pick-up pays +1 before the swap and -1 after it, the agent and
@@ -706,6 +714,7 @@ def test_replay_fifo_priorities_and_batches():
         np.testing.assert_allclose(terms["td_max"], [t["td_max"] for t in each], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_linear_epsilon_schedule_from_start_to_end():
     assert parse_objective("linear_0.5_0.01", "q_lambda") == {
         "objective": "none",
@@ -736,6 +745,7 @@ def _greedy_k0_system():
     return _tiny_f64(0, 2, "greedy", agent="q_lambda")
 
 
+@pytest.mark.slow
 def test_greedy_kl_to_a_one_hot_target_and_its_epsilon_derivative_by_hand():
     """BMG's published target for epsilon: mu = sum over the validation states of
     KL(one-hot greedy policy of x~ || epsilon-greedy policy of x) =
