@@ -188,6 +188,48 @@ def network_mode() -> str:
         sys.exit(2)
 
 
+# Measured on the 2-core development machine (benchmarks/results/full_preset-*.json):
+# the memory one actor process adds (48 actors, small network: 12.8 GB in all),
+# and the learner's peak while it compiles BMG on the deep network (13.2 GB,
+# XLA on CPU) or IMPALA on the small one (1.2 GB).
+ACTOR_GB = 0.27
+LEARNER_GB = {"deep": 13.2}
+OTHER_GB = 1.2  # replay, counter, evaluator, launcher
+
+
+def memory_needed_gb(cfg) -> float:
+    """Rough peak memory of a local run: its actor processes and its learner."""
+    return cfg.actors.num_actors * ACTOR_GB + LEARNER_GB.get(cfg.network.kind, 1.2) + OTHER_GB
+
+
+def memory_warning(cfg, available_gb: float) -> str:
+    """A line saying the run may not fit in `available_gb`, or ''."""
+    need = memory_needed_gb(cfg)
+    if need <= available_gb:
+        return ""
+    spare = available_gb - LEARNER_GB.get(cfg.network.kind, 1.2) - OTHER_GB
+    fit = max(1, int(spare / ACTOR_GB))
+    return (
+        f"warning: this run may need about {need:.0f} GB ({cfg.actors.num_actors} actor "
+        f"processes x {ACTOR_GB} GB + the learner's compile); {available_gb:.0f} GB is "
+        f"available, and the kernel kills a process that does not fit. Fewer actor "
+        f"processes fit: --num_actors={fit} (with --override=actors.envs_per_actor=N "
+        f"to keep the number of envs)"
+    )
+
+
+def available_gb() -> float:
+    """MemAvailable of /proc/meminfo in GB (inf where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
 def prepare():
     """(cfg, program, resources) from the flags, every input checked (exit 2
     on bad input, leaving the run folder as it was); then the run folder is
@@ -213,6 +255,9 @@ def prepare():
             served = remote.endpoints(address, ports, FLAGS.serve, cfg)
             exposure = remote.exposure(served, FLAGS.serve_allow)
         check_run_dir(cfg.run_dir)
+        warning = memory_warning(cfg, available_gb())
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         from launch.program import make_program
 
         program, resources = make_program(cfg, FLAGS.resume, ports if served else None)

@@ -106,3 +106,17 @@ def test_config_flag_excludes_the_other_config_flags(tmp_path):
     fv(["launch.run", f"--config={path}", "--seed=5"])
     with pytest.raises(ConfigError, match=r"--seed is not allowed with --config="):
         build_config(fv)
+
+
+def test_memory_warning_names_the_need_and_the_actors_that_fit():
+    from configs import make_config
+    from launch import run
+
+    full = make_config("full", "bmg", "Pong")  # 48 actors, deep network
+    need = 48 * run.ACTOR_GB + run.LEARNER_GB["deep"] + run.OTHER_GB
+    assert run.memory_needed_gb(full) == pytest.approx(need)  # 27.4 GB
+    assert run.memory_warning(full, 64.0) == ""
+    line = run.memory_warning(full, 24.0)
+    fit = int((24.0 - run.LEARNER_GB["deep"] - run.OTHER_GB) / run.ACTOR_GB)  # 35
+    assert "about 27 GB (48 actor processes" in line and f"--num_actors={fit}" in line
+    assert run.memory_warning(make_config("debug", "bmg", "Pong"), 24.0) == ""
