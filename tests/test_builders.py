@@ -4,13 +4,11 @@ import pickle
 
 import jax
 import numpy as np
-import pytest
 
 from launch.builder import Builder
 from configs import make_config
 
 
-@pytest.mark.slow
 def test_builder_is_picklable_and_rebuilds_its_networks_in_each_process():
     """Launchpad pickles the builder into every node; the networks (functions
     holding compiled state) stay out of the pickle and are built again."""

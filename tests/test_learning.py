@@ -265,7 +265,6 @@ def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
         assert _rel_err(grad, jnp.asarray(fd)) < 1e-5
 
 
-@pytest.mark.slow
 def test_mixed_update_from_config_overrides():
     cfg = make_config(
         "test", "stacx", overrides=["meta.objective=mixed", "meta.K=2", "meta.mix_weights=1,2"]

@@ -180,7 +180,6 @@ def test_reference_vtrace_by_hand():
     np.testing.assert_allclose(adv, [2.115, 0.35], atol=1e-12)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("outer_sample", ["same", "next"])
 @pytest.mark.parametrize("outer_kl", ["updated_first", "before_first"])
 def test_mg_objective_is_the_main_heads_outer_loss_on_the_named_sample(outer_sample, outer_kl):
