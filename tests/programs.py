@@ -139,6 +139,26 @@ def _activity(program):
     return tuple(sizes)
 
 
+def catch_sweep(out, steps, *extra):
+    """`launch.sweep` over 2 seeds of Catch, impala on the test preset, one
+    actor each, `steps` learner steps per run, into `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "launch.sweep",
+        *extra,
+        "--games=Catch",
+        "--seeds=2",
+        "--agent=impala",
+        "--preset=test",
+        "--frames=1e9",
+        f"--max_learner_steps={steps}",
+        "--num_actors=1",
+        "--override=learner.log_every_seconds=0.1",
+        f"--out={out}",
+    ]
+
+
 def tree_size(folder):
     """Bytes in all files under `folder`: a wait's progress for a sweep (its
     run folders' logs and checkpoints grow while any program moves)."""

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +21,7 @@ from launch import report
 from launch.run_folder import RunFolder
 from launch.sweep import cli, plan, slurm
 from tests.conftest import ROOT
-from tests.programs import learner_step, tree_size, wait_for
+from tests.programs import catch_sweep, learner_step, tree_size, wait_for
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel")
 
@@ -125,24 +124,14 @@ def _queued(env) -> str:
 def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     out = str(tmp_path / "sweep")
     steps = 150  # learner steps per run (impala, test preset: ~10 steps/s once compiled)
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.sweep",
+    cmd = catch_sweep(
+        out,
+        steps,
         "--launcher=slurm",
-        "--games=Catch",
-        "--seeds=2",
-        "--agent=impala",
-        "--preset=test",
-        "--frames=1e9",
-        f"--max_learner_steps={steps}",
-        "--num_actors=1",
         "--slurm_cpus=1",
         "--slurm_mem=2G",
         "--slurm_throttle=1",  # one task at a time on this 2-core machine
-        "--override=learner.log_every_seconds=0.1",
-        f"--out={out}",
-    ]
+    )
     seed0, seed1 = os.path.join(out, "Catch-seed0"), os.path.join(out, "Catch-seed1")
     first = subprocess.run(cmd, cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stdout + first.stderr

@@ -19,7 +19,7 @@ from launch.run_folder import DONE_MARKER, RUN_LOG, RunFolder
 from launch.sweep import cli, dry_run, local, plan
 from learner import checkpoint as ckpt_lib
 from tests.conftest import ROOT
-from tests.programs import learner_step, tree_size, wait_for
+from tests.programs import catch_sweep, learner_step, tree_size, wait_for
 
 
 # ----------------------------------------------------------------------------
@@ -259,20 +259,7 @@ def _group_alive(pgid):
 def test_sweep_interrupted_and_resumed(tmp_path):
     out = str(tmp_path / "sweep")
     steps = 40  # learner steps per run (impala, test preset: ~10 steps/s once compiled)
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.sweep",
-        "--games=Catch",
-        "--seeds=2",
-        "--agent=impala",
-        "--preset=test",
-        "--frames=1e9",
-        f"--max_learner_steps={steps}",
-        "--num_actors=1",
-        "--override=learner.log_every_seconds=0.1",
-        f"--out={out}",
-    ]
+    cmd = catch_sweep(out, steps)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     seed0, seed1 = os.path.join(out, "Catch-seed0"), os.path.join(out, "Catch-seed1")
     log1 = tmp_path / "first.log"
