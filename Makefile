@@ -30,16 +30,22 @@ if [ -z "$$found" ]; then \
 fi
 endef
 
-$(VENV)/.installed: $(LOCK) pyproject.toml setup.py
+# The lock rebuilds the venv from scratch; a change of pyproject.toml or setup.py
+# (tool settings, entry points) only reinstalls the project into it, so a program
+# running from the venv meanwhile keeps its packages.
+$(VENV)/.installed: $(LOCK)
 	@set -euo pipefail; $(FIND_PY310); \
 	echo "using $$found ($$("$$found" --version))"; \
 	rm -rf $(VENV); "$$found" -m venv $(VENV); \
 	$(PY) -m pip install -q --upgrade pip; \
 	$(PY) -m pip install -q -r $(LOCK); \
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .; \
 	touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.project: $(VENV)/.installed pyproject.toml setup.py
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(VENV)/.project
 
 # Style and types first (seconds): ruff's lint rules and its formatter, and mypy
 # over the files pyproject.toml names.
