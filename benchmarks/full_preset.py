@@ -123,11 +123,10 @@ def run(args: argparse.Namespace, root: str) -> Dict:
                 interrupted_at_step = (folder.checkpoint_counters() or {}).get("learner_steps")
                 marks["interrupt"] = time.time() - t0
                 os.killpg(proc.pid, signal.SIGINT)
-        if args.window_s and "first_update" in marks:
+        if args.window_s and "first_update" in marks and "interrupt" not in marks:
             if time.time() - t0 - marks["first_update"] >= args.window_s:
                 marks["interrupt"] = time.time() - t0
                 os.killpg(proc.pid, signal.SIGINT)
-                args.window_s = 0.0  # once
         if time.time() - t0 > args.timeout_s:
             os.killpg(proc.pid, signal.SIGKILL)
             break
