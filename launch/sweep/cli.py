@@ -15,7 +15,7 @@ from launch import sweep as sweep_package
 from launch.sweep import slurm
 from launch.sweep.dry_run import dry_run
 from launch.sweep.local import Sweep
-from launch.sweep.plan import LOCK, Manifest, SweepError, parse_games, plan_runs
+from launch.sweep.plan import LOCK, Manifest, SweepError, at_least, parse_games, plan_runs
 
 
 # The package docstring is the user guide; --help prints it.
@@ -91,12 +91,8 @@ def validate(args: argparse.Namespace) -> None:
         raise SweepError(f"--agent={args.agent!r} is not allowed: one of {list(AGENTS)}")
     if args.preset not in PRESETS:
         raise SweepError(f"--preset={args.preset!r} is not allowed: one of {list(PRESETS)}")
-    if args.seeds < 1:
-        raise SweepError(f"--seeds={args.seeds} is not allowed: must be >= 1")
-    if args.parallel < 1:
-        raise SweepError(f"--parallel={args.parallel} is not allowed: must be >= 1")
-    if args.check_steps < 1:
-        raise SweepError(f"--check_steps={args.check_steps} is not allowed: must be >= 1")
+    for flag in ("seeds", "parallel", "check_steps"):
+        at_least(args, flag, 1)
     if args.fps is not None and not (args.fps > 0 and math.isfinite(args.fps)):
         raise SweepError(f"--fps={args.fps} is not allowed: must be a positive number")
     if args.launcher not in ("local", "slurm"):

@@ -26,6 +26,13 @@ class SweepError(ValueError):
     """Bad sweep input (exit code 2)."""
 
 
+def at_least(args: argparse.Namespace, flag: str, lo: int) -> None:
+    """SweepError naming `--flag`, its value and the bound unless it is >= `lo`."""
+    value = getattr(args, flag)
+    if value < lo:
+        raise SweepError(f"--{flag}={value} is not allowed: must be >= {lo}")
+
+
 # ----------------------------------------------------------------------------
 # Plan
 # ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import sys
 from typing import Dict, List, Sequence
 
 from launch.run_folder import now
-from launch.sweep.plan import Run, SweepError
+from launch.sweep.plan import Run, SweepError, at_least
 from utils.files import write_json_atomic
 from utils.progress import format_duration
 
@@ -50,12 +50,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.slurm_cpus < 1:
-        raise SweepError(f"--slurm_cpus={args.slurm_cpus} is not allowed: must be >= 1")
-    if args.slurm_gpus < 0:
-        raise SweepError(f"--slurm_gpus={args.slurm_gpus} is not allowed: must be >= 0")
-    if args.slurm_throttle < 0:
-        raise SweepError(f"--slurm_throttle={args.slurm_throttle} is not allowed: must be >= 0")
+    at_least(args, "slurm_cpus", 1)
+    at_least(args, "slurm_gpus", 0)
+    at_least(args, "slurm_throttle", 0)
     for tool in ("sbatch", "squeue", "scancel"):
         if shutil.which(tool) is None:
             raise SweepError(
