@@ -19,8 +19,23 @@ from typing import Dict, Optional, Tuple
 
 from configs import RunConfig
 from launch.network import NODE_ENV  # names a process's node group (socket checks, tests)
-from utils.lifeline import LAUNCHER_PID_ENV, RUN_DIR_ENV, node
+from utils import lifeline
+from utils.lifeline import LAUNCHER_PID_ENV, RUN_DIR_ENV, STOP_GRACE_ENV
 from learner import checkpoint as ckpt_lib
+
+
+def node(constructor, *args, **kwargs):
+    """`utils.lifeline.node` in a Launchpad node process whose own countdown
+    after a stop is the launcher's grace (`STOP_GRACE_ENV`): Launchpad 0.5
+    reads --lp_termination_notice_secs in each node, where it is always the
+    default 10 s, and a node ends itself when that runs out (a learner
+    writing its final checkpoint on a busy host would be cut short)."""
+    from launchpad.launch import worker_manager
+
+    grace = os.environ.get(STOP_GRACE_ENV)
+    if grace:
+        worker_manager.get_worker_manager()._termination_notice_secs = int(grace)
+    return lifeline.node(constructor, *args, **kwargs)
 
 
 def should_stop() -> bool:

@@ -16,6 +16,7 @@ This reads WorkerManager internals of the pinned dm-launchpad 0.5.2
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -24,7 +25,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from utils.lifeline import lower_priority
+from utils.lifeline import STOP_EXIT_ENV, STOP_GRACE_ENV, STOP_WITHIN_ENV, lower_priority
 from utils.logs import CsvLog
 
 RESTARTABLE = ("actor", "evaluator")
@@ -57,6 +58,8 @@ def launch_supervised(
     notice = flags.FLAGS["lp_termination_notice_secs"]
     if not notice.present:
         notice.value = int(math.ceil(stop_grace_s))
+    grace: int = notice.value
+    resources = {g: with_stop_deadline(r, g, grace) for g, r in resources.items()}
     to_files._LOGGING_DIR = log_dir
     manager = lp.launch(
         program, launch_type="local_mp", terminal="output_to_files", local_resources=resources
@@ -76,6 +79,21 @@ def launch_supervised(
         return restarts, None
     except RuntimeError as e:  # a node exited with an error
         return {}, e
+
+
+def with_stop_deadline(resource, group: str, grace_s: int):
+    """`resource` (a PythonProcess) for a node of `group` under a launcher that
+    kills its nodes `grace_s` seconds after a stop. Each node's own Launchpad
+    countdown gets the same grace (`launch.program.node`). An actor or the
+    evaluator still alive 8 s (at most half the grace) after the stop exits,
+    printing its stacks; any other node prints its stacks 3 s before the
+    launcher's kill (`utils.lifeline`)."""
+    stateless = group in RESTARTABLE
+    within = min(8.0, grace_s / 2) if stateless else max(grace_s - 3.0, grace_s / 2)
+    env = {**resource.env, STOP_WITHIN_ENV: f"{within:g}", STOP_GRACE_ENV: str(grace_s)}
+    if stateless:
+        env[STOP_EXIT_ENV] = "1"
+    return dataclasses.replace(resource, env=env)
 
 
 def exit_on_failure(failure: Optional[BaseException], log_dir: str) -> None:

@@ -1,7 +1,10 @@
 """Real programs for end-to-end tests: `launch.run` (or another module) in
 its own session, its node processes, and waits that fail with its output."""
 
+import ast
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,9 +68,21 @@ class Program:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"launcher still running {timeout} s later:\n{self.output()[-3000:]}")
+            pytest.fail(f"launcher still running {timeout} s later:\n{self.report()}")
         self._out.close()
         return code, time.time() - t0
+
+    def report(self, chars=3000):
+        """The output's tail, and the log tail of each node Launchpad named
+        as not stopping in time (a stuck node prints its stacks there)."""
+        out = self.output()
+        text = out[-chars:]
+        found = re.findall(r"did not terminate in time: (\[.*?\])", out)
+        for label in ast.literal_eval(found[-1]) if found else []:
+            for path in glob.glob(os.path.join(self.run_dir, "launchpad", "*", label)):
+                with open(path, errors="replace") as f:
+                    text += f"\n--- {path}:\n" + f.read()[-chars:]
+        return text
 
     def interrupt(self):
         os.killpg(self.proc.pid, signal.SIGINT)

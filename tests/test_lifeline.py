@@ -3,6 +3,9 @@ folder refuses a second one (utils/lifeline.py)."""
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -40,3 +43,40 @@ def test_sigkilled_launcher_leaves_no_node_and_a_live_folder_refuses_a_second_pr
         RunFolderLock(first.run_dir).acquire().release()
     finally:
         first.cleanup()
+
+
+STUCK_NODE = """
+import signal, sys, time
+from utils.lifeline import stuck_after_stop
+signal.signal(signal.SIGTERM, lambda *_: None)  # a stop nobody acts on
+assert stuck_after_stop({within}, exit={exit})
+print("ready", flush=True)
+def busy_in_a_native_call():
+    while True:
+        time.sleep(60)
+busy_in_a_native_call()
+"""
+
+
+@pytest.mark.parametrize("exit", [True, False])
+def test_a_node_stuck_after_a_stop_signal_prints_its_stacks_and_exits_if_stateless(exit):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_NODE.format(within=1.0, exit=exit)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        if exit:
+            assert proc.wait(timeout=30) == 1
+        else:
+            time.sleep(3)
+            assert proc.poll() is None  # stacks printed, still running: the launcher decides
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read()
+        assert "most recent call first" in err and "busy_in_a_native_call" in err, err
+    finally:
+        proc.kill()

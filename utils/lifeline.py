@@ -9,6 +9,14 @@ exits hard `grace_s` later. The parent pid is read, not the launcher's
 liveness: a killed launcher that nobody has reaped yet still answers
 `kill(pid, 0)`, but its children are reparented at once.
 
+`stuck_after_stop()`: a node asked to stop (SIGINT, SIGTERM) that still lives
+`STOP_WITHIN_ENV` seconds later prints every thread's stack to its log and,
+with `STOP_EXIT_ENV` set (actors and the evaluator: nothing to save), exits at
+once. Launchpad's own stop runs as a Python signal handler, which waits for
+the main thread to leave native code (a gRPC call, an XLA compile, a flush);
+this one does not: the signal is read from a wakeup fd in a thread, and the
+deadline is faulthandler's native watchdog.
+
 `RunFolderLock`: an advisory `flock` on `<run>/run.lock`. A launcher takes
 it only if no process holds it (an exclusive lock, at once turned into a
 shared one), writes its pid, host and start time into the file, and keeps
@@ -20,6 +28,7 @@ launcher and the last of its nodes have exited.
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import json
 import os
@@ -31,6 +40,10 @@ from typing import Optional
 
 LAUNCHER_PID_ENV = "STACX_LAUNCHER_PID"
 RUN_DIR_ENV = "STACX_RUN_DIR"
+STOP_WITHIN_ENV = "STACX_STOP_WITHIN_S"
+STOP_EXIT_ENV = "STACX_STOP_EXIT"
+STOP_GRACE_ENV = "STACX_STOP_GRACE_S"  # the launcher's kill, seconds after a stop
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 LOCK_FILE = "run.lock"
 
 
@@ -140,9 +153,50 @@ def exit_with_launcher(poll_s: float = 1.0, grace_s: float = 5.0) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
+_stop_watch = False
+
+
+def on_stop_signal(callback, signals=STOP_SIGNALS) -> bool:
+    """Call `callback(signum)` in a daemon thread when this process gets one
+    of `signals` that has a Python handler, at once, even while the main
+    thread is in native code. Main thread only, once per process; False (and
+    nothing done) if a wakeup fd is already set."""
+    global _stop_watch
+    if _stop_watch:
+        return False
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    if signal.set_wakeup_fd(write, warn_on_full_buffer=False) != -1:
+        signal.set_wakeup_fd(-1)  # someone else's: leave it alone
+        os.close(read)
+        os.close(write)
+        return False
+    _stop_watch = True
+    wanted = {int(s) for s in signals}
+
+    def watch():
+        while True:
+            for signum in os.read(read, 64):
+                if signum in wanted:
+                    callback(signum)
+                    return
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    return True
+
+
+def stuck_after_stop(within_s: float, exit: bool) -> bool:
+    """Once a stop signal arrives: if this process still lives `within_s`
+    seconds later, dump every thread's stack to stderr and, if `exit`, end
+    it (exit code 1) without running Python's shutdown."""
+    return on_stop_signal(lambda _: faulthandler.dump_traceback_later(within_s, exit=exit))
+
+
 def node(constructor, *args, **kwargs):
     """Build a node's object (`constructor(*args, **kwargs)`) in its own
-    process after starting the watchdog and taking the run folder's shared lock."""
+    process after starting the watchdogs and taking the run folder's shared lock."""
     exit_with_launcher()
+    if os.environ.get(STOP_WITHIN_ENV):
+        stuck_after_stop(float(os.environ[STOP_WITHIN_ENV]), bool(os.environ.get(STOP_EXIT_ENV)))
     hold_shared(os.environ.get(RUN_DIR_ENV, ""))
     return constructor(*args, **kwargs)
