@@ -58,7 +58,7 @@ def launch_supervised(
     notice = flags.FLAGS["lp_termination_notice_secs"]
     if not notice.present:
         notice.value = int(math.ceil(stop_grace_s))
-    grace: int = notice.value
+    grace = int(notice.value or 0)
     resources = {g: with_stop_deadline(r, g, grace) for g, r in resources.items()}
     to_files._LOGGING_DIR = log_dir
     manager = lp.launch(
