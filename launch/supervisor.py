@@ -88,6 +88,8 @@ def with_stop_deadline(resource, group: str, grace_s: int):
     evaluator still alive 8 s (at most half the grace) after the stop exits,
     printing its stacks; any other node prints its stacks 3 s before the
     launcher's kill (`utils.lifeline`)."""
+    if grace_s <= 0:  # killed at once: nothing to watch
+        return resource
     stateless = group in RESTARTABLE
     within = min(8.0, grace_s / 2) if stateless else max(grace_s - 3.0, grace_s / 2)
     env = {**resource.env, STOP_WITHIN_ENV: f"{within:g}", STOP_GRACE_ENV: str(grace_s)}
