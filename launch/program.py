@@ -61,9 +61,16 @@ def environment_facts(cfg: RunConfig) -> Tuple[Tuple[int, ...], int]:
 CALL_TIMEOUT_S = 3.0  # courier call deadline; well inside Launchpad's 10 s stop notice
 
 
+COMPILE_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+COMPILE_CACHE = ".jax_cache"  # under the runs root, unless COMPILE_CACHE_ENV is set
+
+
 def process_env(group: str, jax_platform: Optional[str], run_dir: str = "") -> Dict[str, str]:
-    """A node's environment: its group, and the launcher (this process) and
-    run folder it lives and dies with (`utils.lifeline`)."""
+    """A node's environment: its group, the launcher (this process) and run
+    folder it lives and dies with (`utils.lifeline`), and JAX's persistent
+    compilation cache, shared by every node and run under the same root: the
+    actors compile one policy, a resumed learner its same update (set
+    `COMPILE_CACHE_ENV` to choose the folder, or to "" for none)."""
     env = {
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
@@ -71,6 +78,13 @@ def process_env(group: str, jax_platform: Optional[str], run_dir: str = "") -> D
         LAUNCHER_PID_ENV: str(os.getpid()),
         RUN_DIR_ENV: run_dir,
     }
+    if run_dir and COMPILE_CACHE_ENV not in os.environ:
+        env[COMPILE_CACHE_ENV] = os.path.join(
+            os.path.dirname(os.path.abspath(run_dir)), COMPILE_CACHE
+        )
+        # Every program, not only those over 1 s: a node compiles hundreds of
+        # small ones, and reading them back is cheaper than compiling them.
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if jax_platform:
         env["JAX_PLATFORMS"] = jax_platform
     return env

@@ -12,6 +12,12 @@ if ROOT not in sys.path:
 
 from agents.types import Trajectory  # noqa: E402
 
+# One persistent compilation cache for the tests and every program they start
+# (launch.program.process_env passes it on): most tests compile what an
+# earlier one did. Set before anything imports JAX.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 
 def fake_batches(num_batches, T, B, obs_shape, num_actions, seed=0, float_obs=False):
     """Random trajectories [N, T + 1, B, ...] with episode ends and rewards in [-2, 2]."""

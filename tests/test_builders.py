@@ -35,3 +35,15 @@ def test_builder_tables_follow_the_config():
     cfg = make_config("test", "impala", overrides=["replay.mode=uniform", "replay.max_size=40"])
     (table,) = Builder(cfg, (12, 12, 1), 3).make_tables()
     assert table.name == TABLE and table.info.max_size == 40
+
+
+def test_nodes_share_one_compilation_cache_under_the_runs_root(monkeypatch, tmp_path):
+    from launch.program import COMPILE_CACHE_ENV, process_env
+
+    run_dir = str(tmp_path / "runs" / "pong")
+    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    env = process_env("actor", "cpu", run_dir)
+    assert env[COMPILE_CACHE_ENV] == str(tmp_path / "runs" / ".jax_cache")
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    monkeypatch.setenv(COMPILE_CACHE_ENV, "")  # the user's choice (here: none) stands
+    assert COMPILE_CACHE_ENV not in process_env("learner", None, run_dir)
