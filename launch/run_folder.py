@@ -29,7 +29,7 @@ from configs import RunConfig, load_config, save_config
 from configs.config import budget_reached
 from configs.games import reference_table
 from learner.checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, read_header
-from utils.files import read_json, write_json_atomic
+from utils.files import read_json_or, write_json_atomic
 from utils.logs import read_csv
 
 CONFIG_FILE = "config.json"
@@ -100,10 +100,7 @@ class RunFolder:
 
     def marker(self) -> Optional[Dict[str, Any]]:
         """The sweep's done marker, or None (absent or unreadable)."""
-        try:
-            return read_json(self.file(DONE_MARKER), "done marker", ValueError)
-        except (OSError, ValueError):
-            return None
+        return read_json_or(self.file(DONE_MARKER), None)
 
     def write_marker(self, counters: Dict[str, Any], **facts: Any) -> None:
         marker = dict(

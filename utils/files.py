@@ -47,3 +47,13 @@ def read_json(path: str, label: str, error: Type[Exception], hint: str = "") -> 
         raise error(f"{label} is not allowed: cannot read it ({e.strerror}){hint}") from None
     except ValueError as e:
         raise error(f"{label} is not allowed: not JSON ({e})") from None
+
+
+def read_json_or(path: str, default: Any) -> Any:
+    """The JSON in `path`, or `default` if it is absent, unreadable or not JSON
+    (state files a later write completes: a plan, a marker, a summary)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default

@@ -41,7 +41,7 @@ from configs import HYPER_NAMES, ConfigError, RunConfig, make_config, parse_coun
 from launch.aggregate import interval_estimates
 from launch.report import pyplot, rolling_mean
 from launch.run_folder import RunFolder
-from utils.files import write_json_atomic
+from utils.files import read_json_or, write_json_atomic
 from utils.machine import machine_facts
 from utils.version import REPO_ROOT, git_commit
 
@@ -134,11 +134,7 @@ def _segments_path(run_dir: str) -> str:
 
 
 def _read_segments(run_dir: str) -> List[dict]:
-    try:
-        with open(_segments_path(run_dir)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return []
+    return read_json_or(_segments_path(run_dir), [])
 
 
 def run_program(cfg) -> int:
@@ -273,11 +269,7 @@ def seed_aggregates(runs: List[Dict]) -> Dict[str, Dict[str, Dict]]:
 def update_summary(entry: Dict) -> str:
     """Write `entry` into summary.json, replacing the entry of the same run,
     and recompute the seed aggregates."""
-    try:
-        with open(SUMMARY) as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
-        summary = {"runs": []}
+    summary = read_json_or(SUMMARY, {"runs": []})
     runs = [r for r in summary["runs"] if r.get("run") != entry["run"]] + [entry]
     summary["runs"] = sorted(runs, key=lambda r: (r["game"], r["agent"], r["seed"], r["run"]))
     summary["aggregate"] = seed_aggregates(summary["runs"])

@@ -17,7 +17,6 @@ submissions: job id, time, runs) and `<job>_<index>.out` (each task's log).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -27,7 +26,7 @@ from typing import Dict, List, Sequence
 
 from launch.run_folder import now
 from launch.sweep.plan import Run, SweepError, at_least
-from utils.files import write_json_atomic
+from utils.files import read_json_or, write_json_atomic
 from utils.progress import format_duration
 
 SLURM_DIR = "slurm"
@@ -66,11 +65,7 @@ def _jobs_path(out: str) -> str:
 
 
 def load_jobs(out: str) -> List[Dict]:
-    try:
-        with open(_jobs_path(out)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return []
+    return read_json_or(_jobs_path(out), [])
 
 
 def batch_script(args: argparse.Namespace, out: str, tasks_file: str, n: int) -> str:
