@@ -1,4 +1,5 @@
-"""The full preset on this host: what its 48 actors and the learner need, how
+"""The full preset on this host: what its 48 actors (in as many processes as
+the launcher packs them into here, launch/host.py) and the learner need, how
 fast the learner updates beside them, and how it stops.
 
     python -m benchmarks.full_preset --agent=bmg --max_learner_steps=2
@@ -6,10 +7,10 @@ fast the learner updates beside them, and how it stops.
     python -m benchmarks.full_preset --agent=impala --override=network.kind=small \\
         --window_s=180 --alone
 
-Starts `python -m launch.run --preset=full` (48 actor processes, the learner,
+Starts `python -m launch.run --preset=full` (the actor processes, the learner,
 replay, counter and evaluator) in its own session and samples every second:
 the live processes of each node group and their resident memory, and the
-machine's used memory. It records when all 48 actors run, when the learner
+machine's used memory. It records when all actor processes run, when the learner
 logs its first update, when its first checkpoint lands, then either waits for
 the budget (`--max_learner_steps`) or, with `--interrupt`, sends SIGINT to the
 whole process group (a terminal's Ctrl-C) once the first checkpoint exists.
@@ -40,6 +41,7 @@ import psutil
 from benchmarks.common import load_average, write_result
 from benchmarks.learner import time_config
 from configs import make_config
+from launch import host
 from launch.network import descendants, node_group
 from launch.run_folder import RunFolder
 
@@ -97,7 +99,9 @@ def learner_rate(rows: List[Dict[str, str]], window_s: float) -> Optional[Dict[s
     return {"updates_per_s": steps / seconds, "steps": steps, "seconds": seconds}
 
 
-def run(args: argparse.Namespace, root: str) -> Dict:
+def run(args: argparse.Namespace, root: str, processes: int) -> Dict:
+    """The program's marks, peaks and stop; `processes`: the actor processes
+    the launcher will start."""
     folder = RunFolder(os.path.join(root, NAME))
     log_path = os.path.join(root, "launcher.out")
     t0 = time.time()
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace, root: str) -> Dict:
         now = sample(proc.pid, seen)
         for key, value in now.items():
             peak[key] = max(peak.get(key, 0.0), value)
-        if "all_actors" not in marks and now.get("actor_processes", 0) >= 48:
+        if "all_actors" not in marks and now.get("actor_processes", 0) >= processes:
             marks["all_actors"] = time.time() - t0
         if "first_update" not in marks and folder.learner_steps_logged() >= 1:
             marks["first_update"] = time.time() - t0
@@ -143,6 +147,7 @@ def run(args: argparse.Namespace, root: str) -> Dict:
     actors = max(1.0, peak.get("actor_processes", 0))
     return {
         "command": command(args, root),
+        "actor_processes": processes,
         "returncode": rc,
         "seconds": marks,
         "peak": peak,
@@ -178,8 +183,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     name = args.name or (
         f"{args.agent}-" + ("interrupt" if args.interrupt else f"steps{args.max_learner_steps}")
     )
+    cfg = make_config("full", args.agent, args.game, overrides=args.override)
+    processes = host.fit_actors(cfg, host.cores(), host.available_gb()).actors.num_actors
     with tempfile.TemporaryDirectory(prefix="full-preset-") as root:
-        result = run(args, root)
+        result = run(args, root, processes)
     print(
         f"rc {result['returncode']}, seconds {result['seconds']}, "
         f"peak used {result['peak'].get('used_gb', 0):.1f} GB, "
@@ -188,7 +195,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"learner {result['learner']}"
     )
     if args.alone:
-        cfg = make_config("full", args.agent, args.game, overrides=args.override)
         alone = time_config(cfg, reps=5)
         result["learner_alone"] = {"updates_per_s": 1.0 / alone["seconds_per_update"], **alone}
         if result["learner"]:

@@ -414,6 +414,10 @@ class ActorConfig:
     # back-off) instead of stepping out unrolls the FIFO remover would drop,
     # so a learner slower than its actors keeps the CPU they would burn.
     wait_when_full: bool = True
+    # On a host with fewer than 2 cores per actor process, or too little
+    # memory, the launcher packs the actors into fewer processes of more envs,
+    # every env kept (launch/host.py).
+    fit_host: bool = True
 
     def __post_init__(self):
         check_int(self, "num_actors", 0, 4096)
@@ -433,6 +437,7 @@ class ActorConfig:
         check_num(self, "eval_pause_seconds", 0.0, 86_400.0)
         check_int(self, "nice", 0, 19)
         check_bool(self, "wait_when_full")
+        check_bool(self, "fit_host")
 
     @property
     def env_batch_size(self) -> int:

@@ -188,46 +188,20 @@ def network_mode() -> str:
         sys.exit(2)
 
 
-# Measured on the 2-core development machine (benchmarks/results/full_preset-*.json):
-# the memory one actor process adds (48 actors, small network: 12.8 GB in all),
-# and the learner's peak while it compiles BMG on the deep network (13.2 GB,
-# XLA on CPU) or IMPALA on the small one (1.2 GB).
-ACTOR_GB = 0.27
-LEARNER_GB = {"deep": 13.2}
-OTHER_GB = 1.2  # replay, counter, evaluator, launcher
+def fit_to_host(cfg):
+    """`cfg` with its actors packed for this host (`launch.host`), saying so;
+    a warning if it may still not fit in memory."""
+    from launch import host
 
-
-def memory_needed_gb(cfg) -> float:
-    """Rough peak memory of a local run: its actor processes and its learner."""
-    return cfg.actors.num_actors * ACTOR_GB + LEARNER_GB.get(cfg.network.kind, 1.2) + OTHER_GB
-
-
-def memory_warning(cfg, available_gb: float) -> str:
-    """A line saying the run may not fit in `available_gb`, or ''."""
-    need = memory_needed_gb(cfg)
-    if need <= available_gb:
-        return ""
-    spare = available_gb - LEARNER_GB.get(cfg.network.kind, 1.2) - OTHER_GB
-    fit = max(1, int(spare / ACTOR_GB))
-    return (
-        f"warning: this run may need about {need:.0f} GB ({cfg.actors.num_actors} actor "
-        f"processes x {ACTOR_GB} GB + the learner's compile); {available_gb:.0f} GB is "
-        f"available, and the kernel kills a process that does not fit. Fewer actor "
-        f"processes fit: --num_actors={fit} (with --override=actors.envs_per_actor=N "
-        f"to keep the number of envs)"
-    )
-
-
-def available_gb() -> float:
-    """MemAvailable of /proc/meminfo in GB (inf where it cannot be read)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("inf")
+    cores, memory = host.cores(), host.available_gb()
+    fitted = host.fit_actors(cfg, cores, memory)
+    line = host.packing_line(cfg, fitted, cores, memory)
+    if line:
+        print(line, flush=True)
+    warning = host.memory_warning(fitted, memory)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    return fitted
 
 
 def prepare():
@@ -255,9 +229,7 @@ def prepare():
             served = remote.endpoints(address, ports, FLAGS.serve, cfg)
             exposure = remote.exposure(served, FLAGS.serve_allow)
         check_run_dir(cfg.run_dir)
-        warning = memory_warning(cfg, available_gb())
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
+        cfg = fit_to_host(cfg)
         from launch.program import make_program
 
         program, resources = make_program(cfg, FLAGS.resume, ports if served else None)
@@ -289,7 +261,8 @@ def launch(cfg, program, resources, network: str) -> None:
     # Each node's stdout/stderr goes to <run>/launchpad/<start time>/<group>/<task>.
     log_dir = os.path.join(cfg.run_dir, "launchpad", time.strftime("%Y%m%d-%H%M%S"))
     print(
-        f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actors, "
+        f"starting {cfg.agent_name} on {cfg.env.label}: {cfg.actors.num_actors} actor "
+        f"process(es) of {cfg.actors.envs_per_actor} env(s), "
         f"run folder {cfg.run_dir}, process logs {log_dir}, network {network}"
         + (
             ""

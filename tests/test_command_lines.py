@@ -6,6 +6,7 @@ sweep plans its runs); any other `python -m module` must be importable and
 every `make target` must exist in the Makefile.
 """
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -110,13 +111,41 @@ def test_config_flag_excludes_the_other_config_flags(tmp_path):
 
 def test_memory_warning_names_the_need_and_the_actors_that_fit():
     from configs import make_config
-    from launch import run
+    from launch import host
 
     full = make_config("full", "bmg", "Pong")  # 48 actors, deep network
-    need = 48 * run.ACTOR_GB + run.LEARNER_GB["deep"] + run.OTHER_GB
-    assert run.memory_needed_gb(full) == pytest.approx(need)  # 27.4 GB
-    assert run.memory_warning(full, 64.0) == ""
-    line = run.memory_warning(full, 24.0)
-    fit = int((24.0 - run.LEARNER_GB["deep"] - run.OTHER_GB) / run.ACTOR_GB)  # 35
+    need = 48 * host.ACTOR_GB + host.LEARNER_GB["deep"] + host.OTHER_GB
+    assert host.memory_needed_gb(full) == pytest.approx(need)  # 27.4 GB
+    assert host.memory_warning(full, 64.0) == ""
+    line = host.memory_warning(full, 24.0)
+    fit = int((24.0 - host.LEARNER_GB["deep"] - host.OTHER_GB) / host.ACTOR_GB)  # 35
     assert "about 27 GB (48 actor processes" in line and f"--num_actors={fit}" in line
-    assert run.memory_warning(make_config("debug", "bmg", "Pong"), 24.0) == ""
+    assert host.memory_warning(make_config("debug", "bmg", "Pong"), 24.0) == ""
+
+
+@pytest.mark.parametrize(
+    "cores, memory_gb, processes, envs, batches",
+    [
+        (2, 23.0, 4, 12, 2),  # this machine: 2 processes per core
+        (16, 128.0, 24, 2, 2),  # the lent GPU host: 32 would not divide 48 envs
+        (24, 128.0, 48, 1, 1),  # a big host keeps the design card's 48 processes
+        (64, 20.0, 12, 4, 2),  # memory: 15 x 0.27 + 48 x 0.03 GB fit beside the learner
+    ],
+)
+def test_actors_are_packed_into_what_the_host_holds_keeping_every_env(
+    cores, memory_gb, processes, envs, batches
+):
+    from configs import make_config
+    from launch import host
+
+    full = make_config("full", "bmg", "Pong")
+    fitted = host.fit_actors(full, cores, memory_gb)
+    a = fitted.actors
+    assert (a.num_actors, a.envs_per_actor, a.env_batches) == (processes, envs, batches)
+    assert dataclasses.replace(fitted, actors=full.actors) == full  # nothing else changes
+    line = host.packing_line(full, fitted, cores, memory_gb)
+    assert (line is None) == (processes == 48)
+    off = dataclasses.replace(full, actors=dataclasses.replace(full.actors, fit_host=False))
+    assert host.fit_actors(off, cores, memory_gb) is off
+    debug = make_config("debug", "bmg", "Pong")  # 2 actors of 4 envs fit 2 cores
+    assert host.fit_actors(debug, cores, memory_gb) == debug
