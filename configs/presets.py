@@ -66,6 +66,68 @@ def _catch(cfg: RunConfig) -> RunConfig:
     )
 
 
+def _full(agent: str, env: EnvConfig) -> RunConfig:
+    """Published IMPALA (deep) / STACX / BMG Atari settings (docs/design.md)."""
+    agent_cfg, meta = _agent_sections(agent, BMG_META)
+    return RunConfig(
+        max_frames=200_000_000,
+        env=env,
+        network=NetworkConfig(kind="deep", channels=(16, 32, 32), blocks_per_section=2, hidden=256),
+        agent=agent_cfg,
+        meta=meta,
+        replay=ReplayConfig(mode="queue"),
+        learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
+        # 48 actor processes and the learner on one host: the actors yield the
+        # CPU to the learner where cores are fewer than processes.
+        actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=19),
+    )
+
+
+def _small(tiny: bool, agent: str, env: EnvConfig) -> RunConfig:
+    """debug: one game on 2 CPU cores (learns Pong in 10M frames; `make debug`
+    runs its 250k-frame default in a few minutes). test (`tiny`): seconds, for
+    end-to-end tests. Each debug value and its source: docs/design.md."""
+    meta = dataclasses.replace(BMG_META, L=2) if tiny else BMG_META
+    agent_cfg, meta = _agent_sections(agent, meta)
+    # debug: RMSProp eps 1e-5 instead of IMPALA's 0.01, and a constant
+    # learning rate (docs/design.md section 4, with the runs that chose them).
+    agent_cfg = dataclasses.replace(
+        agent_cfg,
+        unroll_length=10 if tiny else 20,
+        rms_eps=0.01 if tiny else 1e-5,
+        lr_schedule="linear" if tiny else "constant",
+    )
+    return RunConfig(
+        max_frames=40_000 if tiny else 250_000,
+        env=env,
+        network=NetworkConfig(
+            kind="tiny" if tiny else "small",
+            channels=(16, 32),
+            hidden=32 if tiny else 256,
+            meta_embedding=8,
+        ),
+        agent=agent_cfg,
+        meta=meta,
+        # debug: a small uniform replay, each unroll sampled twice on average
+        # (the rate limiter keeps actors and learner in step on 2 cores).
+        replay=ReplayConfig(
+            mode="queue" if tiny else "uniform",
+            samples_per_insert=1.0 if tiny else 2.0,
+            timeout_ms=60_000,
+        ),
+        learner=LearnerConfig(
+            batch_size=4 if tiny else 8, log_every_seconds=5.0, checkpoint_every_minutes=1.0
+        ),
+        actors=ActorConfig(
+            num_actors=2,
+            envs_per_actor=4,
+            env_batches=2,
+            param_refresh_steps=10 if tiny else 20,
+            eval_pause_seconds=0.0 if tiny else 15.0,
+        ),
+    )
+
+
 def make_config(
     preset: str = "debug",
     agent: str = "impala",
@@ -91,70 +153,9 @@ def make_config(
     catch = isinstance(game, str) and game.lower() == CATCH.lower()
     if catch:
         game = CATCH
-    name = name or f"{game}-{agent}-{preset}"
-    if preset == "full":
-        # Published IMPALA (deep) / STACX / BMG Atari settings (docs/design.md).
-        agent_cfg, meta = _agent_sections(agent, BMG_META)
-        cfg = RunConfig(
-            name=name,
-            max_frames=200_000_000,
-            env=EnvConfig(kind="catch" if catch else "atari", game=game),
-            network=NetworkConfig(
-                kind="deep", channels=(16, 32, 32), blocks_per_section=2, hidden=256
-            ),
-            agent=agent_cfg,
-            meta=meta,
-            replay=ReplayConfig(mode="queue"),
-            learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
-            # 48 actor processes and the learner on one host: the actors yield the
-            # CPU to the learner where cores are fewer than processes.
-            actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=19),
-        )
-    else:
-        # debug: one game on 2 CPU cores (learns Pong in 10M frames; `make debug`
-        # runs its 250k-frame default in a few minutes). test: seconds, for
-        # end-to-end tests. Each debug value and its source: docs/design.md.
-        tiny = preset == "test"
-        meta = dataclasses.replace(BMG_META, L=2) if tiny else BMG_META
-        agent_cfg, meta = _agent_sections(agent, meta)
-        # debug: RMSProp eps 1e-5 instead of IMPALA's 0.01, and a constant
-        # learning rate (docs/design.md section 4, with the runs that chose them).
-        agent_cfg = dataclasses.replace(
-            agent_cfg,
-            unroll_length=10 if tiny else 20,
-            rms_eps=0.01 if tiny else 1e-5,
-            lr_schedule="linear" if tiny else "constant",
-        )
-        cfg = RunConfig(
-            name=name,
-            max_frames=40_000 if tiny else 250_000,
-            env=EnvConfig(kind="catch" if catch else "atari", game=game),
-            network=NetworkConfig(
-                kind="tiny" if tiny else "small",
-                channels=(16, 32),
-                hidden=32 if tiny else 256,
-                meta_embedding=8,
-            ),
-            agent=agent_cfg,
-            meta=meta,
-            # debug: a small uniform replay, each unroll sampled twice on average
-            # (the rate limiter keeps actors and learner in step on 2 cores).
-            replay=ReplayConfig(
-                mode="queue" if tiny else "uniform",
-                samples_per_insert=1.0 if tiny else 2.0,
-                timeout_ms=60_000,
-            ),
-            learner=LearnerConfig(
-                batch_size=4 if tiny else 8, log_every_seconds=5.0, checkpoint_every_minutes=1.0
-            ),
-            actors=ActorConfig(
-                num_actors=2,
-                envs_per_actor=4,
-                env_batches=2,
-                param_refresh_steps=10 if tiny else 20,
-                eval_pause_seconds=0.0 if tiny else 15.0,
-            ),
-        )
+    env = EnvConfig(kind="catch" if catch else "atari", game=game)
+    cfg = _full(agent, env) if preset == "full" else _small(preset == "test", agent, env)
+    cfg = dataclasses.replace(cfg, name=name or f"{game}-{agent}-{preset}")
     if catch:
         cfg = _catch(cfg)
     cfg = apply_overrides(cfg, overrides)
