@@ -235,7 +235,9 @@ class ActorNode:
             builder, learner, seed, should_stop=self._should_stop, name=self._name
         )
         self._log = Logger(cfg.run_dir, self._name, tensorboard=False)
-        self._pending_frames, self._pending_episodes, self._t_report = 0, 0, time.time()
+        # The first step is reported at once, then once a second, and what is
+        # pending at a stop: a run stopped early still counts its frames.
+        self._pending_frames, self._pending_episodes, self._t_report = 0, 0, 0.0
         self._t_built, self._acting = time.time(), False
 
     def run(self) -> None:
@@ -261,6 +263,7 @@ class ActorNode:
             else:
                 self._run_serial(writer)
         finally:
+            self._report()
             if writer is not None:
                 try:  # bounded: a gone server costs one flush timeout (2 s)
                     writer.close()
@@ -372,14 +375,18 @@ class ActorNode:
                 step_key="actor_steps",
             )
             self._counter.futures.record(train_return=float(ret))  # courier: no numpy args
-        now = time.time()
-        if now - self._t_report >= 1.0:
+        if time.time() - self._t_report >= 1.0:
+            self._report()
+
+    def _report(self) -> None:
+        """Pending frames and episodes to the counter (a future: never waits)."""
+        if self._pending_frames or self._pending_episodes:
             self._counter.futures.increment(
                 host=self._host,
                 frames=int(self._pending_frames),
                 episodes=int(self._pending_episodes),
             )
-            self._pending_frames, self._pending_episodes, self._t_report = 0, 0, now
+        self._pending_frames, self._pending_episodes, self._t_report = 0, 0, time.time()
 
 
 class EvaluatorNode:

@@ -132,8 +132,11 @@ def test_learner_sigkill_then_resume_continues(tmp_path, programs):
     assert bad in out and f"resumed from {good.path}" in out
     final = ckpt_lib.latest(ckpts)
     assert final.step >= target
-    for key in ("frames", "episodes", "trajectories_consumed"):
-        assert final.counters[key] > good.counters[key], key
+    # Counters continue from the checkpoint: the learner's exactly; the actors'
+    # as reported (frames at their first step, episodes once a second).
+    for key in ("frames", "trajectories_consumed"):
+        assert final.counters[key] > good.counters[key] > 0, key
+    assert final.counters["episodes"] >= good.counters["episodes"]
     # Logs were appended: the first run's rows are still there, in order.
     rows_after = learner_rows(p.run_dir)
     assert rows_after[: len(rows_before)] == rows_before

@@ -62,7 +62,7 @@ def test_join_refuses_other_code_and_names_each_config_difference():
     error = c.join("a", 1, "abc", shared_config(other))["error"]
     assert f"agent.unroll_length is {cfg.agent.unroll_length + 1} here" in error
     assert "seed is 3 here, 0 there" in error
-    assert c.get_counts() == {}  # a refused host gets no ids
+    assert c.get_counts() == {"frames": 0, "episodes": 0}  # a refused host gets no ids
 
 
 def test_join_accepts_host_local_fields():

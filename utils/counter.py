@@ -30,7 +30,8 @@ class Counter:
         self, initial: Optional[Mapping[str, float]] = None, identity: Optional[dict] = None
     ):
         self._lock = threading.Lock()
-        self._counts: Dict[str, float] = dict(initial or {})
+        # Always present, so every checkpoint carries them (0 before any report).
+        self._counts: Dict[str, float] = {"frames": 0, "episodes": 0, **(initial or {})}
         self._latest: Dict[str, float] = {}
         self._identity = dict(identity or {})
         self._hosts: Dict[str, Dict[str, float]] = {}
