@@ -76,7 +76,9 @@ def _full(agent: str, env: EnvConfig) -> RunConfig:
         agent=agent_cfg,
         meta=meta,
         replay=ReplayConfig(mode="queue"),
-        learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0),
+        # A stop waits for the update in flight: BMG on the deep network takes
+        # about 21 s per update on 2 CPU cores, and then the checkpoint is written.
+        learner=LearnerConfig(batch_size=32, checkpoint_every_minutes=5.0, stop_grace_s=60.0),
         # 48 actor processes and the learner on one host: the actors yield the
         # CPU to the learner where cores are fewer than processes.
         actors=ActorConfig(num_actors=48, envs_per_actor=1, param_refresh_steps=100, nice=19),

@@ -62,6 +62,6 @@ def test_full_preset_learns_beside_48_actors_and_stops_on_ctrl_c_with_a_checkpoi
         # Each node counts down the launcher's grace, not Launchpad's 10 s default.
         (learner_log,) = glob.glob(os.path.join(p.run_dir, "launchpad", "*", "learner", "0"))
         with open(learner_log) as f:
-            assert "Waiting for workers to stop for 30s" in f.read()
+            assert "Waiting for workers to stop for 60s" in f.read()  # the full preset's
     finally:
         p.cleanup()
