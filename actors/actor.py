@@ -379,14 +379,15 @@ class ActorNode:
             self._report()
 
     def _report(self) -> None:
-        """Pending frames and episodes to the counter (a future: never waits)."""
+        """Pending frames and episodes to the counter (a future: never waits);
+        nothing, and no wait for the next, while nothing is pending."""
         if self._pending_frames or self._pending_episodes:
             self._counter.futures.increment(
                 host=self._host,
                 frames=int(self._pending_frames),
                 episodes=int(self._pending_episodes),
             )
-        self._pending_frames, self._pending_episodes, self._t_report = 0, 0, time.time()
+            self._pending_frames, self._pending_episodes, self._t_report = 0, 0, time.time()
 
 
 class EvaluatorNode:

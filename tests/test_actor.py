@@ -137,7 +137,7 @@ def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer)
         root=str(tmp_path),
     )
     assert cfg.actors.env_batch_size == (BATCH if overlap else N)
-    envs, writers, counted = [], [], collections.Counter()
+    envs, writers, counted, reports = [], [], collections.Counter(), []
 
     def make_env(env_cfg, n, seed, threads, batch_size):
         envs.append(RecordingEnv(n, batch_size, env_cfg.observation_shape))
@@ -154,13 +154,16 @@ def _run(monkeypatch, overlap: bool, tmp_path, timer: SectionTimer = null_timer)
     builder = SimpleNamespace(cfg=cfg, make_writer=make_writer)
     counter = SimpleNamespace(
         futures=SimpleNamespace(
-            increment=lambda host=None, **kw: counted.update(kw), record=lambda **kw: None
+            increment=lambda host=None, **kw: counted.update(kw) or reports.append(kw),
+            record=lambda **kw: None,
         )
     )
     stop = lambda: envs[0].recvs >= STEPS * N // BATCH if overlap else sum(envs[0].t) >= STEPS * N  # noqa: E731
     node = actor_lib.ActorNode(builder, 0, "fake:0", None, counter, should_stop=stop, timer=timer)
-    node.run()
-    counted.update(frames=node._pending_frames, episodes=node._pending_episodes)  # not yet sent
+    node.run()  # what is pending at the stop is reported too
+    # The first report goes at the first transitions (a run stopped a second
+    # after it started still counts its frames), not a second later.
+    assert 0 < reports[0]["frames"] <= 4 * N, reports[:2]
     return envs[0], writers, counted, node
 
 
