@@ -166,8 +166,9 @@ def on_stop_signal(callback, signals=STOP_SIGNALS) -> bool:
         return False
     read, write = os.pipe()
     os.set_blocking(write, False)
-    if signal.set_wakeup_fd(write, warn_on_full_buffer=False) != -1:
-        signal.set_wakeup_fd(-1)  # someone else's: leave it alone
+    theirs = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    if theirs != -1:
+        signal.set_wakeup_fd(theirs)  # someone else's: put it back
         os.close(read)
         os.close(write)
         return False
