@@ -15,9 +15,10 @@ CODE_PACKAGES = ("agents", "actors", "configs", "learner", "replay", "launch", "
 
 
 def git_commit(root: str = REPO_ROOT) -> str:
-    """Short commit of the checkout at `root`; '' if it is not a git checkout."""
+    """Short commit of the checkout at `root`. A copy without git (a tree sent
+    to an accelerator host) names it in STACX_GIT_COMMIT; else ''."""
     try:
-        return subprocess.run(
+        commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             cwd=root,
             capture_output=True,
@@ -25,7 +26,8 @@ def git_commit(root: str = REPO_ROOT) -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return ""
+        commit = ""
+    return commit or os.environ.get("STACX_GIT_COMMIT", "")
 
 
 @functools.lru_cache(maxsize=None)
