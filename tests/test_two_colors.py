@@ -645,7 +645,8 @@ def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
         jnp.asarray(rewards, jnp.float32),
         jnp.zeros((10,)),
     )
-    with enable_x64():
+    # The batch is float32: full-precision matmuls, not an accelerator's TF32.
+    with enable_x64(), jax.default_matmul_precision("highest"):
         cfg = TwoColorsConfig(agent="q_lambda", objective="none", hidden=8, steps=1024)
         system = make_system(cfg)
         params = system.agent.init(jax.random.PRNGKey(3))

@@ -15,10 +15,13 @@ CODE_PACKAGES = ("agents", "actors", "configs", "learner", "replay", "launch", "
 
 
 def git_commit(root: str = REPO_ROOT) -> str:
-    """Short commit of the checkout at `root`. A copy without git (a tree sent
-    to an accelerator host) names it in STACX_GIT_COMMIT; else ''."""
+    """Short commit of the checkout at `root`; '' if it is not a git checkout.
+    STACX_GIT_COMMIT, where set, names it instead: a tree copied to another
+    host may carry no git, or a stale one."""
+    if os.environ.get("STACX_GIT_COMMIT"):
+        return os.environ["STACX_GIT_COMMIT"]
     try:
-        commit = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             cwd=root,
             capture_output=True,
@@ -26,8 +29,7 @@ def git_commit(root: str = REPO_ROOT) -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return commit or os.environ.get("STACX_GIT_COMMIT", "")
+        return ""
 
 
 @functools.lru_cache(maxsize=None)
