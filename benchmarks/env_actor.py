@@ -337,7 +337,7 @@ def actor_config(
     return cfg
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", default="1,4,8", help="env counts per actor process")
     p.add_argument("--networks", default="small,deep")
@@ -359,7 +359,56 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--obs", default="84,84,4", help=argparse.SUPPRESS)
     p.add_argument("--actions", type=int, default=6, help=argparse.SUPPRESS)
     p.add_argument("--T", type=int, default=20, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def measure_envs(N: int, args, base, address: str, server_pid: int, root: str, configs) -> dict:
+    """The env limit at N envs (before and after, averaged) and each loop's and
+    network's actor at N envs against it; the actors' configs go into `configs`."""
+
+    def limit_once() -> dict:
+        return env_limit(base.env, N, base.actors.env_threads, args.seconds)
+
+    before = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
+    print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
+    actors: Dict[str, Dict[str, dict]] = {loop: {} for loop in args.loops.split(",")}
+    for loop in actors:
+        for network in args.networks.split(","):
+            cfg = actor_config(network, args.agent, N, root, loop)
+            configs[f"{network}-{loop}"] = cfg.to_dict()
+            r = least_stolen(
+                lambda: actor_run(cfg, address, server_pid, args.seconds, args.warmup),
+                args.max_steal,
+                args.tries,
+                f"N={N} actor {network} {loop}",
+            )
+            actors[loop][network] = r
+            st = r["stage_ms_per_vector_step"]
+            print(
+                f"N={N:2d} actor {network:5s} {loop:10s} {r['steps_per_s']:7.0f} steps/s  "
+                + "  ".join(f"{k} {v:.2f}" for k, v in st.items())
+                + " ms/iteration",
+                flush=True,
+            )
+    after = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
+    print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
+    limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
+    for loop, by_net in actors.items():
+        for network, r in by_net.items():
+            r["ratio_to_env_limit"] = r["steps_per_s"] / limit
+            print(
+                f"N={N:2d} {network:5s} {loop:10s} ratio {r['ratio_to_env_limit']:.2f}", flush=True
+            )
+    return {
+        "env_limit_steps_per_s": limit,
+        "env_before": before,
+        "env_after": after,
+        "actor": actors,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     if args.serve:
         serve(tuple(int(x) for x in args.obs.split(",")), args.actions, args.T, args.max_size)
         return
@@ -371,9 +420,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     load_start = load_average()
     t_start = time.perf_counter()
-    env_counts = [int(x) for x in args.envs.split(",")]
-    networks = args.networks.split(",")
-    loops = args.loops.split(",")
     base = actor_config("small", args.agent, 1, "/tmp")
     server, address = start_server(
         base.env.observation_shape, num_actions(base.env), base.agent.unroll_length, args.max_size
@@ -382,55 +428,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: Dict[str, dict] = {}
     configs: Dict[str, dict] = {}
     try:
-        for N in env_counts:
-
-            def limit_once() -> dict:
-                return env_limit(base.env, N, base.actors.env_threads, args.seconds)
-
-            before = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
-            print(f"N={N:2d} env limit (before) {before['steps_per_s']:7.0f} steps/s", flush=True)
-            actors: Dict[str, Dict[str, dict]] = {loop: {} for loop in loops}
-            for loop in loops:
-                for network in networks:
-                    cfg = actor_config(network, args.agent, N, root, loop)
-                    configs[f"{network}-{loop}"] = cfg.to_dict()
-                    r = least_stolen(
-                        lambda: actor_run(cfg, address, server.pid, args.seconds, args.warmup),
-                        args.max_steal,
-                        args.tries,
-                        f"N={N} actor {network} {loop}",
-                    )
-                    actors[loop][network] = r
-                    st = r["stage_ms_per_vector_step"]
-                    print(
-                        f"N={N:2d} actor {network:5s} {loop:10s} {r['steps_per_s']:7.0f} "
-                        "steps/s  "
-                        + "  ".join(f"{k} {v:.2f}" for k, v in st.items())
-                        + " ms/iteration",
-                        flush=True,
-                    )
-            after = least_stolen(limit_once, args.max_steal, args.tries, f"N={N} env limit")
-            print(f"N={N:2d} env limit (after)  {after['steps_per_s']:7.0f} steps/s", flush=True)
-            limit = 0.5 * (before["steps_per_s"] + after["steps_per_s"])
-            for loop, by_net in actors.items():
-                for network, r in by_net.items():
-                    r["ratio_to_env_limit"] = r["steps_per_s"] / limit
-                    print(
-                        f"N={N:2d} {network:5s} {loop:10s} ratio {r['ratio_to_env_limit']:.2f}",
-                        flush=True,
-                    )
-            results[str(N)] = {
-                "env_limit_steps_per_s": limit,
-                "env_before": before,
-                "env_after": after,
-                "actor": actors,
-            }
+        for N in [int(x) for x in args.envs.split(",")]:
+            results[str(N)] = measure_envs(N, args, base, address, server.pid, root, configs)
     finally:
         stop_server(server)
         shutil.rmtree(root, ignore_errors=True)
 
     goal: Dict[str, bool] = {}
-    if "small" in networks and "overlapped" in loops:
+    if "small" in args.networks.split(",") and "overlapped" in args.loops.split(","):
         for key, r in results.items():
             goal[key] = r["actor"]["overlapped"]["small"]["ratio_to_env_limit"] >= GOAL
     write_result(

@@ -90,8 +90,9 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def detect_backend() -> str:
-    """The default jax backend, found in a subprocess (this process stays jax-free)."""
+def detect_backend() -> tuple:
+    """(default jax backend, local device count), found in a subprocess (this
+    process stays jax-free)."""
     r = subprocess.run(
         [
             sys.executable,
@@ -103,7 +104,28 @@ def detect_backend() -> str:
         timeout=300,
     )
     parts = r.stdout.split()
-    return parts[0] if parts else "cpu"
+    return (parts[0], int(parts[1])) if len(parts) == 2 else ("cpu", 1)
+
+
+def run_child(n: int, args, forced: bool):
+    """(result, None) of one device count's child process, or (None, why) if it failed."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if forced:
+        env["JAX_PLATFORMS"] = "cpu"
+        flags = [
+            f
+            for f in env.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        ]
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    cmd = [sys.executable, "-m", "benchmarks.pmap_scaling", "--child", str(n)]
+    for flag in ("agents", "network", "batch", "reps"):
+        cmd += [f"--{flag}", str(getattr(args, flag))]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    if r.returncode != 0 or not lines:
+        return None, " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+    return json.loads(lines[-1][len("RESULT ") :]), None
 
 
 def main(argv=None):
@@ -129,42 +151,19 @@ def main(argv=None):
         return
 
     load_start, t_start = load_average(), time.perf_counter()
-    backend = "cpu" if args.platform == "cpu" else detect_backend()
+    backend, local = ("cpu", 0) if args.platform == "cpu" else detect_backend()
     forced = backend == "cpu"
     runs, skipped = {}, {}
     for n in [int(x) for x in args.devices.split(",")]:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        if forced:
-            env["JAX_PLATFORMS"] = "cpu"
-            flags = [
-                f
-                for f in env.get("XLA_FLAGS", "").split()
-                if not f.startswith("--xla_force_host_platform_device_count")
-            ]
-            env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.pmap_scaling",
-            "--child",
-            str(n),
-            "--agents",
-            args.agents,
-            "--network",
-            args.network,
-            "--batch",
-            str(args.batch),
-            "--reps",
-            str(args.reps),
-        ]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-        lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
-        if r.returncode != 0 or not lines:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-            skipped[str(n)] = " | ".join(tail)
-            print(f"{n} device(s): skipped ({skipped[str(n)]})", flush=True)
+        res, why = (
+            (None, f"only {local} local {backend} device(s)")
+            if not forced and n > local
+            else run_child(n, args, forced)
+        )
+        if res is None:
+            skipped[str(n)] = why
+            print(f"{n} device(s): skipped ({why})", flush=True)
             continue
-        res = json.loads(lines[-1][len("RESULT ") :])
         runs[str(n)] = res
         for agent, a in res["agents"].items():
             print(
