@@ -300,12 +300,38 @@ def _make_outer(s: _Setting) -> _Outer:
     return _Outer(main_head, outer_objective, reference_logits, outer)
 
 
+def _make_grounded(s: _Setting, outer_objective: Callable) -> Callable:
+    """eta_outer -> BMG's grounded step (x, val, opt_state) -> x~:
+    x~ = sg(x - a G(grad f(x))) with f's KL reference the policy at x itself,
+    where the step starts: its gradient there is 0, so the grounded step
+    follows the outer V-trace loss and is not pulled back towards the policy
+    at x_0, L steps older. G: identity (`sgd`) or the inner RMSProp
+    preconditioner with the statistics the L - 1 steps carried (`rms`)."""
+    step_size = s.meta.grounded_step_size(s.agent.learning_rate)
+    precondition = rms_preconditioner(s.agent) if s.meta.target_step == "rms" else None
+
+    def grounded(eta_outer):
+        def step(x, val, opt_state):
+            return meta_lib.grounded_step(
+                lambda p, v: outer_objective(p, eta_outer, None, v),
+                step_size,
+                x,
+                val,
+                opt_state[0] if precondition is not None else None,
+                precondition,
+                s.psum,
+            )
+
+        return step
+
+    return grounded
+
+
 def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
     """(meta_objective, bootstrap_target) of `meta.objective` (None, None without one):
     the library's MG, mixed and BMG (`agents.meta`) bound to this learner."""
-    agent, meta, K, L = s.agent, s.meta, s.meta.K, s.meta.L
-    main_head, outer_objective, outer = f.main_head, f.objective, f.at
-    psum, num_shards = s.psum, s.num_shards
+    meta, K, L = s.meta, s.meta.K, s.meta.L
+    main_head, outer, num_shards = f.main_head, f.at, s.num_shards
 
     same = meta.outer_sample == "same"
 
@@ -313,6 +339,8 @@ def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
         """K inner batches and the validation batch: the last inner batch
         itself (`same`) or the one after it (`next`)."""
         return [_index(batches, k) for k in range(K)], _index(batches, K - 1 if same else K)
+
+    grounded = _make_grounded(s, f.objective)
 
     def mg_objective(
         meta_logits, eta_outer, params, opt_state, batches: Trajectory, target_params=None
@@ -331,29 +359,6 @@ def _make_meta_objectives(s: _Setting, inner_step: Callable, f: _Outer):
             inner,
             val,
         )
-
-    step_size = meta.grounded_step_size(agent.learning_rate)
-    precondition = rms_preconditioner(agent) if meta.target_step == "rms" else None
-
-    def grounded(eta_outer):
-        """x~ = sg(x - a G(grad f(x))) with f's KL reference the policy at x itself,
-        where the step starts: its gradient there is 0, so the grounded step
-        follows the outer V-trace loss and is not pulled back towards the policy
-        at x_0, L steps older. G: identity (`sgd`) or the inner RMSProp
-        preconditioner with the statistics the L - 1 steps carried (`rms`)."""
-
-        def step(x, val, opt_state):
-            return meta_lib.grounded_step(
-                lambda p, v: outer_objective(p, eta_outer, None, v),
-                step_size,
-                x,
-                val,
-                opt_state[0] if precondition is not None else None,
-                precondition,
-                psum,
-            )
-
-        return step
 
     def bootstrap_target(params_k, opt_state_k, meta_logits, eta_outer, val: Trajectory):
         """x~ from x_K: L - 1 steps of the meta-learned rule (current w, no graph)

@@ -17,10 +17,11 @@ import functools
 import os
 from typing import Dict, Optional, Tuple
 
-from configs import RunConfig
+from configs import RunConfig, shared_config
 from launch.network import NODE_ENV  # names a process's node group (socket checks, tests)
 from utils import lifeline
 from utils.lifeline import LAUNCHER_PID_ENV, RUN_DIR_ENV, STOP_GRACE_ENV
+from utils.version import code_version, git_commit
 from learner import checkpoint as ckpt_lib
 
 
@@ -114,7 +115,6 @@ def make_program(
     `serve_ports` ({"replay": port, "counter": ..., "learner": ...}) pins the
     nodes remote actor hosts reach (`launch.remote`) to those ports."""
     import launchpad as lp
-    from launchpad.nodes.python.local_multi_processing import PythonProcess
     from actors.actor import ActorNode, EvaluatorNode
     from launch.builder import Builder
     from learner.node import LearnerNode
@@ -126,22 +126,13 @@ def make_program(
     counts = dict(ckpt.counters) if ckpt else {}
     resume_path = ckpt.path if ckpt else None
 
-    from configs import shared_config
-    from utils.version import code_version, git_commit
-
-    identity = dict(
-        code_version=code_version(),
-        commit=git_commit(),
-        config=shared_config(cfg),
-        local_actors=cfg.actors.num_actors,
-    )
     program = lp.Program(f"stacx-{cfg.name}")
     nodes = {}
     with program.group("replay"):
         nodes["replay"] = lp.ReverbNode(functools.partial(node, builder.make_tables))
         replay = program.add_node(nodes["replay"])
     with program.group("counter"):
-        nodes["counter"] = lp.CourierNode(node, Counter, counts, identity)
+        nodes["counter"] = lp.CourierNode(node, Counter, counts, program_identity(cfg))
         counter = program.add_node(nodes["counter"])
     # Courier calls wait for the server to be ready; without a deadline a call
     # to a node that is gone blocks forever, and its thread keeps the caller
@@ -176,15 +167,34 @@ def make_program(
                     node, EvaluatorNode, builder, learner, counter, should_stop=should_stop
                 )
             )
+    return program, _resources(program, cfg.run_dir)
+
+
+def program_identity(cfg: RunConfig) -> dict:
+    """What the counter holds for remote actor hosts to check that they run
+    the same code on the same config (`launch.remote`)."""
+    return dict(
+        code_version=code_version(),
+        commit=git_commit(),
+        config=shared_config(cfg),
+        local_actors=cfg.actors.num_actors,
+    )
+
+
+def _resources(program, run_dir: str) -> dict:
+    """Each group's process environment: JAX on CPU for all but the learner,
+    whose platform LEARNER_JAX_PLATFORMS may name."""
+    from launchpad.nodes.python.local_multi_processing import PythonProcess
+
     resources = {
-        group: PythonProcess(env=process_env(group, "cpu", cfg.run_dir))
+        group: PythonProcess(env=process_env(group, "cpu", run_dir))
         for group in ("replay", "counter", "actor", "evaluator")
         if group in program.groups
     }
     resources["learner"] = PythonProcess(
-        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"), cfg.run_dir)
+        env=process_env("learner", os.environ.get("LEARNER_JAX_PLATFORMS"), run_dir)
     )
-    return program, resources
+    return resources
 
 
 def make_actor_program(cfg: RunConfig, endpoints: Dict[str, str], first_id: int, host: str):
