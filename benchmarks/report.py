@@ -300,7 +300,14 @@ def end_to_end_section(d: dict) -> List[str]:
         )
     if flagged:
         out += ["", STEAL_NOTE]
+    return out + stage_budget_lines(d)
+
+
+def stage_budget_lines(d: dict) -> List[str]:
+    """The end-to-end benchmark's per-stage cost budget, if it has one."""
+    out: List[str] = []
     b = d.get("stage_budget") or {}
+    dbg = (d.get("configs") or {}).get("debug", {})
     if b.get("stages"):
         debug = d["runs"].get("debug", {})
         prog = debug.get("cpu_ms_per_1000_frames_steady", {})
