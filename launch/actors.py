@@ -104,6 +104,22 @@ class Watchdog(threading.Thread):
                     return
 
 
+def wait_for_counter(address: str) -> None:
+    """Returns once the learner host's counter answers; EndpointsError after
+    --join_timeout_s."""
+    from launch import remote
+
+    deadline = time.monotonic() + FLAGS.join_timeout_s
+    while not remote.reachable(address):
+        if time.monotonic() > deadline:
+            raise remote.EndpointsError(
+                f"--endpoints={FLAGS.endpoints!r}: nothing answers at the learner host's "
+                f"counter {address} after {FLAGS.join_timeout_s:.0f} s (the run "
+                f"has stopped, the file is stale, or a firewall drops this host)"
+            )
+        time.sleep(1.0)
+
+
 def main(argv):
     del argv
     from configs import ConfigError
@@ -117,15 +133,7 @@ def main(argv):
             raise ValueError(f"--max_restarts={FLAGS.max_restarts} is not allowed: must be >= 0")
         data = remote.read_endpoints(FLAGS.endpoints)
         cfg = build_config(data)
-        deadline = time.monotonic() + FLAGS.join_timeout_s
-        while not remote.reachable(data["counter"]):
-            if time.monotonic() > deadline:
-                raise remote.EndpointsError(
-                    f"--endpoints={FLAGS.endpoints!r}: nothing answers at the learner host's "
-                    f"counter {data['counter']} after {FLAGS.join_timeout_s:.0f} s (the run "
-                    f"has stopped, the file is stale, or a firewall drops this host)"
-                )
-            time.sleep(1.0)
+        wait_for_counter(data["counter"])
         import courier
 
         from launch.program import CALL_TIMEOUT_S, make_actor_program
