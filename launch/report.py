@@ -111,56 +111,8 @@ def _hns(game: str, score: float) -> Optional[float]:
 def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
     """Per-run and per-game results, and the median / mean HNS across games."""
     manifest, games, runs = find_plan(sweep_dir)
-    per_run = []
-    for run in runs:
-        folder = RunFolder(run["run_dir"])
-        episodes = folder.episodes(run["game"])
-        progress = folder.progress(run.get("max_frames"), run.get("max_learner_steps") or 0)
-        row = dict(
-            game=run["game"],
-            seed=run["seed"],
-            name=run["name"],
-            run_dir=run["run_dir"],
-            episodes=len(episodes),
-            final_score=None,
-            hns=None,
-            frames=None,
-            finished=progress.finished,
-            curve=[(f, _hns(run["game"], r)) for f, r in episodes if run["game"] in ATARI],
-        )
-        if episodes:
-            tail = episodes[-last:]
-            row["final_score"] = statistics.fmean(r for _, r in tail)
-            row["hns"] = _hns(run["game"], row["final_score"])
-            row["frames"] = tail[-1][0]
-        per_run.append(row)
-    per_game = []
-    for game in games:
-        mine = [r for r in per_run if r["game"] == game]
-        done = [r for r in mine if r["final_score"] is not None]
-        g = dict(
-            game=game,
-            seeds=len(mine),
-            seeds_with_results=len(done),
-            seeds_finished=sum(r["finished"] for r in mine),
-            final_score=None,
-            hns=None,
-            frames=None,
-            hns_per_seed=[],
-        )
-        if done:
-            g["final_score"] = statistics.fmean(r["final_score"] for r in done)
-            g["frames"] = statistics.fmean(r["frames"] for r in done)
-            if game in ATARI:
-                g["hns"] = statistics.fmean(r["hns"] for r in done)
-                g["hns_per_seed"] = [(r["seed"], r["hns"]) for r in done]
-        if not done:
-            g["status"] = "missing"
-        elif mine and g["seeds_finished"] == len(mine):
-            g["status"] = "finished"
-        else:
-            g["status"] = "in progress"
-        per_game.append(g)
+    per_run = [_run_row(run, last) for run in runs]
+    per_game = [_game_row(game, [r for r in per_run if r["game"] == game]) for game in games]
     scored = {g["game"]: g["hns"] for g in per_game if g["hns"] is not None}
     return dict(
         aggregate=_aggregate(per_game),
@@ -175,6 +127,59 @@ def summarize(sweep_dir: str, last: int = DEFAULT_LAST) -> Dict:
         games_planned=len(per_game),
         missing=[g["game"] for g in per_game if g["hns"] is None],
     )
+
+
+def _run_row(run: Dict, last: int) -> Dict:
+    """One run of the plan: its evaluation curve and the mean of its `last` episodes."""
+    folder = RunFolder(run["run_dir"])
+    episodes = folder.episodes(run["game"])
+    progress = folder.progress(run.get("max_frames"), run.get("max_learner_steps") or 0)
+    row = dict(
+        game=run["game"],
+        seed=run["seed"],
+        name=run["name"],
+        run_dir=run["run_dir"],
+        episodes=len(episodes),
+        final_score=None,
+        hns=None,
+        frames=None,
+        finished=progress.finished,
+        curve=[(f, _hns(run["game"], r)) for f, r in episodes if run["game"] in ATARI],
+    )
+    if episodes:
+        tail = episodes[-last:]
+        row["final_score"] = statistics.fmean(r for _, r in tail)
+        row["hns"] = _hns(run["game"], row["final_score"])
+        row["frames"] = tail[-1][0]
+    return row
+
+
+def _game_row(game: str, mine: List[Dict]) -> Dict:
+    """One game over its seeds' rows: means of those with results, and its status."""
+    done = [r for r in mine if r["final_score"] is not None]
+    g = dict(
+        game=game,
+        seeds=len(mine),
+        seeds_with_results=len(done),
+        seeds_finished=sum(r["finished"] for r in mine),
+        final_score=None,
+        hns=None,
+        frames=None,
+        hns_per_seed=[],
+    )
+    if done:
+        g["final_score"] = statistics.fmean(r["final_score"] for r in done)
+        g["frames"] = statistics.fmean(r["frames"] for r in done)
+        if game in ATARI:
+            g["hns"] = statistics.fmean(r["hns"] for r in done)
+            g["hns_per_seed"] = [(r["seed"], r["hns"]) for r in done]
+    if not done:
+        g["status"] = "missing"
+    elif mine and g["seeds_finished"] == len(mine):
+        g["status"] = "finished"
+    else:
+        g["status"] = "in progress"
+    return g
 
 
 def _aggregate(per_game: List[Dict]) -> Optional[Dict]:
