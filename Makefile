@@ -5,6 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
 PYTEST_ARGS ?=
+# Two pytest workers: a test spends much of its time in one-threaded XLA
+# compiles and in programs that wait on each other, so one worker leaves a
+# core idle. `make test PYTEST_WORKERS=0` runs the suite in one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 DEBUG_ARGS ?=
 BENCH_ARGS ?=
 
@@ -56,10 +61,10 @@ lint: venv
 
 # --durations: every run says where the suite's time goes.
 test: venv lint
-	$(PY) -m pytest -q tests --durations=20 $(PYTEST_ARGS)
+	$(PYTEST) tests --durations=20 $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) tests -m "not slow" $(PYTEST_ARGS)
 
 # The agent core (agents/, configs/, learner checkpoints, the two-colors
 # experiment) on the stack an accelerator host has: the newest Python 3 here
