@@ -27,14 +27,37 @@ def write_atomic(path: str, write: Callable[[IO], None], binary: bool = False) -
         raise
 
 
+def _holds_no_object(value: Any) -> bool:
+    if isinstance(value, dict):
+        return False
+    return not isinstance(value, (list, tuple)) or all(_holds_no_object(v) for v in value)
+
+
+def json_text(obj: Any, indent: int = 1, _level: int = 0) -> str:
+    """`obj` as JSON with sorted keys and one object member per line, but
+    every list that holds no object on one line: a curve of [frames, value]
+    pairs takes one line instead of four per point, a third of the bytes of
+    `json.dumps(obj, indent=1)`. `json.loads` gives back what `json.dumps` would."""
+    if isinstance(obj, (list, tuple)) and _holds_no_object(obj):
+        return json.dumps(obj)
+    if not isinstance(obj, (dict, list, tuple)) or not obj:
+        return json.dumps(obj)
+    pad, end = " " * indent * (_level + 1), " " * indent * _level
+    if isinstance(obj, dict):
+        items = [
+            f"{json.dumps(str(k))}: {json_text(v, indent, _level + 1)}"
+            for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
+        ]
+        opening, closing = "{", "}"
+    else:
+        items = [json_text(v, indent, _level + 1) for v in obj]
+        opening, closing = "[", "]"
+    return opening + "\n" + ",\n".join(pad + i for i in items) + "\n" + end + closing
+
+
 def write_json_atomic(path: str, obj: Any, indent: int = 1) -> None:
-    """`obj` as JSON (sorted keys) to `path`, atomically (`write_atomic`)."""
-
-    def write(f):
-        json.dump(obj, f, indent=indent, sort_keys=True)
-        f.write("\n")
-
-    write_atomic(path, write)
+    """`obj` as JSON (`json_text`) to `path`, atomically (`write_atomic`)."""
+    write_atomic(path, lambda f: f.write(json_text(obj, indent) + "\n"))
 
 
 def read_json(path: str, label: str, error: Type[Exception], hint: str = "") -> Any:
