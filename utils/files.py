@@ -57,7 +57,12 @@ def json_text(obj: Any, indent: int = 1, _level: int = 0) -> str:
 
 def write_json_atomic(path: str, obj: Any, indent: int = 1) -> None:
     """`obj` as JSON (`json_text`) to `path`, atomically (`write_atomic`)."""
-    write_atomic(path, lambda f: f.write(json_text(obj, indent) + "\n"))
+    text = json_text(obj, indent) + "\n"
+
+    def write(f: IO) -> None:
+        f.write(text)
+
+    write_atomic(path, write)
 
 
 def read_json(path: str, label: str, error: Type[Exception], hint: str = "") -> Any:
