@@ -44,9 +44,10 @@ def json_text(obj: Any, indent: int = 1, _level: int = 0) -> str:
         return json.dumps(obj)
     pad, end = " " * indent * (_level + 1), " " * indent * _level
     if isinstance(obj, dict):
+        # Keys as json.dumps writes them (1 -> "1", True -> "true"), in that order.
+        keys = {next(iter(json.loads(json.dumps({k: None})))): v for k, v in obj.items()}
         items = [
-            f"{json.dumps(str(k))}: {json_text(v, indent, _level + 1)}"
-            for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
+            f"{json.dumps(k)}: {json_text(v, indent, _level + 1)}" for k, v in sorted(keys.items())
         ]
         opening, closing = "{", "}"
     else:
