@@ -446,7 +446,8 @@ class EvaluatorNode:
                         "published_frames": published_frames,
                     }
                     self._log.write(row, int(counts.get("frames", 0)))
-                    latest = {"eval_return": float(ret)}  # courier: no numpy args
+                    # courier: no numpy args
+                    latest = {"eval_return": float(ret), "eval_learner_steps": float(version)}
                     if cfg.env.kind == "atari":
                         latest["eval_hns"] = float(score)
                     self._counter.futures.record(**latest)

@@ -371,6 +371,11 @@ class LearnerConfig:
     # SIGTERM) before it kills them (Launchpad's own default is 10 s); the
     # learner's final checkpoint must fit in it on a busy host.
     stop_grace_s: float = 30.0
+    # At the budget the learner holds the program open, at most this long,
+    # until the evaluator has logged an episode played with the final
+    # parameters: a finished run always ends with an evaluation of what it
+    # learned (0: stop at once).
+    final_eval_timeout_s: float = 120.0
 
     def __post_init__(self):
         check_int(self, "batch_size", 1)
@@ -389,6 +394,7 @@ class LearnerConfig:
         check_num(self, "checkpoint_every_minutes", 0.0, lo_open=True)
         check_int(self, "keep_checkpoints", 1)
         check_num(self, "stop_grace_s", 1.0, 3600.0)
+        check_num(self, "final_eval_timeout_s", 0.0, 3600.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -148,6 +148,7 @@ def make_program(
             resume_path,
             stop_fn=stop_program,
             should_stop=should_stop,
+            evaluated=cfg.actors.evaluator,
         )
         learner = program.add_node(nodes["learner"])
     for name, port in (serve_ports or {}).items():

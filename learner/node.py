@@ -57,6 +57,7 @@ class LearnerNode:
         stop_fn: Optional[Callable[[], None]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
         timer: SectionTimer = null_timer,  # times each update (module docstring)
+        evaluated: bool = False,  # an evaluator node plays the published parameters
     ):
         import jax
         from agents import parallel
@@ -67,6 +68,7 @@ class LearnerNode:
         self._counter = counter
         self._replay = replay
         self._stop_fn = stop_fn
+        self._evaluated = evaluated
         self._should_stop = should_stop or (lambda: False)
         self._timer = timer
         self._lock = threading.Lock()
@@ -234,6 +236,8 @@ class LearnerNode:
                 self._finish(step, m)
             finally:
                 data.close()
+        if not self._should_stop():  # the budget: its final parameters are published
+            self._await_final_evaluation(step)
         if self._stop_fn is not None:
             self._stop_fn()
 
@@ -243,6 +247,34 @@ class LearnerNode:
             print(f"[learner] budget reached: frames={frames:.0f} learner_steps={step}", flush=True)
             return True
         return False
+
+    def _await_final_evaluation(self, step: int) -> None:
+        """Hold the program open until the evaluator has logged an episode
+        played with the parameters of learner step `step` (the counter's
+        `eval_learner_steps`), at most `learner.final_eval_timeout_s`: a run
+        that reaches its budget ends with an evaluation of what it learned,
+        however late the evaluator started. Actors meanwhile wait on replay."""
+        timeout_s = self._cfg.learner.final_eval_timeout_s
+        if not self._evaluated or timeout_s <= 0:
+            return
+        print(
+            f"[learner] waiting for the evaluator's episode with the final parameters "
+            f"(learner step {step}; at most {timeout_s:.0f} s)",
+            flush=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self._should_stop() and time.monotonic() < deadline:
+            latest = await_future(self._counter.futures.get_latest(), self._should_stop, 5.0)
+            if (latest or {}).get("eval_learner_steps", -1.0) >= step:
+                print("[learner] final evaluation logged", flush=True)
+                return
+            time.sleep(0.5)
+        if not self._should_stop():
+            print(
+                f"[learner] no evaluation of the final parameters within {timeout_s:.0f} s "
+                f"(learner.final_eval_timeout_s); stopping without it",
+                flush=True,
+            )
 
     def _finish(self, step: int, m: Optional[Dict[str, Any]]) -> None:
         """Checkpoint first, then the last log row and publication."""

@@ -11,6 +11,7 @@ import pytest
 
 from learner import checkpoint as ckpt_lib
 from tests.conftest import ROOT
+from utils.logs import read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +69,11 @@ def test_program_trains_checkpoints_and_resumes(tmp_path):
     assert not np.array_equal(ckpt1.leaves[meta_index], np.asarray(init.meta.logits))
 
     assert "run folder" in first.stdout
+    # The run ended with an evaluation of its final parameters (the learner
+    # held the program open for it).
+    evaluations = read_csv(os.path.join(run_dir, "logs", "evaluator.csv"))
+    assert evaluations and int(evaluations[-1]["learner_steps"]) == ckpt1.step, evaluations[-1:]
+    assert "[learner] final evaluation logged" in first.stdout
 
     # Second run on the same folder continues the counters.
     second = run_program(root, *args, "--max_learner_steps=5")

@@ -344,6 +344,10 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     assert s["games_planned"] == 1 and s["per_game"][0]["game"] == "Catch"
     for g in s["per_game"]:  # Catch has no human score: a final score, no HNS
         assert g["status"] == "finished" and g["final_score"] is not None and g["hns"] is None, g
+    for run_dir in (seed0, seed1):  # each ended with an evaluation of its final parameters
+        folder = RunFolder(run_dir)
+        last_step = float(folder.evaluator_rows()[-1]["learner_steps"])
+        assert last_step == folder.checkpoint_counters()["learner_steps"], run_dir
 
 
 def test_progress_table_gives_share_of_budget_and_eta(tmp_path, capsys):
