@@ -39,11 +39,22 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     nodes = p.nodes()
     assert sorted(nodes) == ["actor", "counter", "evaluator", "learner", "replay"], nodes
 
-    # Network exposure: every listener is on loopback or a documented one.
-    listeners = [
-        s for pids in nodes.values() for pid in pids for s in network.listening_sockets(pid)
-    ]
-    groups = {pid: g for g, pids in nodes.items() for pid in pids}
+    # Network exposure: every listener is on loopback or a documented one. A
+    # courier node serves once its object is built, and on a loaded host the
+    # evaluator may still be building after 5 learner steps: wait for each
+    # group's listener to appear.
+    def listening():
+        nodes = p.nodes()
+        groups = {pid: g for g, pids in nodes.items() for pid in pids}
+        found = [s for pid in groups for s in network.listening_sockets(pid)]
+        return found, groups
+
+    def serving():
+        found, groups = listening()
+        return {groups[s.pid] for s in found} >= set(network.KNOWN_LISTENERS)
+
+    wait_for(serving, 60, "every node's server", p)
+    listeners, groups = listening()
     assert network.unexpected_listeners(listeners, groups) == []
     assert {groups[s.pid] for s in listeners} == set(network.KNOWN_LISTENERS)
 
