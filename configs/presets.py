@@ -29,7 +29,8 @@ AGENTS = ("impala", "stacx", "bmg")
 # The meta-objective sees the inner step's own batch (`outer_sample=same`), as
 # STAC practised it; for BMG no source says which, and at initialisation on
 # Pong the acting head's g_p is pushed down less on the same batch than on
-# the next one (docs/design.md, section 3.4).
+# the next one; a seed-0 pair of 10M-frame runs did not favour the next batch
+# (docs/design.md, section 3.4).
 BMG_META = MetaConfig(
     K=1, L=4, matching="kl_v", target_step="rms", value_match_weight=1.0, outer_sample="same"
 )
