@@ -96,16 +96,59 @@ class Program:
 
 
 def alive(pids):
-    """Pids that still run (zombies count as gone)."""
+    """Pids that still run. A process counts until its last thread has
+    exited: its main thread shows as a zombie while another thread still
+    tears the process down (unmapping a large address space takes a while on
+    a loaded machine), and until then it holds its files and locks."""
     out = []
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    out.append(pid)
+            threads = os.listdir(f"/proc/{pid}/task")
         except OSError:
-            pass
+            continue
+        for tid in threads:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                out.append(pid)
+                break
     return out
+
+
+def wait_gone(pids, what, timeout=15):
+    """Wait until every process in `pids` has exited, last thread included; the
+    bound counts from the last exit, so only a process that never goes hits it."""
+    pids = sorted(pids)
+    wait_for(
+        lambda: not alive(pids),
+        timeout,
+        f"{what} ({pids}) to exit",
+        progress=lambda: len(alive(pids)),
+    )
+
+
+def process_facts(pid):
+    """What /proc says of `pid`: its state, parent, node group, command and
+    each thread's state (for a failure message)."""
+    facts = {"pid": pid, "group": network.node_group(pid)}
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        facts.update(state=fields[0], ppid=int(fields[1]))
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            facts["command"] = f.read().replace(b"\0", b" ").decode(errors="replace")[:300]
+        threads = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+            threads[f"{tid} {name}"] = rest.split()[0]
+        facts["threads"] = threads
+    except OSError as e:
+        facts["error"] = str(e)
+    return facts
 
 
 def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
@@ -113,8 +156,8 @@ def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
 
     The wait is keyed to progress, not to the clock alone, so a loaded
     machine slows it down without failing it: `timeout` seconds count from
-    the last change of `progress()` (default: the size of `program`'s output
-    and of its learner log, when there is a program), up to `cap` x `timeout`
+    the last change of `progress()` (default, when there is a program: its
+    output, run folder and CPU time, `_activity`), up to `cap` x `timeout`
     in all. It fails at once, with the program's output, if `program` (a
     `Program` or a `subprocess.Popen`) exits first."""
     proc = getattr(program, "proc", program)
@@ -143,15 +186,31 @@ def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
 
 
 def _activity(program):
-    sizes = []
-    for path in (getattr(program, "out_path", None), getattr(program, "run_dir", None)):
-        if path and os.path.isdir(path):
-            path = os.path.join(path, "logs", "learner.csv")
+    """What shows a program moving: its output, everything under its run
+    folder (node logs, CSV logs, checkpoints) and the CPU seconds its
+    processes have used. The last counts while nothing is written: on a
+    loaded machine a program can import and compile for minutes in silence."""
+    proc = getattr(program, "proc", program)
+    out = getattr(program, "out_path", None)
+    run_dir = getattr(program, "run_dir", None)
+    return (
+        os.path.getsize(out) if out and os.path.exists(out) else 0,
+        tree_size(run_dir) if run_dir else 0,
+        cpu_seconds(proc.pid) if proc is not None else 0,
+    )
+
+
+def cpu_seconds(pid):
+    """Whole CPU seconds (user and system) used by `pid` and its live descendants."""
+    ticks = 0
+    for p in [pid, *network.descendants(pid)]:
         try:
-            sizes.append(os.path.getsize(path) if path else 0)
-        except OSError:
-            sizes.append(0)
-    return tuple(sizes)
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks // os.sysconf("SC_CLK_TCK")
 
 
 def catch_sweep(out, steps, *extra):

@@ -13,7 +13,6 @@ counters, log rows, parameter checksums, and that no process outlives the run.
 import hashlib
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from launch import network
 from learner import checkpoint as ckpt_lib
 from utils.logs import read_csv
-from tests.programs import STOP_BOUND_S, alive, learner_rows, learner_step, wait_for
+from tests.programs import STOP_BOUND_S, learner_rows, learner_step, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +84,7 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     p.interrupt()
     code, took = p.wait_exit(STOP_BOUND_S)
     assert took < STOP_BOUND_S
-    time.sleep(1.0)
-    assert alive(p.seen_pids) == [], f"orphans: {alive(p.seen_pids)}"
+    wait_gone(p.seen_pids, "the program's processes")
     assert "restarted processes: {'actor/" in p.output()
     last = ckpt_lib.latest(ckpt_lib.checkpoint_dir(p.run_dir))
     assert last is not None
@@ -118,8 +116,7 @@ def test_learner_sigkill_then_resume_continues(tmp_path, programs):
     os.kill(nodes["learner"][0], signal.SIGKILL)
     code, took = p.wait_exit(STOP_BOUND_S)
     assert code != 0 and took < STOP_BOUND_S
-    time.sleep(1.0)
-    assert alive(p.seen_pids) == [], f"orphans: {alive(p.seen_pids)}"
+    wait_gone(p.seen_pids, "the program's processes")
 
     good = ckpt_lib.latest(ckpts)
     assert good is not None and good.step > 0
@@ -165,7 +162,6 @@ def test_sigterm_writes_final_checkpoint_and_leaves_no_orphans(tmp_path, program
     p.proc.send_signal(signal.SIGTERM)
     code, took = p.wait_exit(STOP_BOUND_S)
     assert took < STOP_BOUND_S
-    time.sleep(1.0)
-    assert alive(p.seen_pids) == [], f"orphans: {alive(p.seen_pids)}"
+    wait_gone(p.seen_pids, "the program's processes")
     last = ckpt_lib.latest(ckpt_lib.checkpoint_dir(p.run_dir))
     assert last is not None and last.step >= learner_step(p.run_dir) >= 5

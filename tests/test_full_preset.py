@@ -11,7 +11,7 @@ import re
 import pytest
 
 from learner import checkpoint as ckpt_lib
-from tests.programs import Program, alive, learner_step, wait_for
+from tests.programs import Program, learner_step, wait_for, wait_gone
 
 FULL_ON_CATCH = [
     "-m",
@@ -58,7 +58,7 @@ def test_full_preset_learns_beside_48_actors_and_stops_on_ctrl_c_with_a_checkpoi
         assert code == 0 and "Killing entire runtime" not in out, p.report()
         final = max(_checkpoint_steps(p.run_dir))
         assert final >= learner_step(p.run_dir) > first, (final, first)
-        assert not alive(nodes), f"processes left: {alive(nodes)}"
+        wait_gone(nodes, "the program's processes")
         # Each node counts down the launcher's grace, not Launchpad's 10 s default.
         (learner_log,) = glob.glob(os.path.join(p.run_dir, "launchpad", "*", "learner", "0"))
         with open(learner_log) as f:

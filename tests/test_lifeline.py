@@ -9,14 +9,17 @@ import time
 
 import pytest
 
-from tests.programs import Program, alive, learner_step, wait_for
-from utils.lifeline import RunFolderBusyError, RunFolderLock
+from tests.programs import Program, alive, learner_step, process_facts, wait_for, wait_gone
+from utils.lifeline import LOCK_FILE, RunFolderBusyError, RunFolderLock, lock_holders
 
 
 def test_run_folder_lock_names_its_holder_and_dies_with_it(tmp_path):
     run_dir = str(tmp_path / "run")
     held = RunFolderLock(run_dir).acquire("python -m launch.run --name=run")
-    with pytest.raises(RunFolderBusyError, match=rf"held by a live program: pid {os.getpid()} on"):
+    me = os.getpid()
+    # The holder the lock file names, and the one the kernel lists.
+    named = rf"live program: pid {me} on .* holding it now: pid {me} "
+    with pytest.raises(RunFolderBusyError, match=named):
         RunFolderLock(run_dir).acquire()
     held.release()
     RunFolderLock(run_dir).acquire().release()  # free again: nothing stale
@@ -39,10 +42,41 @@ def test_sigkilled_launcher_leaves_no_node_and_a_live_folder_refuses_a_second_pr
         # SIGKILL reaches the launcher alone, as the OOM killer or `kill -9` would.
         os.kill(first.proc.pid, signal.SIGKILL)
         first.proc.wait(10)
-        wait_for(lambda: not alive(nodes), 12, f"nodes {alive(nodes)} to exit after the launcher")
+        wait_gone(nodes, "the nodes, after the launcher")
+        holders = lock_holders(os.path.join(first.run_dir, LOCK_FILE))
+        if holders:
+            pytest.fail(f"the run folder is still held by {[process_facts(p) for p in holders]}")
         RunFolderLock(first.run_dir).acquire().release()
     finally:
         first.cleanup()
+
+
+LEADER_EXITS = """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+print("ready", flush=True)
+ctypes.CDLL(None).syscall({nr}, 0)  # SYS_exit: the main thread alone
+"""
+
+
+def test_a_process_counts_as_alive_until_its_last_thread_exits():
+    # A process whose main thread is gone shows as a zombie while its other
+    # threads still run and hold its files, a run folder's lock among them.
+    nr = {"x86_64": 60, "aarch64": 93}.get(os.uname().machine)
+    if nr is None:
+        pytest.skip(f"SYS_exit not known here ({os.uname().machine})")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LEADER_EXITS.format(nr=nr)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        wait_for(lambda: process_facts(proc.pid).get("state") == "Z", 30, "the main thread's exit")
+        assert list(process_facts(proc.pid)["threads"].values()).count("Z") == 1
+        assert alive([proc.pid]) == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert alive([proc.pid]) == []
 
 
 STUCK_NODE = """

@@ -22,7 +22,7 @@ import pytest
 from configs import make_config, shared_config
 from launch import network, remote
 from tests.conftest import ROOT
-from tests.programs import FAST, alive, learner_rows, wait_for
+from tests.programs import FAST, learner_rows, wait_for, wait_gone
 from utils import version
 from utils.counter import Counter, summarize_hosts
 from utils.logs import read_csv
@@ -283,7 +283,7 @@ def test_a_learner_host_fed_only_by_another_namespace(tmp_path, two_hosts, progr
         os.kill(pid, signal.SIGKILL)
     first.wait_exit(30)
     assert first.seen_pids
-    wait_for(lambda: not alive(first.seen_pids), 30, "the killed host's processes to go")
+    wait_gone(first.seen_pids, "the killed host's processes", 30)
     frames_then = _last_frames(learner.run_dir, "host-a")
     time.sleep(5)
     assert learner.proc.poll() is None
@@ -323,4 +323,4 @@ def test_a_learner_host_fed_only_by_another_namespace(tmp_path, two_hosts, progr
     second.nodes()
     assert code == 0, second.output()
     assert "has not answered for" in second.output() and "stopped 1 actor(s)" in second.output()
-    assert not alive(second.seen_pids)
+    wait_gone(second.seen_pids, "the actor host's processes")

@@ -36,7 +36,7 @@ import signal
 import socket
 import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 LAUNCHER_PID_ENV = "STACX_LAUNCHER_PID"
 RUN_DIR_ENV = "STACX_RUN_DIR"
@@ -61,6 +61,34 @@ def _describe(path: str) -> str:
         )
     except (OSError, ValueError):
         return "a process whose details are not written yet (or a node of one that died)"
+
+
+def lock_holders(path: str) -> List[int]:
+    """Pids holding a `flock` on `path`, from /proc/locks (Linux; [] where
+    unreadable). The kernel lists the pid that took each lock."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  READ 9869 fe:00:2483522 0 EOF"; waiters have "->"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+            pids.append(int(fields[4]))
+    return sorted(set(pids))
+
+
+def _process(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        argv = "?"
+    return f"pid {pid} ({argv[:200]})"
 
 
 def lower_priority(nice: int, pid: int = 0) -> None:
@@ -90,7 +118,9 @@ class RunFolderLock:
             os.close(fd)
             raise RunFolderBusyError(
                 f"run folder {os.path.dirname(self.path)!r} is held by a live program: "
-                f"{_describe(self.path)}. Stop it first, or give this run another --name."
+                f"{_describe(self.path)}; holding it now: "
+                f"{', '.join(_process(p) for p in lock_holders(self.path)) or '?'}. "
+                "Stop it first, or give this run another --name."
             ) from None
         holder = {
             "pid": os.getpid(),
