@@ -33,6 +33,10 @@ from utils.logs import CsvLog, Logger
 from utils.progress import Eta, format_duration
 from utils.timing import SectionTimer, null_timer
 
+# While the learner holds a finished run open for its final evaluation, it
+# says so this often: a user (or a test's wait) sees a live program.
+FINAL_EVAL_SAY_EVERY_S = 20.0
+
 
 class Builder(Protocol):
     """What the learner takes from the run's builder (`launch.builder.Builder`
@@ -262,12 +266,17 @@ class LearnerNode:
             f"(learner step {step}; at most {timeout_s:.0f} s)",
             flush=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while not self._should_stop() and time.monotonic() < deadline:
+        start = time.monotonic()
+        said = start
+        while not self._should_stop() and time.monotonic() < start + timeout_s:
             latest = await_future(self._counter.futures.get_latest(), self._should_stop, 5.0)
             if (latest or {}).get("eval_learner_steps", -1.0) >= step:
                 print("[learner] final evaluation logged", flush=True)
                 return
+            if time.monotonic() - said >= FINAL_EVAL_SAY_EVERY_S:
+                said = time.monotonic()
+                waited = f"{said - start:.0f} s of at most {timeout_s:.0f}"
+                print(f"[learner] still waiting for the final evaluation: {waited}", flush=True)
             time.sleep(0.5)
         if not self._should_stop():
             print(

@@ -2,8 +2,10 @@
 built-in Catch game. A uniformly random policy scores -0.6 on average
 (the ball lands in the paddle's column 1 time in 5); a solved game scores +1.
 Measured on 2 cores: the evaluator's mean return over its last episodes
-reaches 0.9-1.0 within 600 learner steps (about a minute) for both agents."""
+reaches 0.9-1.0 within 600 learner steps (about a minute) for both agents;
+the actors' episodes with the first parameters score about -0.6."""
 
+import glob
 import os
 
 import numpy as np
@@ -24,9 +26,19 @@ def test_pipeline_learns_catch(tmp_path, agent):
         str(tmp_path), "--game=Catch", f"--agent={agent}", "--name=catch", "--max_learner_steps=600"
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    rows = read_csv(os.path.join(str(tmp_path), "catch", "logs", "evaluator.csv"))
-    returns = np.array([float(r["episode_return"]) for r in rows])
-    assert len(returns) >= 400, len(returns)
-    first, last = returns[:100].mean(), returns[-200:].mean()
-    assert first < 0.0, first  # it started near random play
+    logs = os.path.join(str(tmp_path), "catch", "logs")
+    # The start, from the actors' episodes with the first parameters (learner
+    # step 10 at most): the evaluator may start late on a loaded machine.
+    early = [
+        float(r["episode_return"])
+        for path in glob.glob(os.path.join(logs, "actor-*.csv"))
+        for r in read_csv(path)
+        if float(r["params_version"]) <= 10
+    ]
+    assert len(early) >= 20, len(early)
+    first = float(np.mean(early))
+    assert first < 0.0, first  # near random play
+    returns = np.array([float(r["episode_return"]) for r in read_csv(f"{logs}/evaluator.csv")])
+    assert len(returns) >= 200, len(returns)
+    last = returns[-200:].mean()
     assert last >= REQUIRED, (first, last)

@@ -2,39 +2,31 @@
 evaluator) on real Pong with a tiny network, then a resume on the same folder."""
 
 import os
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
 
 from learner import checkpoint as ckpt_lib
-from tests.conftest import ROOT
+from tests.programs import Program, wait_for
 from utils.logs import read_csv
 
 pytestmark = pytest.mark.slow
 
 
-def run_program(root, *args, timeout=400):
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.run",
-        "--preset=test",
-        f"--root={root}",
-        "--max_frames=1e9",
-        *args,
-    ]
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )
-    return proc
+def run_program(root, *args, timeout=120):
+    """`launch.run` on the test preset, run to its end: (returncode, stdout with
+    stderr). The wait is keyed to the program's progress, not to the clock."""
+    name = next((a.split("=", 1)[1] for a in args if a.startswith("--name=")), "program")
+    command = ["-m", "launch.run", "--preset=test", f"--root={root}", "--max_frames=1e9", *args]
+    program = Program(root, name, command=command)
+    try:
+        wait_for(lambda: program.proc.poll() is not None, timeout, f"{name} to end", program)
+    finally:
+        program.cleanup()
+    code, _ = program.wait_exit(10)
+    return SimpleNamespace(returncode=code, stdout=program.output(), stderr="")
 
 
 def test_program_trains_checkpoints_and_resumes(tmp_path):

@@ -33,6 +33,11 @@ def _missing() -> str:
     return f"missing {', '.join(gone)} (apt-get install slurm-wlm munge)" if gone else ""
 
 
+def _checkpointed(run_dir):
+    """Learner steps in the run's newest checkpoint (0 before the first)."""
+    return (RunFolder(run_dir).checkpoint_counters() or {}).get("learner_steps", 0)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     why = _missing()
@@ -141,6 +146,7 @@ def test_slurm_sweep_cancel_and_resubmit(cluster, tmp_path):
     # seed 0 (task 0) finishes; seed 1 (task 1) starts; once its learner has made
     # updates, cancel it (SIGTERM: the program writes a last checkpoint).
     moving = lambda: tree_size(out)  # noqa: E731
+    wait_for(lambda: _checkpointed(seed0) >= steps, 120, "seed 0's last checkpoint", None, moving)
     wait_for(lambda: learner_step(seed1) >= 2, 120, "seed 1's learner to log updates", None, moving)
     assert RunFolder(seed0).checkpoint_counters()["learner_steps"] >= steps
     status = subprocess.run(

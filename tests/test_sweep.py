@@ -19,7 +19,7 @@ from launch.run_folder import DONE_MARKER, RUN_LOG, RunFolder
 from launch.sweep import cli, dry_run, local, plan
 from learner import checkpoint as ckpt_lib
 from tests.conftest import ROOT
-from tests.programs import catch_sweep, learner_step, tree_size, wait_for
+from tests.programs import Program, catch_sweep, learner_step, tree_size, wait_for
 
 
 # ----------------------------------------------------------------------------
@@ -317,9 +317,11 @@ def test_sweep_interrupted_and_resumed(tmp_path):
     seed0_files = _snapshot(seed0)
 
     # Started again: seed 0 is skipped untouched, seed 1 resumes and finishes.
-    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    text = second.stdout + second.stderr
-    assert second.returncode == 0, text
+    second = Program(str(tmp_path), "sweep", command=cmd[1:])  # run folder: the sweep's
+    wait_for(lambda: second.proc.poll() is not None, 120, "the resumed sweep to end", second)
+    code, _ = second.wait_exit(10)
+    text = second.output()
+    assert code == 0, text
     assert "skip Catch-seed0: finished" in text
     assert "start Catch-seed1 (1/1, resuming at" in text
     assert "start Catch-seed0" not in text
