@@ -34,7 +34,8 @@ import numpy as np
 import psutil
 
 from benchmarks.common import debug_program, load_average, stop_program, write_result
-from launch.network import descendants, node_group
+from launch.network import node_group
+from utils.procfs import descendants
 
 ACTING = re.compile(r"\[actor-(\d+)\] acting:")
 

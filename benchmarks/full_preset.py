@@ -42,7 +42,8 @@ from benchmarks.common import load_average, write_result
 from benchmarks.learner import time_config
 from configs import make_config
 from launch import host
-from launch.network import descendants, node_group
+from launch.network import node_group
+from utils.procfs import descendants
 from launch.run_folder import RunFolder
 
 NAME = "full"

@@ -164,27 +164,6 @@ def listening_sockets(pid: int) -> List[Listener]:
     return found
 
 
-def descendants(pid: int) -> List[int]:
-    """All live descendant pids of `pid` (from /proc/*/stat)."""
-    children: Dict[int, List[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def node_group(pid: int, env_name: str = NODE_ENV) -> str:
     """The node group a program process was started for ('' if none)."""
     try:

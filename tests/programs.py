@@ -15,7 +15,9 @@ import pytest
 from launch import network
 from launch.run_folder import RunFolder
 from tests.conftest import ROOT
+from utils import procfs
 
+PROGRESS_EVERY_S = 1.0
 STOP_BOUND_S = 30  # Launchpad's stop notice is 10 s; generous for a loaded CI box
 FAST = [
     "--preset=test",
@@ -56,7 +58,7 @@ class Program:
     def nodes(self):
         """{group: [pid, ...]} of the program's live node processes."""
         found = {}
-        for pid in network.descendants(self.proc.pid):
+        for pid in procfs.descendants(self.proc.pid):
             group = network.node_group(pid)
             if group:
                 found.setdefault(group, []).append(pid)
@@ -100,22 +102,11 @@ def alive(pids):
     exited: its main thread shows as a zombie while another thread still
     tears the process down (unmapping a large address space takes a while on
     a loaded machine), and until then it holds its files and locks."""
-    out = []
-    for pid in pids:
-        try:
-            threads = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in threads:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state not in ("Z", "X"):
-                out.append(pid)
-                break
-    return out
+    return [
+        pid
+        for pid in pids
+        if any(state not in ("Z", "X") for state in procfs.thread_states(pid).values())
+    ]
 
 
 def wait_gone(pids, what, timeout=15):
@@ -134,20 +125,16 @@ def process_facts(pid):
     """What /proc says of `pid`: its state, parent, node group, command and
     each thread's state (for a failure message)."""
     facts = {"pid": pid, "group": network.node_group(pid)}
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        facts.update(state=fields[0], ppid=int(fields[1]))
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            facts["command"] = f.read().replace(b"\0", b" ").decode(errors="replace")[:300]
-        threads = {}
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
-            threads[f"{tid} {name}"] = rest.split()[0]
-        facts["threads"] = threads
-    except OSError as e:
-        facts["error"] = str(e)
+    s = procfs.stat(pid)
+    if s is None:
+        return dict(facts, error="gone")
+    facts.update(state=s.fields[procfs.STATE], ppid=int(s.fields[procfs.PARENT]))
+    facts["command"] = procfs.command(pid)[:300]
+    facts["threads"] = {
+        f"{tid} {t.name}": t.fields[procfs.STATE]
+        for tid in procfs.threads(pid)
+        if (t := procfs.stat(pid, tid)) is not None
+    }
     return facts
 
 
@@ -163,14 +150,16 @@ def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
     proc = getattr(program, "proc", program)
     if progress is None and program is not None:
         progress = lambda: _activity(program)  # noqa: E731
-    start = last_move = time.time()
+    start = last_move = last_look = time.time()
     seen = progress() if progress else None
     while True:
         value = cond()
         if value:
             return value
         now = time.time()
-        if progress is not None:
+        # Progress walks /proc and a run folder: once a second is enough.
+        if progress is not None and now - last_look >= PROGRESS_EVERY_S:
+            last_look = now
             moved = progress()
             if moved != seen:
                 seen, last_move = moved, now
@@ -202,15 +191,7 @@ def _activity(program):
 
 def cpu_seconds(pid):
     """Whole CPU seconds (user and system) used by `pid` and its live descendants."""
-    ticks = 0
-    for p in [pid, *network.descendants(pid)]:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks // os.sysconf("SC_CLK_TCK")
+    return int(sum(procfs.cpu_seconds(p) for p in [pid, *procfs.descendants(pid)]))
 
 
 def catch_sweep(out, steps, *extra):

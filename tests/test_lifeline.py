@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.programs import Program, alive, learner_step, process_facts, wait_for, wait_gone
+from utils import procfs
 from utils.lifeline import LOCK_FILE, RunFolderBusyError, RunFolderLock, lock_holders
 
 
@@ -77,6 +78,38 @@ def test_a_process_counts_as_alive_until_its_last_thread_exits():
         proc.kill()
         proc.wait(30)
     assert alive([proc.pid]) == []
+
+
+ODD_NAME = "a) b (c"
+
+
+def test_procfs_reads_a_process_whose_name_holds_parentheses_and_spaces():
+    # The kernel puts a process's name in parentheses inside its stat line;
+    # a name may hold both, so the fields after it are found from the last ')'.
+    code = (
+        f"import time; open('/proc/self/comm', 'w').write({ODD_NAME!r})\n"
+        "while time.process_time() < 0.5: pass\n"
+        "print('ready', flush=True); input()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        s = procfs.stat(proc.pid)
+        assert s.name == ODD_NAME
+        assert int(s.fields[procfs.PARENT]) == os.getpid() and s.fields[procfs.STATE] in "RS"
+        assert procfs.thread_states(proc.pid)[proc.pid] == s.fields[procfs.STATE]
+        assert proc.pid in procfs.descendants(os.getpid())
+        assert procfs.command(proc.pid).endswith("input()")
+        assert procfs.cpu_seconds(proc.pid) >= 0.4  # it spun 0.5 s; the kernel counts in ticks
+    finally:
+        proc.kill()
+        proc.wait(30)
+    # Once gone, every reader answers empty rather than raising.
+    assert procfs.stat(proc.pid) is None and procfs.threads(proc.pid) == []
+    assert procfs.command(proc.pid) == "" and procfs.cpu_seconds(proc.pid) == 0
+    assert proc.pid not in procfs.descendants(os.getpid())
 
 
 STUCK_NODE = """

@@ -38,6 +38,8 @@ import threading
 import time
 from typing import List, Optional
 
+from utils import procfs
+
 LAUNCHER_PID_ENV = "STACX_LAUNCHER_PID"
 RUN_DIR_ENV = "STACX_RUN_DIR"
 STOP_WITHIN_ENV = "STACX_STOP_WITHIN_S"
@@ -83,12 +85,7 @@ def lock_holders(path: str) -> List[int]:
 
 
 def _process(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        argv = "?"
-    return f"pid {pid} ({argv[:200]})"
+    return f"pid {pid} ({procfs.command(pid)[:200] or '?'})"
 
 
 def lower_priority(nice: int, pid: int = 0) -> None:
