@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from agents.types import Trajectory
 from configs import make_config
@@ -22,6 +23,7 @@ from replay import TrajectoryWriter, make_tables
 import reverb  # after `replay`, which hides GPUs from TensorFlow first
 
 
+@pytest.mark.slow
 def test_non_finite_batches_are_skipped_counted_and_logged(tmp_path, capsys):
     cfg = make_config(
         "test",

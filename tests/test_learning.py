@@ -88,6 +88,7 @@ def test_mg_meta_gradient_through_two_steps_matches_finite_differences():
         assert np.all(np.abs(fd).max(axis=0) > 1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [1, 2])
 def test_bmg_l1_l2_sgd_is_step_size_times_mg(K):
     """BMG with L = 1, L2 matching and an SGD grounded step is a * MG. The
@@ -162,6 +163,7 @@ def test_bmg_kl_matching_is_zero_with_zero_gradient_at_the_target():
         assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(grad)) < 1e-12
 
 
+@pytest.mark.slow
 def test_nan_batch_is_skipped_and_counted():
     cfg = make_config("test", "bmg")
     network = builders.make_networks(cfg, (12, 12, 1), 3)
@@ -236,6 +238,7 @@ def test_mixed_with_one_hot_weights_is_k_step_mg(lam, k):
         np.testing.assert_array_equal(np.asarray(g_mixed), np.asarray(g_mg))
 
 
+@pytest.mark.slow
 def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
     assert MetaConfig(objective="mixed", K=3, mix_lambda=0.5).mix_coefficients == (0.5, 0.25, 0.25)
     assert MetaConfig(objective="mixed", K=2, mix_weights=(1.0, 3.0)).mix_coefficients == (
@@ -265,6 +268,7 @@ def test_mixed_coefficients_and_meta_gradient_match_finite_differences():
         assert _rel_err(grad, jnp.asarray(fd)) < 1e-5
 
 
+@pytest.mark.slow
 def test_mixed_update_from_config_overrides():
     cfg = make_config(
         "test", "stacx", overrides=["meta.objective=mixed", "meta.K=2", "meta.mix_weights=1,2"]
@@ -279,6 +283,7 @@ def test_mixed_update_from_config_overrides():
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
+@pytest.mark.slow
 def test_linear_schedule_needs_its_horizon():
     agent = dataclasses.replace(TINY_AGENT, lr_schedule="linear")
     with pytest.raises(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from experiments.two_colors import meta_grad_stats as mgs
 
@@ -79,6 +80,7 @@ def _cli(tmp_path, *args):
     )
 
 
+@pytest.mark.slow
 def test_append_refuses_other_setup_and_old_files(tmp_path):
     facts = {
         "warmup_steps": 0,

@@ -225,6 +225,7 @@ def _check_directional_derivative(fn, w):
     np.testing.assert_allclose(float(analytic), float(fd), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("objective,clip", [("mg", 0.0), ("bmg", 0.5)])
 def test_k_step_meta_gradient_matches_finite_differences(objective, clip, agent):
@@ -286,6 +287,7 @@ def test_training_cycle_is_k_steps_bootstrap_and_one_meta_update():
         ("q_lambda", "bmg_l2", "kl"),
     ],
 )
+@pytest.mark.slow
 def test_short_run_finite_shapes_deterministic(agent, objective, matching):
     cfg = TwoColorsConfig(
         **parse_objective(objective, agent),
@@ -314,6 +316,7 @@ def test_short_run_finite_shapes_deterministic(agent, objective, matching):
         np.testing.assert_array_equal(out[k], again[k])
 
 
+@pytest.mark.slow
 def test_mixed_one_hot_is_k_step_mg_and_matches_finite_differences():
     """mixed with c = (1, 0) is MG K = 1 and with (0, 1) MG K = 2, exactly; with
     c = (0.6, 0.4) its meta-gradient matches a directional finite difference
@@ -611,6 +614,7 @@ def _go_to(state, item):
     return DOWN if dy > 0 else UP
 
 
+@pytest.mark.slow
 def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
     """A hand-made trajectory that always walks to item 0 with a swap every 6
     steps: each pick-up pays +1 before the swap and -1 after it, the agent and
@@ -670,6 +674,7 @@ def test_q_targets_through_pick_ups_and_a_colour_swap_by_hand():
         np.testing.assert_allclose(float(terms["td"]), td, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_replay_fifo_priorities_and_batches():
     """The FIFO keeps the last N rollouts (oldest overwritten), a new rollout gets
     the largest priority held, draws come only from filled slots (uniformly, or
@@ -711,6 +716,7 @@ def test_replay_fifo_priorities_and_batches():
         np.testing.assert_allclose(terms["td_max"], [t["td_max"] for t in each], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_linear_epsilon_schedule_from_start_to_end():
     assert parse_objective("linear_0.5_0.01", "q_lambda") == {
         "objective": "none",
