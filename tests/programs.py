@@ -164,6 +164,11 @@ def wait_for(cond, timeout, what, program=None, progress=None, cap=5.0):
             if moved != seen:
                 seen, last_move = moved, now
         if proc is not None and proc.poll() is not None:
+            # It may have exited after `cond` was last asked; what it left
+            # then decides (a wait for the exit itself is met just so).
+            value = cond()
+            if value:
+                return value
             reason = f"the program exited ({proc.returncode})"
             break
         if now - last_move > timeout or now - start > cap * timeout:

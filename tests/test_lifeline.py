@@ -1,5 +1,6 @@
 """A program's nodes die with their launcher, and a live program's run
-folder refuses a second one (utils/lifeline.py)."""
+folder refuses a second one (utils/lifeline.py); the process readings and
+waits the end-to-end tests rely on (utils/procfs.py, tests/programs.py)."""
 
 import os
 import signal
@@ -148,3 +149,25 @@ def test_a_node_stuck_after_a_stop_signal_prints_its_stacks_and_exits_if_statele
         assert "most recent call first" in err and "busy_in_a_native_call" in err, err
     finally:
         proc.kill()
+
+
+class _ExitsBetweenTwoLooks:
+    """A program that exits just after a wait asked its condition."""
+
+    returncode = 0
+
+    def poll(self):
+        return 0
+
+
+def test_a_wait_asks_its_condition_again_once_the_program_has_exited():
+    # A wait for a program's end (or for what it writes last) must not fail
+    # because the exit fell between asking the condition and seeing the exit.
+    asked = []
+
+    def ended():
+        asked.append(1)
+        return len(asked) >= 2  # false when first asked, true ever after
+
+    assert wait_for(ended, 5, "the end", program=_ExitsBetweenTwoLooks(), progress=lambda: 0)
+    assert len(asked) == 2
