@@ -43,8 +43,8 @@ from benchmarks.learner import time_config
 from configs import make_config
 from launch import host
 from launch.network import node_group
-from utils.procfs import descendants
 from launch.run_folder import RunFolder
+from utils.procfs import descendants
 
 NAME = "full"
 
