@@ -12,13 +12,17 @@ import time
 
 import pytest
 
+from configs import make_config
 from launch import network
 from launch.run_folder import RunFolder
 from tests.conftest import ROOT
 from utils import procfs
 
 PROGRESS_EVERY_S = 1.0
-STOP_BOUND_S = 30  # Launchpad's stop notice is 10 s; generous for a loaded CI box
+# A stop ends within the nodes' grace (`learner.stop_grace_s`: a node still
+# running then is killed) plus the launcher's teardown, so only a stop that
+# hangs passes this bound; one that uses its whole grace on a loaded host does not.
+STOP_BOUND_S = make_config("test", "impala").learner.stop_grace_s + 30
 FAST = [
     "--preset=test",
     "--game=Catch",
@@ -73,6 +77,14 @@ class Program:
             pytest.fail(f"launcher still running {timeout} s later:\n{self.report()}")
         self._out.close()
         return code, time.time() - t0
+
+    def wait_stopped(self, bound=STOP_BOUND_S):
+        """After a stop signal: the launcher exits within `bound` (a bound that
+        only a hang reaches) and no node outlived its grace (Launchpad then
+        kills the runtime and says so). Returns the exit code."""
+        code, _ = self.wait_exit(bound)
+        assert "Killing entire runtime" not in self.output(), self.report()
+        return code
 
     def report(self, chars=3000):
         """The output's tail, and the log tail of each node Launchpad named

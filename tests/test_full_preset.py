@@ -53,9 +53,7 @@ def test_full_preset_learns_beside_48_actors_and_stops_on_ctrl_c_with_a_checkpoi
         nodes = [pid for pids in p.nodes().values() for pid in pids]
         assert len(nodes) == packed + 4, p.nodes()  # and learner, replay, counter, evaluator
         p.interrupt()  # Ctrl-C to the whole process group, actors busy
-        code, _ = p.wait_exit(90)
-        out = p.output()
-        assert code == 0 and "Killing entire runtime" not in out, p.report()
+        assert p.wait_stopped(90) == 0, p.report()
         final = max(_checkpoint_steps(p.run_dir))
         assert final >= learner_step(p.run_dir) > first, (final, first)
         wait_gone(nodes, "the program's processes")

@@ -319,7 +319,7 @@ def test_a_learner_host_fed_only_by_another_namespace(tmp_path, two_hosts, progr
     second.nodes()
     os.killpg(learner.proc.pid, signal.SIGTERM)
     assert learner.wait_exit(60)[0] == 0
-    code, took = second.wait_exit(60)
+    code, _ = second.wait_exit(60)
     second.nodes()
     assert code == 0, second.output()
     assert "has not answered for" in second.output() and "stopped 1 actor(s)" in second.output()
