@@ -19,6 +19,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", 
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first, each group in file order. pytest-xdist's work stealing
+    can take only queued tests, so a long test near the end of a worker's queue
+    leaves the other worker idle for most of its length; with the long ones
+    first, the run ends on tests of a second or two."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def fake_batches(num_batches, T, B, obs_shape, num_actions, seed=0, float_obs=False):
     """Random trajectories [N, T + 1, B, ...] with episode ends and rewards in [-2, 2]."""
     rng = np.random.default_rng(seed)
