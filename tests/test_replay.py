@@ -190,7 +190,9 @@ def test_an_actor_waits_while_the_queue_is_full_and_goes_on_once_it_is_not(make_
     taken.start()
     waited = wait_while_full(client, lambda: time.monotonic() - t0 > 30)
     taken.join()
-    assert 0.5 < waited < 5.0 and table_size(address) < BATCH + 2  # (the dataset prefetches)
+    # It went on once there was room: well before its own give-up at 30 s,
+    # however loaded the host (the dataset prefetches, so the size drops by more).
+    assert 0.5 < waited < 20.0 and table_size(address) < BATCH + 2
     it.close()
 
 
@@ -264,7 +266,7 @@ def test_empty_table_times_out_with_clear_error(make_server):
     start = time.monotonic()
     with pytest.raises(ReplayTimeoutError) as err:
         _bounded(lambda: next(it), 30)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 25  # next()'s 500 ms, not reverb's 30 s wait
     message = str(err.value)
     assert repr(TABLE) in message and address in message and "timeout_ms=500" in message
     assert isinstance(err.value, TimeoutError)
