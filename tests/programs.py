@@ -19,10 +19,16 @@ from tests.conftest import ROOT
 from utils import procfs
 
 PROGRESS_EVERY_S = 1.0
-# A stop ends within the nodes' grace (`learner.stop_grace_s`: a node still
-# running then is killed) plus the launcher's teardown, so only a stop that
-# hangs passes this bound; one that uses its whole grace on a loaded host does not.
-STOP_BOUND_S = make_config("test", "impala").learner.stop_grace_s + 30
+
+
+def stop_bound_s(preset):
+    """A stop ends within the nodes' grace (`learner.stop_grace_s`: a node still
+    running then is killed) plus the launcher's teardown: a bound that only a
+    hung stop reaches, not one that uses its whole grace on a loaded host."""
+    return make_config(preset, "impala").learner.stop_grace_s + 30
+
+
+STOP_BOUND_S = stop_bound_s("test")
 FAST = [
     "--preset=test",
     "--game=Catch",

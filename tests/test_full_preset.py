@@ -11,7 +11,7 @@ import re
 import pytest
 
 from learner import checkpoint as ckpt_lib
-from tests.programs import Program, learner_step, wait_for, wait_gone
+from tests.programs import Program, learner_step, stop_bound_s, wait_for, wait_gone
 
 FULL_ON_CATCH = [
     "-m",
@@ -53,7 +53,7 @@ def test_full_preset_learns_beside_48_actors_and_stops_on_ctrl_c_with_a_checkpoi
         nodes = [pid for pids in p.nodes().values() for pid in pids]
         assert len(nodes) == packed + 4, p.nodes()  # and learner, replay, counter, evaluator
         p.interrupt()  # Ctrl-C to the whole process group, actors busy
-        assert p.wait_stopped(90) == 0, p.report()
+        assert p.wait_stopped(stop_bound_s("full")) == 0, p.report()
         final = max(_checkpoint_steps(p.run_dir))
         assert final >= learner_step(p.run_dir) > first, (final, first)
         wait_gone(nodes, "the program's processes")
