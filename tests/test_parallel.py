@@ -18,7 +18,8 @@ from tests.conftest import ROOT, fake_batches
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = flags + " --xla_force_host_platform_device_count=4"
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {root!r})
     from agents import builders, parallel
