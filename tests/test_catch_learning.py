@@ -1,9 +1,11 @@
 """The whole pipeline learns: Launchpad + Reverb + learner + actors on the
 built-in Catch game. A uniformly random policy scores -0.6 on average
 (the ball lands in the paddle's column 1 time in 5); a solved game scores +1.
-Measured on 2 cores, in four suite runs of each agent: the evaluator's mean
-return over its last 200 episodes was 0.77-0.98 at 300 learner steps and
-0.93-1.00 at 400 (the budget here), for both agents; the actors' episodes
+The test preset's learning rate decays linearly to 0 over the run's budget,
+so a shorter budget also learns less per step. Measured on 2 cores, the
+evaluator's mean return over its last 200 episodes at the end of a run was
+0.95-1.00 with a budget of 600 learner steps (three runs of each agent) and
+0.78-0.95 with 400 (five runs); the budget here is 500. The actors' episodes
 with the first parameters score about -0.6."""
 
 import glob
@@ -24,7 +26,7 @@ REQUIRED = 0.5  # clearly better than random: 55 % of the way from -0.6 to 1.0
 @pytest.mark.parametrize("agent", ["impala", "bmg"])
 def test_pipeline_learns_catch(tmp_path, agent):
     proc = run_program(
-        str(tmp_path), "--game=Catch", f"--agent={agent}", "--name=catch", "--max_learner_steps=400"
+        str(tmp_path), "--game=Catch", f"--agent={agent}", "--name=catch", "--max_learner_steps=500"
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     logs = os.path.join(str(tmp_path), "catch", "logs")
