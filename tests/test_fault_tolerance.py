@@ -78,6 +78,16 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     hosts = os.path.join(p.run_dir, "logs", "hosts.csv")
     wait_for(lambda: read_csv(hosts)[-1]["restarts"] == "1", 120, "the restart counted", p)
     assert {r["host"] for r in read_csv(hosts)} == {"local"}
+    # The learner reads the counter about once a second, and a stopping
+    # counter may not answer the final checkpoint's read: stop once a
+    # periodic checkpoint holds the restart, so the final one does too.
+    ckpts = ckpt_lib.checkpoint_dir(p.run_dir)
+    wait_for(
+        lambda: getattr(ckpt_lib.latest(ckpts), "counters", {}).get("restarts") == 1,
+        60,
+        "a checkpoint that counts the restart",
+        p,
+    )
 
     # Ctrl-C: a final checkpoint, every process gone within the bound.
     p.nodes()
