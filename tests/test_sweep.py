@@ -130,8 +130,19 @@ import json, os, sys, time
 from learner import checkpoint as ckpt_lib
 import numpy as np
 run_dir, frames, events = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+name = os.path.basename(run_dir)
 with open(events, "a") as f:
-    f.write(json.dumps(["start", os.path.basename(run_dir), time.time()]) + "\n")
+    f.write(json.dumps(["start", name, time.time()]) + "\n")
+# The first run in plan order holds until another run starts after it, so
+# that two at once is what the scheduler does rather than what the machine's
+# speed allows; only a scheduler that never starts a second meets the bound.
+deadline = time.time() + 30
+while name == "Pong-seed0" and time.time() < deadline:
+    lines = [json.loads(line) for line in open(events) if line.endswith("\n")]
+    mine = max(i for i, e in enumerate(lines) if e[:2] == ["start", name])
+    if any(e[0] == "start" for e in lines[mine + 1:]):
+        break
+    time.sleep(0.05)
 time.sleep(0.6)
 failed = "Breakout" in run_dir
 if not failed:
@@ -146,7 +157,7 @@ sys.exit(1 if failed else 0)
 
 
 def test_scheduler_parallel_markers_failures(tmp_path, monkeypatch, capsys):
-    """--parallel=2 over 4 runs with a stand-in for launch.run: at most 2 at once,
+    """--parallel=2 over 3 runs with a stand-in for launch.run: at most 2 at once,
     budget reached -> done + marker, exit 1 -> failed; a restart skips the done ones."""
     out, events = str(tmp_path / "sw"), str(tmp_path / "events.jsonl")
     monkeypatch.setattr(
