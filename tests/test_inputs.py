@@ -13,6 +13,7 @@ import pytest
 from agents.types import Trajectory
 from learner.inputs import Prefetcher, Windows
 from replay import ReplayTimeoutError
+from tests.programs import wait_for
 
 
 def _batch(i: int) -> Trajectory:
@@ -96,9 +97,11 @@ def test_prefetch_is_bounded_by_depth():
     inputs = Prefetcher(Windows(data, 1, 0, "fake:0", 10_000), lambda x: made.append(1) or x, 2)
     try:
         assert inputs.get(timeout_s=5.0) is not None
-        time.sleep(0.5)  # the thread fills the queue, then waits
-        # 1 taken + 2 queued + at most 1 made and waiting for room.
-        assert 3 <= len(made) <= 4 and data.served == len(made)
+        # The thread fills the queue, makes one more and waits for room:
+        # 1 taken + 2 queued + 1 waiting, and nothing more however long it runs.
+        wait_for(lambda: len(made) >= 4, 30, "the prefetch thread to fill its queue")
+        time.sleep(0.5)
+        assert len(made) == 4 and data.served == 4
     finally:
         inputs.close()
 
