@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from launch import network
+from launch.run_folder import RunFolder
 from learner import checkpoint as ckpt_lib
 from utils.logs import read_csv
 from tests.programs import STOP_BOUND_S, learner_rows, learner_step, wait_for, wait_gone
@@ -81,9 +82,9 @@ def test_actor_crash_is_restarted_and_ctrl_c_checkpoints(tmp_path, programs):
     # The learner reads the counter about once a second, and a stopping
     # counter may not answer the final checkpoint's read: stop once a
     # periodic checkpoint holds the restart, so the final one does too.
-    ckpts = ckpt_lib.checkpoint_dir(p.run_dir)
+    folder = RunFolder(p.run_dir)
     wait_for(
-        lambda: getattr(ckpt_lib.latest(ckpts), "counters", {}).get("restarts") == 1,
+        lambda: (folder.checkpoint_counters() or {}).get("restarts") == 1,
         60,
         "a checkpoint that counts the restart",
         p,

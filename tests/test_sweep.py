@@ -144,14 +144,14 @@ while name == "Pong-seed0" and time.time() < deadline:
         break
     time.sleep(0.05)
 time.sleep(0.6)
-failed = "Breakout" in run_dir
+failed = "Breakout" in name
 if not failed:
     ckpt_lib.save(ckpt_lib.checkpoint_dir(run_dir), 5, [np.zeros(1)],
                   {"frames": frames, "learner_steps": 5}, {})
 # Every exit ends its interval, a failed one too: otherwise the next start,
 # before a slower run's end, counts three at once.
 with open(events, "a") as f:
-    f.write(json.dumps(["end", os.path.basename(run_dir), time.time()]) + "\n")
+    f.write(json.dumps(["end", name, time.time()]) + "\n")
 sys.exit(1 if failed else 0)
 """
 
